@@ -1,0 +1,50 @@
+"""Score a results file as the official Kakao Arena evaluator does.
+
+    python -m evaluate --gt ANSWERS --rec RESULTS [--questions QUESTIONS] [--json]
+
+Prints music nDCG@100, tag nDCG@10 and score = 0.85 music + 0.15 tag; with ``--questions`` also the
+scores by question type (songs-only, songs+tags, tags-only, title-only, empty). ``--json`` prints one
+object: ``music_ndcg``, ``tag_ndcg``, ``score``, ``n`` and, with questions, ``by_type`` (type -> the
+same four keys). An invalid results file is an error on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from data.melon import MelonDataError, load_playlists, load_results
+from evaluate.ndcg import InvalidResults, evaluate
+
+
+def format_table(scores: dict) -> str:
+    rows = [f"{'':<12} {'n':>7} {'music nDCG':>11} {'tag nDCG':>9} {'score':>7}"]
+    items = [("all", scores)] + list(scores.get("by_type", {}).items())
+    for name, s in items:
+        rows.append(f"{name:<12} {s['n']:>7} {s['music_ndcg']:>11.4f} {s['tag_ndcg']:>9.4f} {s['score']:>7.4f}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gt", type=Path, required=True, help="answers file (e.g. SPLIT/answers/val.json)")
+    parser.add_argument("--rec", type=Path, required=True, help="results file to score")
+    parser.add_argument("--questions", type=Path, help="questions file: adds scores by question type")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        answers = load_playlists(args.gt)
+        results = load_results(args.rec)
+        questions = load_playlists(args.questions) if args.questions else None
+        scores = evaluate(answers, results, questions)
+    except (MelonDataError, InvalidResults) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(scores, indent=1) if args.json else format_table(scores))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
