@@ -1,9 +1,10 @@
 """The figures of the shared README's statistics table, for any Melon-format data folder.
 
-    python -m data.stats DIR [--json]
+    python -m data.stats DIR [DIR ...] [--json]
 
-Reads whatever of train.json / val.json / test.json / song_meta.json is in DIR (real or synthetic). The
-table compares each figure with the real data set's. ``--json`` prints one object with these keys:
+Reads whatever of train.json / val.json / test.json / song_meta.json is in each DIR (real or
+synthetic). The table has a column per DIR and the real data set's figure beside them. ``--json``
+prints one object per DIR (a list when several are given) with these keys:
 
 * ``playlists``: ``{train, val, test}`` record counts of the files present;
 * ``songs_in_meta``: records in song_meta.json;
@@ -122,26 +123,36 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def table(stats: dict) -> str:
+def table(columns: dict[str, dict]) -> str:
+    """A Markdown table: one row per figure, one column per data folder, then the real value."""
     real = _flat(REAL)
-    rows = [f"| {'figure':<34} | {'this data':>12} | {'real Melon':>12} |", f"|{'-' * 36}|{'-' * 14}|{'-' * 14}|"]
-    for key, value in _flat(stats).items():
-        ref = real.get(key, "")
-        rows.append(f"| {key:<34} | {value:>12} | {ref:>12} |")
+    flat = {name: _flat(stats) for name, stats in columns.items()}
+    keys = list(dict.fromkeys(k for f in flat.values() for k in f))
+    width = max(12, *(len(n) for n in columns))
+    head = "| " + f"{'figure':<34} | " + " | ".join(f"{n:>{width}}" for n in columns) + f" | {'real Melon':>12} |"
+    rule = "|" + "-" * 36 + "|" + "|".join("-" * (width + 2) for _ in columns) + "|" + "-" * 14 + "|"
+    rows = [head, rule]
+    for key in keys:
+        cells = " | ".join(f"{str(f.get(key, '')):>{width}}" for f in flat.values())
+        rows.append(f"| {key:<34} | {cells} | {str(real.get(key, '')):>12} |")
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data.stats", description=__doc__.split("\n\n")[0])
-    parser.add_argument("directory", type=Path)
-    parser.add_argument("--json", action="store_true", help="print one JSON object (keys in the module docstring)")
+    parser.add_argument("directories", type=Path, nargs="+", metavar="DIR")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per DIR (keys in the module docstring)")
     args = parser.parse_args(argv)
     try:
-        stats = compute(args.directory)
+        columns = {str(d): compute(d) for d in args.directories}
     except MelonDataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(stats, ensure_ascii=False, indent=1) if args.json else table(stats))
+    if args.json:
+        objects = list(columns.values())
+        print(json.dumps(objects[0] if len(objects) == 1 else objects, ensure_ascii=False, indent=1))
+    else:
+        print(table(columns))
     return 0
 
 
