@@ -1,0 +1,147 @@
+"""tf.data input pipelines over a work directory's TFRecord shards, split per Horovod rank.
+
+``training_dataset(workdir, mode, rank, size, epoch, ...)``:
+
+1. the shard files of the manifest, in order, then ``shard(size, rank)``: each rank reads whole files,
+   disjoint from the other ranks' and together all of them (an error when there are fewer files than
+   ranks);
+2. the rank's files in an order shuffled per epoch, interleaved, then records shuffled in a buffer;
+3. on the fly, per playlist, with stateless random numbers seeded by (seed, epoch, playlist id):
+
+   * ``dae``: the denoising corruption. Keep ``randint(m, min(n_songs, max_songs))`` of the songs
+     (m = 1 when the playlist has no tags) and ``randint(m', min(n_tags, max_tags))`` of the tags
+     (m' = 1 when no song was kept); the input artists are those of the kept songs; the targets are
+     the full sets. Playlists with no in-vocabulary song or tag are skipped.
+   * ``title_mlm``: 15% of the title pieces chosen (at least one); of those 80% become ``[mask]``,
+     10% a random piece, 10% stay; the labels hold the original piece where chosen, -1 elsewhere.
+     Playlists with an empty title are skipped.
+   * ``title_finetune``: title pieces in, songs and tags as targets; empty titles skipped.
+
+4. padded per batch with -1, prefetched.
+
+The same (seed, rank, size, epoch) gives the same batches. ``eval_dataset`` reads the validation
+question shards in order, unshuffled and unaltered.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import tensorflow as tf
+
+from data.records import decode
+
+PAD = -1
+MODES = ("dae", "title_mlm", "title_finetune")
+
+
+def shard_files(workdir: str | Path, kind: str, rank: int = 0, size: int = 1) -> list[str]:
+    """This rank's shard files of ``kind`` ('train' or 'val'): every size-th file from the rank-th."""
+    workdir = Path(workdir)
+    manifest = json.loads((workdir / "manifest.json").read_text(encoding="utf-8"))
+    files = [str(workdir / s["file"]) for s in manifest["shards"][kind]]
+    if len(files) < size:
+        raise ValueError(f"{workdir}: {len(files)} {kind} shards cannot feed {size} ranks (each rank reads whole "
+                         f"files); rerun data.preprocess with shards.min_shards >= {size}")
+    return files[rank::size]
+
+
+def _element_seed(seed: int, epoch: int, playlist_id):
+    return tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int64), playlist_id])
+
+
+def _subset(items, k, seed):
+    """``k`` of ``items`` in a random order, with a stateless seed."""
+    order = tf.argsort(tf.random.stateless_uniform(tf.shape(items), seed))
+    return tf.gather(items, order[:k])
+
+
+def _randint(low, high, seed):
+    """A uniform integer in [low, high] (both inclusive; low <= high)."""
+    return tf.random.stateless_uniform([], seed, minval=low, maxval=high + 1, dtype=tf.int32)
+
+
+def dae_corruption(record: dict, seed, song_artists: tf.RaggedTensor, max_songs: int = 100, max_tags: int = 5) -> dict:
+    songs, tags = tf.cast(record["songs"], tf.int32), tf.cast(record["tags"], tf.int32)
+    n_songs, n_tags = tf.size(songs), tf.size(tags)
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    most_songs = tf.minimum(n_songs, max_songs)
+    k_songs = _randint(tf.minimum(tf.cast(n_tags == 0, tf.int32), most_songs), most_songs, seeds[0])
+    kept_songs = _subset(songs, k_songs, seeds[1])
+    most_tags = tf.minimum(n_tags, max_tags)
+    k_tags = _randint(tf.minimum(tf.cast(k_songs == 0, tf.int32), most_tags), most_tags, seeds[2])
+    kept_tags = _subset(tags, k_tags, seeds[3])
+    kept_artists, _ = tf.unique(tf.gather(song_artists, kept_songs).flat_values)
+    return {
+        "id": record["id"], "updt_date": record["updt_date"],
+        "songs_in": kept_songs, "tags_in": kept_tags, "artists_in": kept_artists,
+        "songs": songs, "tags": tags, "artists": tf.cast(record["artists"], tf.int32),
+    }
+
+
+def title_masking(record: dict, seed, mask_id: int, first_piece_id: int, n_pieces: int, rate: float = 0.15) -> dict:
+    title = tf.cast(record["title"], tf.int32)
+    n = tf.size(title)
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    u = tf.random.stateless_uniform([n], seeds[0])
+    chosen = (u < rate) | (tf.range(n) == tf.cast(tf.argmin(u), tf.int32))  # at least one piece
+    r = tf.random.stateless_uniform([n], seeds[1])
+    random_piece = tf.random.stateless_uniform([n], seeds[2], minval=first_piece_id, maxval=n_pieces, dtype=tf.int32)
+    masked = tf.where(chosen & (r < 0.8), mask_id, tf.where(chosen & (r < 0.9), random_piece, title))
+    return {"id": record["id"], "title_in": masked, "title_labels": tf.where(chosen, title, PAD)}
+
+
+def _song_artists(workdir: Path) -> tf.RaggedTensor:
+    vocab = json.loads((workdir / "vocab.json").read_text(encoding="utf-8"))
+    return tf.ragged.constant(vocab["song_artists"], dtype=tf.int32, ragged_rank=1, row_splits_dtype=tf.int32) \
+        if any(vocab["song_artists"]) else tf.RaggedTensor.from_row_lengths(
+            tf.zeros([0], tf.int32), tf.zeros([len(vocab["song_artists"])], tf.int32))
+
+
+def training_dataset(workdir: str | Path, mode: str, rank: int, size: int, epoch: int, batch_size: int,
+                     seed: int = 0, shuffle_buffer: int = 8192, max_songs: int = 100, max_tags: int = 5,
+                     mask_rate: float = 0.15, drop_remainder: bool = False) -> tf.data.Dataset:
+    """One epoch of this rank's training batches (see the module docstring)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    workdir = Path(workdir)
+    files = shard_files(workdir, "train", rank, size)
+    order_seed = seed * 1_000_003 + epoch * 97 + rank
+    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=order_seed)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=16,
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.shuffle(shuffle_buffer, seed=order_seed)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if mode == "dae":
+        song_artists = _song_artists(workdir)
+        ds = ds.filter(lambda r: tf.size(r["songs"]) + tf.size(r["tags"]) > 0)
+        ds = ds.map(lambda r: dae_corruption(r, _element_seed(seed, epoch, r["id"]), song_artists, max_songs, max_tags),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = ds.filter(lambda r: tf.size(r["title"]) > 0)
+        if mode == "title_mlm":
+            from data.title import TitleTokenizer
+
+            tok = TitleTokenizer(workdir / "title.model")
+            ds = ds.map(lambda r: title_masking(r, _element_seed(seed, epoch, r["id"]), tok.mask_id, tok.first_piece_id,
+                                                tok.size, mask_rate),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        else:
+            ds = ds.map(lambda r: {"id": r["id"], "title": tf.cast(r["title"], tf.int32),
+                                   "songs": tf.cast(r["songs"], tf.int32), "tags": tf.cast(r["tags"], tf.int32)},
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.padded_batch(batch_size, padding_values=_pad_values(ds.element_spec), drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(workdir: str | Path, batch_size: int, rank: int = 0, size: int = 1) -> tf.data.Dataset:
+    """This rank's validation questions, in shard order, unaltered, padded with -1 per batch."""
+    ds = tf.data.TFRecordDataset(shard_files(workdir, "val", rank, size))
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda r: {k: tf.cast(v, tf.int32) if v.shape.rank == 1 else v for k, v in r.items()})
+    return ds.padded_batch(batch_size, padding_values=_pad_values(ds.element_spec)).prefetch(tf.data.AUTOTUNE)
+
+
+def _pad_values(spec: dict) -> dict:
+    return {k: tf.constant(PAD, s.dtype) for k, s in spec.items()}

@@ -1,0 +1,317 @@
+"""Turn a split into the work directory every trainer and the inference job read.
+
+    mpirun -np N python -m data.preprocess --split SPLITDIR --meta DATADIR --out WORKDIR \
+        [--config configs/data.yaml] [--force]
+
+Reads ``SPLITDIR/orig/train.json``, ``SPLITDIR/questions/val.json``, ``SPLITDIR/answers/val.json`` and
+``DATADIR/song_meta.json``; writes into WORKDIR:
+
+* ``vocab.json``: the song, tag and artist vocabularies (``[[item, count], ...]``, index = id), each kept
+  song's artists, the recall levels (data/vocab.py);
+* ``release_dates.npz``: ``release_dates``, the corrected release date (int YYYYMMDD, 0 = unknown) of
+  every song id of song_meta.json;
+* ``title.model``: the sentencepiece BPE title tokenizer (data/title.py);
+* ``shards/train-SSSSS-of-NNNNN.tfrecord`` and ``shards/val-…``: one tf.train.Example per training
+  playlist / validation question (data/records.py); playlist i goes to shard ``i mod NNNNN``;
+* ``eval/questions.json``, ``eval/answers.json``: the validation questions and answers, for scoring;
+* ``manifest.json``: every file with its sha256, every shard with its record count, vocabulary sizes
+  and the config used.
+
+Rank 0 builds the vocabularies, dates and tokenizer and broadcasts them; every rank then encodes and
+writes the shards ``s`` with ``s mod N == rank``. The output is byte-identical for any N. Everything is
+written into ``WORKDIR.partial-*`` and renamed to WORKDIR only when complete, so a WORKDIR that exists is
+whole. An existing WORKDIR is refused unless ``--force``.
+
+``verify_workdir(WORKDIR)`` checks a work directory against its manifest (the trainers call it first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+log = logging.getLogger("data.preprocess")
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "data.yaml"
+FORMAT_VERSION = 1
+
+
+class WorkdirError(ValueError):
+    """A work directory is missing, incomplete, corrupted, or does not match its manifest."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_config(path: Path) -> dict:
+    config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    try:
+        for key in ("song_recall", "tag_recall", "artist_recall"):
+            float(config["vocab"][key])
+        for key in ("vocab_size", "character_coverage", "seed"):
+            config["tokenizer"][key]
+        int(config["shards"]["min_shards"]), int(config["shards"]["records_per_shard"])
+        int(config["max_title_pieces"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: missing or malformed setting {e}") from None
+    return config
+
+
+def shard_count(records: int, config: dict) -> int:
+    shards = config["shards"]
+    return max(int(shards["min_shards"]), math.ceil(records / int(shards["records_per_shard"])))
+
+
+def shard_name(kind: str, index: int, total: int) -> str:
+    return f"shards/{kind}-{index:05d}-of-{total:05d}.tfrecord"
+
+
+def to_record(playlist: dict, index: dict, tokenizer, max_title_pieces: int) -> dict:
+    """A playlist as vocabulary indices (out-of-vocabulary items dropped) and title pieces."""
+    from data.vocab import updt_day
+
+    songs = [index["songs"][s] for s in playlist["songs"] if s in index["songs"]]
+    artists = list(dict.fromkeys(a for s in songs for a in index["song_artists"][s]))
+    return {
+        "id": playlist["id"],
+        "updt_date": updt_day(playlist["updt_date"]),
+        "songs": songs,
+        "tags": [index["tags"][t] for t in playlist["tags"] if t in index["tags"]],
+        "artists": artists,
+        "title": tokenizer.encode(playlist["plylst_title"], max_title_pieces),
+    }
+
+
+def write_shards(kind: str, playlists: list[dict], total: int, rank: int, size: int, index: dict, tokenizer,
+                 max_title_pieces: int, workdir: Path) -> list[dict]:
+    """Write this rank's shards of ``playlists``; returns [{file, records, sha256}] for them."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from data.records import encode
+
+    mine = [s for s in range(total) if s % size == rank]
+    written = []
+    for s in tqdm(mine, desc=f"{kind} shards (rank {rank})", disable=rank != 0, unit="shard"):
+        name = shard_name(kind, s, total)
+        path = workdir / name
+        count = 0
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for playlist in playlists[s::total]:
+                writer.write(encode(to_record(playlist, index, tokenizer, max_title_pieces)))
+                count += 1
+        written.append({"file": name, "records": count, "sha256": sha256_file(path)})
+    return written
+
+
+def build_shared(split: Path, meta: Path, config: dict, train: list[dict], questions: list[dict]) -> dict:
+    """Rank 0's part: vocabularies, release dates, tokenizer (everything the shards depend on)."""
+    from data.melon import load_song_meta
+    from data.title import train_tokenizer
+    from data.vocab import build_vocab, release_dates
+
+    song_meta = load_song_meta(meta / "song_meta.json")
+    for p in train + questions:
+        for s in p["songs"]:
+            if not 0 <= s < len(song_meta):
+                raise ValueError(f"playlist id {p['id']}: song id {s} is not in {meta / 'song_meta.json'}")
+    v = config["vocab"]
+    vocab = build_vocab(train, song_meta, float(v["song_recall"]), float(v["tag_recall"]), float(v["artist_recall"]))
+    dates = release_dates(song_meta, train + questions)
+    t = config["tokenizer"]
+    model = train_tokenizer([p["plylst_title"] for p in train], int(t["vocab_size"]), float(t["character_coverage"]),
+                            int(t["seed"]))
+    distinct = {"songs": len({s for p in train for s in p["songs"]}), "tags": len({t for p in train for t in p["tags"]})}
+    return {"vocab": vocab, "release_dates": dates, "tokenizer": model, "distinct": distinct}
+
+
+def index_of(vocab: dict) -> dict:
+    return {
+        "songs": {s: i for i, (s, _) in enumerate(vocab["songs"])},
+        "tags": {t: i for i, (t, _) in enumerate(vocab["tags"])},
+        "song_artists": vocab["song_artists"],
+    }
+
+
+def finish(workdir: Path, out: Path, shared: dict, shards: dict, config: dict, inputs: dict, force: bool) -> dict:
+    """Rank 0: the non-shard files, the manifest, then the atomic rename of the whole directory."""
+    from data.melon import write_json
+
+    write_json(shared["vocab"], workdir / "vocab.json")
+    with open(workdir / "release_dates.npz", "wb") as f:
+        np.savez(f, release_dates=shared["release_dates"])
+    (workdir / "title.model").write_bytes(shared["tokenizer"])
+    vocab = shared["vocab"]
+    files = {name: {"file": name, "sha256": sha256_file(workdir / name)}
+             for name in ("vocab.json", "release_dates.npz", "title.model", "eval/questions.json", "eval/answers.json")}
+    from data.title import TitleTokenizer
+
+    manifest = {
+        "format": FORMAT_VERSION,
+        "created_by": "data.preprocess",
+        "inputs": inputs,
+        "config": config,
+        "files": files,
+        "sizes": {"songs": len(vocab["songs"]), "tags": len(vocab["tags"]), "artists": len(vocab["artists"]),
+                  "title_pieces": TitleTokenizer(shared["tokenizer"]).size, "song_meta": len(shared["release_dates"])},
+        "records": {kind: sum(s["records"] for s in v) for kind, v in shards.items()},
+        "shards": shards,
+    }
+    write_json(manifest, workdir / "manifest.json")
+    if out.exists():
+        if not force:
+            raise FileExistsError(f"{out} appeared while preprocessing; the result is left in {workdir}")
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        workdir.rename(out)
+        shutil.rmtree(old)
+    else:
+        workdir.rename(out)
+    return manifest
+
+
+def verify_workdir(workdir: str | os.PathLike, check_shards: bool = True) -> dict:
+    """Load WORKDIR's manifest and check every file against it; returns the manifest.
+
+    Raises WorkdirError naming the first missing, truncated or altered file (a shard whose sha256 differs
+    from the manifest's, vocabularies or tokenizer replaced by another run's, ...).
+    """
+    workdir = Path(workdir)
+    manifest_path = workdir / "manifest.json"
+    if not manifest_path.is_file():
+        raise WorkdirError(f"{workdir}: no manifest.json; not a complete work directory (run data.preprocess)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise WorkdirError(f"{manifest_path}: not valid JSON ({e.msg})") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise WorkdirError(f"{manifest_path}: format {manifest.get('format')!r}, this code reads {FORMAT_VERSION}")
+    entries = list(manifest["files"].values())
+    if check_shards:
+        entries += [s for kind in manifest["shards"].values() for s in kind]
+    for entry in entries:
+        path = workdir / entry["file"]
+        if not path.is_file():
+            raise WorkdirError(f"{path}: listed in the manifest but missing")
+        if sha256_file(path) != entry["sha256"]:
+            raise WorkdirError(f"{path}: sha256 differs from manifest.json (truncated, corrupted, or from another run)")
+    return manifest
+
+
+def _inputs(split: Path, meta: Path) -> dict:
+    return {name: {"file": str(path.name), "sha256": sha256_file(path)} for name, path in (
+        ("train", split / "orig/train.json"), ("questions", split / "questions/val.json"),
+        ("answers", split / "answers/val.json"), ("song_meta", meta / "song_meta.json"))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data.preprocess", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--split", type=Path, required=True, help="folder written by data.split")
+    parser.add_argument("--meta", type=Path, required=True, help="folder holding song_meta.json")
+    parser.add_argument("--out", type=Path, required=True, help="work directory to create")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--force", action="store_true", help="replace an existing work directory")
+    args = parser.parse_args(argv)
+
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s")
+    started = time.perf_counter()
+
+    # Rank 0 checks everything that can be checked cheaply, then tells every rank whether to go on.
+    problem = None
+    if rank == 0:
+        needed = [args.split / "orig/train.json", args.split / "questions/val.json", args.split / "answers/val.json",
+                  args.meta / "song_meta.json"]
+        missing = [str(p) for p in needed if not p.is_file()]
+        if missing:
+            problem = f"missing input: {', '.join(missing)}"
+        elif args.out.exists() and not args.force:
+            problem = f"{args.out} exists; pass --force to replace it"
+        else:
+            try:
+                config = load_config(args.config)
+            except (OSError, ValueError, yaml.YAMLError) as e:
+                problem = str(e)
+    problem = comm.bcast(problem, root=0)
+    if problem:
+        if rank == 0:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    config = load_config(args.config)
+
+    from data.melon import MelonDataError, load_playlists, write_json
+    from data.title import TitleTokenizer
+
+    shared = None
+    try:
+        train = load_playlists(args.split / "orig/train.json")
+        questions = load_playlists(args.split / "questions/val.json")
+        if rank == 0:
+            shared = build_shared(args.split, args.meta, config, train, questions)
+            workdir = args.out.with_name(f"{args.out.name}.partial-{os.getpid()}")
+            (workdir / "shards").mkdir(parents=True)
+            (workdir / "eval").mkdir()
+            shutil.copyfile(args.split / "questions/val.json", workdir / "eval/questions.json")
+            shutil.copyfile(args.split / "answers/val.json", workdir / "eval/answers.json")
+            shared["workdir"] = str(workdir)
+            s = shared["vocab"]
+            log.info("vocabularies from %d training playlists: %d songs (of %d distinct, recall %.2f), "
+                     "%d tags (of %d, recall %.2f), %d artists (recall %.2f)", len(train), len(s["songs"]),
+                     shared["distinct"]["songs"], s["recall"]["songs"], len(s["tags"]), shared["distinct"]["tags"],
+                     s["recall"]["tags"], len(s["artists"]), s["recall"]["artists"])
+        error = None
+    except (MelonDataError, ValueError, OSError) as e:
+        error = str(e)
+    errors = comm.allgather(error)
+    if any(errors):
+        if rank == 0:
+            print(f"error: {next(e for e in errors if e)}", file=sys.stderr)
+            if shared and "workdir" in shared:
+                shutil.rmtree(shared["workdir"], ignore_errors=True)
+        return 2
+    shared = comm.bcast(shared, root=0)
+    workdir = Path(shared["workdir"])
+    tokenizer = TitleTokenizer(shared["tokenizer"])
+    if rank == 0:
+        log.info("title tokenizer: %d pieces", tokenizer.size)
+    index = index_of(shared["vocab"])
+    max_pieces = int(config["max_title_pieces"])
+    totals = {"train": shard_count(len(train), config), "val": shard_count(len(questions), config)}
+    mine = {kind: write_shards(kind, records, totals[kind], rank, size, index, tokenizer, max_pieces, workdir)
+            for kind, records in (("train", train), ("val", questions))}
+    gathered = comm.gather(mine, root=0)
+    status = 0
+    if rank == 0:
+        shards = {kind: sorted((s for part in gathered for s in part[kind]), key=lambda s: s["file"]) for kind in totals}
+        try:
+            manifest = finish(workdir, args.out, shared, shards, config, _inputs(args.split, args.meta), args.force)
+            log.info("wrote %s with %d ranks in %.1fs: %d train records in %d shards, %d validation questions in %d "
+                     "shards", args.out, size, time.perf_counter() - started, manifest["records"]["train"],
+                     len(shards["train"]), manifest["records"]["val"], len(shards["val"]))
+        except (OSError, FileExistsError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            status = 2
+    return comm.bcast(status, root=0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

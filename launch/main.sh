@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The main job, end to end: data -> official split -> models -> results -> evaluation.
+#
+#   bash launch/main.sh [--scale tiny|small|melon] [--seed N] [--data DIR] [--out DIR] [--np N]
+#
+#   --scale   size of the embedded synthetic data set (default small)
+#   --seed    generator seed (default 0)
+#   --data    use a folder with the real Melon files (train.json, song_meta.json, ...) instead
+#   --out     run folder (default runs/main-SCALE); finished steps found there are reused
+#   --np      MPI/Horovod ranks for the parallel steps (default 2)
+#
+# Today the models step is the popularity baseline; the Horovod training of the DAE and the title
+# BERT and the ensemble inference join this same command as they land.
+set -euo pipefail
+scale=small seed=0 data="" out="" np=2
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+while (($#)); do
+    case "$1" in
+        --scale) scale=$2; shift 2 ;;
+        --seed) seed=$2; shift 2 ;;
+        --data) data=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        --np) np=$2; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out=${out:-runs/main-$scale}
+# shellcheck disable=SC1091
+source launch/env.sh
+step() { printf '\n== %s\n' "$*" >&2; }
+
+if [[ -z "$data" ]]; then
+    data=$out/data
+    if [[ -f $data/synth_info.json ]] && python -c 'import json,sys; i=json.load(open(sys.argv[1])); sys.exit(not (i["scale"]==sys.argv[2] and i["seed"]==int(sys.argv[3])))' "$data/synth_info.json" "$scale" "$seed"; then
+        step "synthetic data ($scale, seed $seed): reusing $data"
+    else
+        step "generating synthetic Melon data ($scale, seed $seed) into $data"
+        python -m data.synth --scale "$scale" --seed "$seed" --out "$data" --force
+    fi
+fi
+split=$out/split
+if [[ -f $split/answers/val.json ]]; then
+    step "official split: reusing $split"
+else
+    step "official split of $data/train.json into $split"
+    python -m data.split "$data/train.json" --out "$split" --seed 777
+fi
+step "statistics of $data"
+python -m data.stats "$data"
+
+work=$out/work
+if python -c 'import sys; from data.preprocess import verify_workdir; verify_workdir(sys.argv[1])' "$work" 2>/dev/null; then
+    step "preprocessing: reusing $work (verified against its manifest)"
+else
+    step "preprocessing with $np MPI ranks into $work (vocabularies, title tokenizer, TFRecord shards)"
+    mpirun -np "$np" --oversubscribe python -m data.preprocess --split "$split" --meta "$data" --out "$work" --force
+fi
+
+mkdir -p "$out/results" "$out/scores"
+step "popularity baseline"
+python -m inference.popular --train "$split/orig/train.json" --questions "$split/questions/val.json" --out "$out/results/popular.json"
+
+step "evaluation on $split/answers/val.json"
+python -m evaluate --gt "$split/answers/val.json" --rec "$out/results/popular.json" --questions "$split/questions/val.json" --json >"$out/scores/popular.json"
+python -m evaluate --gt "$split/answers/val.json" --rec "$out/results/popular.json" --questions "$split/questions/val.json"
+echo "scores written to $out/scores/" >&2
