@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import resource
 import shutil
 import sys
 import time
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="work directory to create")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--force", action="store_true", help="replace an existing work directory")
+    parser.add_argument("--stats-out", type=Path, help="also write wall time and each rank's peak memory here (JSON)")
     args = parser.parse_args(argv)
 
     from mpi4py import MPI
@@ -299,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     mine = {kind: write_shards(kind, records, totals[kind], rank, size, index, tokenizer, max_pieces, workdir)
             for kind, records in (("train", train), ("val", questions))}
     gathered = comm.gather(mine, root=0)
+    peak_rss = comm.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, root=0)
     status = 0
     if rank == 0:
         shards = {kind: sorted((s for part in gathered for s in part[kind]), key=lambda s: s["file"]) for kind in totals}
@@ -307,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
             log.info("wrote %s with %d ranks in %.1fs: %d train records in %d shards, %d validation questions in %d "
                      "shards", args.out, size, time.perf_counter() - started, manifest["records"]["train"],
                      len(shards["train"]), manifest["records"]["val"], len(shards["val"]))
+            log.info("peak memory per rank: %s", ", ".join(f"{b / 1024**3:.2f} GB" for b in peak_rss))
+            if args.stats_out:
+                write_json({"ranks": size, "wall_s": round(time.perf_counter() - started, 2), "peak_rss_bytes": peak_rss,
+                            "records": manifest["records"], "sizes": manifest["sizes"]}, args.stats_out)
         except (OSError, FileExistsError) as e:
             print(f"error: {e}", file=sys.stderr)
             status = 2

@@ -34,5 +34,21 @@ def tiny_split(tiny_data, tmp_path_factory) -> Path:
     return out
 
 
+def mpirun(n: int, *args, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = ["mpirun", "-np", str(n), "--oversubscribe", sys.executable, "-m", "data.preprocess", *map(str, args)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def workdirs(tiny_data, tiny_split, tmp_path_factory):
+    root = tmp_path_factory.mktemp("work")
+    mpirun(1, "--split", tiny_split, "--meta", tiny_data, "--out", root / "np1")
+    mpirun(2, "--split", tiny_split, "--meta", tiny_data, "--out", root / "np2")
+    return root / "np1", root / "np2"
+
+
 def load(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -6,34 +6,15 @@ from __future__ import annotations
 import filecmp
 import json
 import shutil
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO, run_module
+from conftest import mpirun
 from data.preprocess import WorkdirError, verify_workdir
 from data.title import TitleTokenizer, normalise_title, train_tokenizer
 from data.vocab import build_vocab, keep_by_recall, parse_issue_date, release_dates
-
-
-def mpirun(n: int, *args, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = ["mpirun", "-np", str(n), "--oversubscribe", sys.executable, "-m", "data.preprocess", *map(str, args)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-@pytest.fixture(scope="session")
-def workdirs(tiny_data, tiny_split, tmp_path_factory):
-    root = tmp_path_factory.mktemp("work")
-    mpirun(1, "--split", tiny_split, "--meta", tiny_data, "--out", root / "np1")
-    mpirun(2, "--split", tiny_split, "--meta", tiny_data, "--out", root / "np2")
-    return root / "np1", root / "np2"
 
 
 # ------------------------------------------------------------------ vocabularies and dates

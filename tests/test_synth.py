@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import filecmp
 
-import pytest
 
 from bench.learnability import compare
 from conftest import load, run_module

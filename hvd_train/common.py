@@ -1,0 +1,189 @@
+"""What every Horovod trainer shares: config with overrides, Horovod set-up, the learning-rate schedule,
+rank-0 checkpoints/TensorBoard/exports, metric averaging, and validation scoring.
+
+Patterns from NVIDIA's DeepLearningExamples TF2 BERT and Horovod's TF2 examples: one process per
+device, per-rank thread settings, learning rate scaled by world size, state broadcast from rank 0,
+rank 0 alone writes anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the config's keys or types."""
+
+
+# ------------------------------------------------------------------ config
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
+    """The YAML config with ``section.key=value`` overrides; unknown keys and wrong types are ConfigError."""
+    try:
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    defaults = copy.deepcopy(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        *sections, leaf = key.split(".")
+        node, default = config, defaults
+        for section in sections:
+            if not isinstance(node.get(section), dict):
+                raise ConfigError(f"override {item!r}: no section {section!r} in {path}")
+            node, default = node[section], default[section]
+        if leaf not in node:
+            raise ConfigError(f"override {item!r}: no key {leaf!r} in section {'.'.join(sections) or '(top)'} of {path}; "
+                              f"known keys: {', '.join(sorted(node))}")
+        value = yaml.safe_load(raw)
+        if default[leaf] is not None and value is not None and not _same_kind(default[leaf], value):
+            raise ConfigError(f"override {item!r}: expected {type(default[leaf]).__name__} like {default[leaf]!r}")
+        node[leaf] = value
+    return config
+
+
+def _same_kind(default, value) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def per_rank_batch(train: dict, size: int) -> int:
+    """The per-rank batch: ``batch_size``, or ``global_batch_size`` split evenly over the ranks."""
+    if train.get("global_batch_size"):
+        total = int(train["global_batch_size"])
+        if total % size:
+            raise ConfigError(f"train.global_batch_size={total} does not divide over {size} ranks")
+        return total // size
+    return int(train["batch_size"])
+
+
+# ------------------------------------------------------------------ learning rate
+def lr_scale(scaling: str, size: int) -> float:
+    if scaling == "linear":
+        return float(size)
+    if scaling == "sqrt":
+        return math.sqrt(size)
+    if scaling == "none":
+        return 1.0
+    raise ConfigError(f"train.lr_scaling must be linear, sqrt or none, got {scaling!r}")
+
+
+def learning_rate(step, hidden: int, warmup: int, scale: float):
+    """scale · d^-0.5 · min(step^-0.5, step · warmup^-1.5), step counted from 1 (works on tensors too)."""
+    import tensorflow as tf
+
+    step = tf.cast(tf.maximum(step, 1), tf.float32)
+    return scale * hidden ** -0.5 * tf.minimum(tf.math.rsqrt(step), step * warmup ** -1.5)
+
+
+# ------------------------------------------------------------------ horovod
+def init_horovod():
+    """hvd.init(), threads split among the node's ranks, one GPU per rank when there are GPUs."""
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+
+    hvd.init()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        gpu = gpus[hvd.local_rank() % len(gpus)]
+        tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.set_visible_devices(gpu, "GPU")
+    threads = max(1, (os.cpu_count() or 1) // hvd.local_size())
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    return hvd
+
+
+def describe_horovod(hvd) -> str:
+    import tensorflow as tf
+
+    controller = "MPI" if hvd.mpi_enabled() else "Gloo" if hvd.gloo_enabled() else "?"
+    collective = "NCCL" if hvd.nccl_built() and tf.config.list_physical_devices("GPU") else controller
+    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    return f"{hvd.size()} ranks on {device}, controller {controller}, allreduce over {collective}"
+
+
+def average(hvd, values: dict) -> dict:
+    """Each metric averaged over all ranks (one allreduce)."""
+    import tensorflow as tf
+
+    names = sorted(values)
+    if not names:
+        return {}
+    averaged = hvd.allreduce(tf.constant([float(values[n]) for n in names]), op=hvd.Average, name="metrics")
+    return dict(zip(names, averaged.numpy().tolist()))
+
+
+def fail(message: str, rank: int | None = None) -> int:
+    if rank in (None, 0):
+        print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+# ------------------------------------------------------------------ validation scoring
+def score_results(workdir: Path, results: list[dict]) -> dict:
+    """Official nDCG of ``results`` on the work directory's validation answers (by question type too)."""
+    from data.melon import load_playlists
+    from evaluate.ndcg import evaluate
+
+    answers = load_playlists(workdir / "eval/answers.json")
+    questions = load_playlists(workdir / "eval/questions.json")
+    return evaluate(answers, results, questions)
+
+
+def top_unseen(scores: np.ndarray, seen: np.ndarray, blocked: np.ndarray | None, k: int) -> np.ndarray:
+    """Per row, the k best indices of ``scores`` leaving out ``seen`` (padded -1) and ``blocked`` (bool)."""
+    scores = scores.copy()
+    rows = np.repeat(np.arange(seen.shape[0]), seen.shape[1])
+    cols = seen.reshape(-1)
+    keep = cols >= 0
+    scores[rows[keep], cols[keep]] = -np.inf
+    if blocked is not None:
+        scores[blocked] = -np.inf
+    part = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+# ------------------------------------------------------------------ exports
+def write_export(directory: Path, variables: dict, config: dict) -> None:
+    """Weights (npz, no pickle) and config (JSON), written to a temporary folder and renamed into place."""
+    from data.melon import write_json
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    with open(tmp / "weights.npz", "wb") as f:
+        np.savez(f, **variables)
+    write_json(config, tmp / "config.json")
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(directory)
+
+
+def read_export(directory: Path) -> tuple[dict, dict]:
+    directory = Path(directory)
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    with np.load(directory / "weights.npz", allow_pickle=False) as weights:
+        return {k: weights[k] for k in weights.files}, config

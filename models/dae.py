@@ -1,0 +1,88 @@
+"""The denoising set autoencoder (DAE) over a playlist's songs, tags and artists.
+
+Input tokens ``[songs CLS, tags CLS, artists CLS] + songs + tags + artists`` from ONE embedding table
+(rows: songs, tags, artists, then the three CLS tokens and PAD), init N(0, hidden^-0.5), scaled by
+sqrt(hidden), pads zeroed; no position or segment embeddings (the input is a set). A pre-norm
+Transformer encoder; the songs-CLS output scores every song as ``h · E_songsᵀ + b`` (output weights
+tied to the input table), tags-CLS every tag, artists-CLS every artist; sigmoid probabilities.
+
+Batches are the pipeline's (data/pipeline.py): vocabulary indices padded with -1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from models.layers import Encoder
+
+PAD = -1
+
+
+class DAE(tf.Module):
+    def __init__(self, n_songs: int, n_tags: int, n_artists: int, hidden: int = 240, blocks: int = 1, heads: int = 2,
+                 ffn: int = 960, activation: str = "gelu", dropout: float = 0.1, name: str = "dae"):
+        super().__init__(name=name)
+        self.sizes = (n_songs, n_tags, n_artists)
+        self.offsets = (0, n_songs, n_songs + n_tags)
+        first_special = n_songs + n_tags + n_artists
+        self.cls_ids = tf.constant([first_special, first_special + 1, first_special + 2], tf.int32)
+        self.pad_id = first_special + 3
+        self.hidden = hidden
+        self.embedding = tf.Variable(tf.random.normal([self.pad_id + 1, hidden], stddev=hidden ** -0.5), name="embedding")
+        self.biases = [tf.Variable(tf.zeros([n]), name=f"bias_{kind}") for n, kind in zip(self.sizes, ("songs", "tags", "artists"))]
+        self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
+
+    def tokens(self, songs, tags, artists):
+        """[batch, 3 + lengths] token ids: the CLS tokens, then the items shifted into the shared table."""
+        batch = tf.shape(songs)[0]
+        parts = [tf.tile(self.cls_ids[None, :], [batch, 1])]
+        for ids, offset in zip((songs, tags, artists), self.offsets):
+            parts.append(tf.where(ids == PAD, self.pad_id, ids + offset))
+        return tf.concat(parts, axis=1)
+
+    def __call__(self, songs, tags, artists, training: bool = False):
+        """Logits (songs [batch, n_songs], tags [batch, n_tags], artists [batch, n_artists])."""
+        ids = self.tokens(songs, tags, artists)
+        mask = ids != self.pad_id
+        x = tf.gather(self.embedding, ids) * math.sqrt(self.hidden) * tf.cast(mask, tf.float32)[..., None]
+        h = self.encoder(x, mask, training, outputs=3)  # only the CLS outputs are read
+        out = []
+        for position, (offset, size, bias) in enumerate(zip(self.offsets, self.sizes, self.biases)):
+            table = self.embedding[offset:offset + size]
+            out.append(tf.matmul(h[:, position], table, transpose_b=True) + bias)
+        return tuple(out)
+
+
+def multi_hot(ids, depth: int):
+    """[batch, length] ids padded with -1 -> [batch, depth] 0/1 float targets."""
+    valid = tf.where(ids != PAD)
+    index = tf.stack([valid[:, 0], tf.cast(tf.gather_nd(ids, valid), tf.int64)], axis=1)
+    return tf.scatter_nd(index, tf.ones([tf.shape(index)[0]]), tf.cast([tf.shape(ids)[0], depth], tf.int64))
+
+
+def bce(logits, targets):
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
+
+
+def ranking_bce(logits, targets, k: int = 100):
+    """BCE over each row's current top-k songs only (the reference's late-training ranking term)."""
+    top = tf.math.top_k(logits, k=tf.minimum(k, tf.shape(logits)[1]))
+    return bce(top.values, tf.gather(targets, top.indices, batch_dims=1))
+
+
+def dae_loss(model: DAE, batch: dict, tag_weight: float, artist_weight: float, rank_weight: float, training: bool):
+    """(total loss, {part: value}) for a pipeline batch: mean BCE songs + w_t tags + w_a artists (+ ranking)."""
+    song_logits, tag_logits, artist_logits = model(batch["songs_in"], batch["tags_in"], batch["artists_in"], training)
+    song_targets = multi_hot(batch["songs"], model.sizes[0])
+    parts = {
+        "songs": bce(song_logits, song_targets),
+        "tags": bce(tag_logits, multi_hot(batch["tags"], model.sizes[1])),
+        "artists": bce(artist_logits, multi_hot(batch["artists"], model.sizes[2])),
+    }
+    total = parts["songs"] + tag_weight * parts["tags"] + artist_weight * parts["artists"]
+    if rank_weight:
+        parts["ranking"] = ranking_bce(song_logits, song_targets)
+        total += rank_weight * parts["ranking"]
+    return total, parts

@@ -1,0 +1,118 @@
+"""The DAE trainer under real Horovod ranks: ranks stay in sync, loss falls, the learning rate follows
+the formula at np=1 and np=2, resume restores everything, and bad configs fail fast on every rank."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+from models.layers import Encoder
+
+FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "--set", "validation.every_epochs=1",
+        "--set", "model.hidden=48", "--set", "model.ffn=96", "--set", "validation.batch_size=128"]
+
+
+def train(np_: int, work, out, *extra, check=True, timeout=600) -> subprocess.CompletedProcess:
+    cmd = ["horovodrun", "-np", str(np_), sys.executable, str(REPO / "hvd_train/dae.py"), "--work", str(work),
+           "--out", str(out), *FAST, *map(str, extra)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def epoch_lines(output: str) -> list[tuple[int, float, float]]:
+    return [(int(e), float(loss), float(lr)) for e, loss, lr in
+            re.findall(r"\[dae\] epoch (\d+): loss ([0-9.]+), lr ([0-9.e+-]+)", output)]
+
+
+@pytest.fixture(scope="module")
+def work(workdirs):
+    return workdirs[0]
+
+
+def test_last_block_on_cls_positions_only_is_exact():
+    encoder = Encoder(32, 2, 2, 64, "gelu", 0.0)
+    x = tf.random.normal([3, 20, 32])
+    mask = tf.sequence_mask([20, 9, 4], 20)
+    np.testing.assert_allclose(encoder(x, mask, False)[:, :3].numpy(), encoder(x, mask, False, outputs=3).numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_ranks_stay_in_sync_loss_falls_and_lr_follows_the_formula(work, tmp_path):
+    proc = train(2, work, tmp_path / "run", "--set", "train.epochs=3")
+    out = proc.stdout
+    checksums = re.search(r"weight checksums by rank: \[([^\]]+)\]", out).group(1).split(", ")
+    assert len(checksums) == 2 and len(set(checksums)) == 1  # identical weights on both ranks
+    epochs = epoch_lines(out)
+    assert [e for e, _, _ in epochs] == [1, 2, 3]
+    assert epochs[-1][1] < 0.5 * epochs[0][1]  # the loss falls
+    steps = int(re.search(r"(\d+) steps per epoch", out).group(1))
+    assert "global batch 128 (64 x 2 ranks)" in out and "linear scaling over 2 ranks" in out
+    for epoch, _, lr in epochs:  # scale 2 (linear) x 48^-0.5 x min(s^-0.5, s x 20^-1.5) at the last step
+        s = epoch * steps
+        assert lr == pytest.approx(2 * 48 ** -0.5 * min(s ** -0.5, s * 20 ** -1.5), rel=1e-4)
+    assert re.search(r"validation music [0-9.]+ tag [0-9.]+ score [0-9.]+", out)
+    assert (tmp_path / "run/export/weights.npz").exists() and (tmp_path / "run/export/config.json").exists()
+    assert (tmp_path / "run/tensorboard").is_dir() and list((tmp_path / "run/checkpoints").glob("ckpt-3*"))
+
+
+@pytest.mark.slow
+def test_lr_schedule_at_one_rank_and_sqrt_scaling(work, tmp_path):
+    out = train(1, work, tmp_path / "run", "--set", "train.epochs=1", "--set", "train.lr_scaling=sqrt").stdout
+    steps = int(re.search(r"(\d+) steps per epoch", out).group(1))
+    (_, _, lr), = epoch_lines(out)
+    assert "global batch 64 (64 x 1 ranks)" in out
+    assert lr == pytest.approx(math.sqrt(1) * 48 ** -0.5 * min(steps ** -0.5, steps * 20 ** -1.5), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_resume_restores_step_optimizer_slots_and_best_score(work, tmp_path):
+    no_dropout = ["--set", "model.dropout=0.0"]
+    train(2, work, tmp_path / "straight", "--set", "train.epochs=3", *no_dropout)
+    first = train(2, work, tmp_path / "resumed", "--set", "train.epochs=2", *no_dropout).stdout
+    best = float(re.search(r"done: best validation score ([0-9.]+)", first).group(1))
+    steps = int(re.search(r"(\d+) steps per epoch", first).group(1))
+    second = train(2, work, tmp_path / "resumed", "--set", "train.epochs=3", *no_dropout).stdout
+    assert re.search(rf"resumed from .*ckpt-2: epoch 2, step {2 * steps}, best score {best:.4f}", second)
+    assert [e for e, _, _ in epoch_lines(second)] == [3]
+    straight = tf.train.load_checkpoint(str(tmp_path / "straight/checkpoints/ckpt-3"))
+    resumed = tf.train.load_checkpoint(str(tmp_path / "resumed/checkpoints/ckpt-3"))
+    names = [n for n in straight.get_variable_to_shape_map() if n.startswith(("model/", "optimizer/"))]
+    assert any("optimizer/m" in n for n in names) and any("optimizer/v" in n for n in names)
+    for name in names:  # slots, step counter and weights all continue exactly where they stopped
+        np.testing.assert_allclose(resumed.get_tensor(name), straight.get_tensor(name), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bad, words", [
+    (["--set", "train.epochz=3"], "no key 'epochz' in section train"),
+    (["--set", "model.hidden=abc"], "expected int"),
+    (["--set", "train.global_batch_size=129"], "does not divide over 2 ranks"),
+])
+def test_invalid_config_fails_fast_on_both_ranks(work, tmp_path, bad, words):
+    start = time.perf_counter()
+    proc = train(2, work, tmp_path / "run", *bad, check=False, timeout=120)
+    assert proc.returncode != 0 and time.perf_counter() - start < 90
+    assert (proc.stdout + proc.stderr).count(words) == (2 if "divide" not in words else 1)
+
+
+@pytest.mark.slow
+def test_missing_or_corrupted_workdir_is_refused(work, tmp_path):
+    missing = train(2, work, tmp_path / "run", "--work", tmp_path / "nothing", check=False, timeout=120)
+    assert missing.returncode != 0 and "no manifest.json" in missing.stdout + missing.stderr
+    broken = tmp_path / "broken"
+    shutil.copytree(work, broken)
+    shard = broken / "shards/train-00003-of-00064.tfrecord"
+    shard.write_bytes(shard.read_bytes()[:-5])
+    refused = train(2, broken, tmp_path / "run2", check=False, timeout=120)
+    assert refused.returncode != 0 and "train-00003-of-00064.tfrecord: sha256 differs" in refused.stdout + refused.stderr
