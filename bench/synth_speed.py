@@ -11,7 +11,6 @@ the ratio of time and memory to the melon-scale budget (180 s, 6 GB) measured in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -19,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import REPO, save_result
 from data.synth import scale_sizes
 
-REPO = Path(__file__).resolve().parent.parent
 BUDGET_SECONDS, BUDGET_BYTES = 180.0, 6 * 1024**3
 
 
@@ -55,10 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['scale']:<6} {r['playlists']:>9} {r['songs']:>8} {r['wall_s']:>7} {r['peak_rss_gb']:>8} "
               f"{r['playlists_per_s']:>7} {r['output_mb']:>7} {r['time_vs_budget']:>9} {r['memory_vs_budget']:>8}")
-    out = REPO / "bench" / "results" / "synth_speed.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"written to {out.relative_to(REPO)}")
+    save_result("synth_speed", rows)
     return 0
 
 

@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.common import REPO, save_result
+
 
 
 def trainer_throughput(np_: int, work: Path, epochs: int, batch: int, extra: list[str]) -> float:
@@ -100,10 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training step: {result['gflop_per_playlist']} GFLOP per playlist; achieved {result['achieved_gflops_np1']} "
           f"GFLOP/s at np=1 against a measured matmul peak of {result['matmul_peak_gflops']} GFLOP/s: "
           f"ratio {result['achieved_over_peak']:.2f}")
-    out = REPO / "bench" / "results" / "train_speed.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written to {out.relative_to(REPO)}")
+    save_result("train_speed", result)
     return 0
 
 

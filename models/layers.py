@@ -109,11 +109,10 @@ class Adam(tf.Module):
         self.v = [tf.Variable(tf.zeros_like(v), trainable=False, name="v") for v in variables]
 
     def apply(self, gradients, variables, learning_rate):
+        """One Adam step with TensorFlow's fused kernel (one pass over each variable and its slots)."""
         self.iterations.assign_add(1)
         t = tf.cast(self.iterations, tf.float32)
-        correction = tf.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
         for g, var, m, v in zip(gradients, variables, self.m, self.v):
-            g = tf.convert_to_tensor(g)
-            m.assign(self.beta1 * m + (1.0 - self.beta1) * g)
-            v.assign(self.beta2 * v + (1.0 - self.beta2) * tf.square(g))
-            var.assign_sub(learning_rate * correction * m / (tf.sqrt(v) + self.epsilon))
+            tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=self.beta1 ** t,
+                                         beta2_power=self.beta2 ** t, lr=learning_rate, beta1=self.beta1,
+                                         beta2=self.beta2, epsilon=self.epsilon, grad=tf.convert_to_tensor(g))
