@@ -1,0 +1,84 @@
+"""The title BERT: a Transformer encoder over sentencepiece title pieces.
+
+Input ``[songs CLS, tags CLS] + pieces + [SEP]``, padded: piece embeddings (the tokenizer's pieces,
+specials included) scaled by sqrt(hidden) plus learned position embeddings, no segment embeddings;
+the pre-norm encoder of models/layers.py with ReLU FFNs (the reference found ReLU better here).
+
+* Pretraining (``mlm_logits``): masked-piece prediction at every position, tied to the piece embeddings.
+* Fine-tuning (``recommend_logits``): the songs-CLS output scores every vocabulary song and the tags-CLS
+  output every tag, through a separate (songs + tags) x hidden output table with biases. Only the two
+  CLS positions are computed in the last block.
+
+Piece batches are the pipeline's (data/pipeline.py): piece ids padded with -1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from models.layers import Encoder
+
+PAD = -1
+
+
+class TitleBERT(tf.Module):
+    def __init__(self, n_pieces: int, n_songs: int, n_tags: int, songs_cls_id: int, tags_cls_id: int, sep_id: int,
+                 pad_id: int, hidden: int = 132, blocks: int = 2, heads: int = 2, ffn: int = 528, max_length: int = 53,
+                 activation: str = "relu", dropout: float = 0.1, name: str = "title_bert"):
+        super().__init__(name=name)
+        self.hidden, self.max_length = hidden, max_length
+        self.songs_cls_id, self.tags_cls_id, self.sep_id, self.pad_id = songs_cls_id, tags_cls_id, sep_id, pad_id
+        self.n_songs, self.n_tags = n_songs, n_tags
+        self.pieces = tf.Variable(tf.random.normal([n_pieces, hidden], stddev=hidden ** -0.5), name="pieces")
+        self.positions = tf.Variable(tf.random.normal([max_length, hidden], stddev=0.02), name="positions")
+        self.piece_bias = tf.Variable(tf.zeros([n_pieces]), name="piece_bias")
+        self.output_table = tf.Variable(tf.random.normal([n_songs + n_tags, hidden], stddev=hidden ** -0.5), name="output")
+        self.output_bias = tf.Variable(tf.zeros([n_songs + n_tags]), name="output_bias")
+        self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
+
+    def tokens(self, pieces):
+        """[batch, length] pieces padded with -1 -> [batch, 2 + length + 1] token ids with CLS and SEP."""
+        pieces = pieces[:, : self.max_length - 3]
+        batch, length = tf.shape(pieces)[0], tf.shape(pieces)[1]
+        lengths = tf.reduce_sum(tf.cast(pieces != PAD, tf.int32), axis=1)
+        body = tf.concat([tf.where(pieces == PAD, self.pad_id, pieces), tf.fill([batch, 1], self.pad_id)], axis=1)
+        body = tf.where(tf.range(length + 1)[None, :] == lengths[:, None], self.sep_id, body)  # SEP after the last piece
+        cls = tf.tile(tf.constant([[self.songs_cls_id, self.tags_cls_id]], tf.int32), [batch, 1])
+        return tf.concat([cls, tf.cast(body, tf.int32)], axis=1)
+
+    def encode(self, pieces, training: bool, outputs: int | None = None):
+        ids = self.tokens(pieces)
+        mask = ids != self.pad_id
+        length = tf.shape(ids)[1]
+        x = tf.gather(self.pieces, ids) * math.sqrt(self.hidden) + self.positions[None, :length]
+        x *= tf.cast(mask, tf.float32)[..., None]
+        return self.encoder(x, mask, training, outputs=outputs)
+
+    def mlm_logits(self, pieces, training: bool = False):
+        """[batch, length, n_pieces] logits for each input piece position (CLS and SEP positions dropped)."""
+        h = self.encode(pieces, training)
+        length = tf.minimum(tf.shape(pieces)[1], self.max_length - 3)
+        return tf.tensordot(h[:, 2: 2 + length], self.pieces, [[2], [1]]) + self.piece_bias
+
+    def recommend_logits(self, pieces, training: bool = False):
+        """(songs [batch, n_songs], tags [batch, n_tags]) logits from the two CLS outputs."""
+        h = self.encode(pieces, training, outputs=2)
+        songs = tf.matmul(h[:, 0], self.output_table[: self.n_songs], transpose_b=True) + self.output_bias[: self.n_songs]
+        tags = tf.matmul(h[:, 1], self.output_table[self.n_songs:], transpose_b=True) + self.output_bias[self.n_songs:]
+        return songs, tags
+
+
+def mlm_loss(logits, labels, label_smoothing: float = 0.1):
+    """Softmax cross-entropy with label smoothing over the chosen positions (labels -1 elsewhere), and accuracy."""
+    labels = labels[:, : tf.shape(logits)[1]]
+    chosen = labels != PAD
+    depth = tf.shape(logits)[-1]
+    targets = tf.one_hot(tf.where(chosen, labels, 0), depth)
+    targets = targets * (1.0 - label_smoothing) + label_smoothing / tf.cast(depth, tf.float32)
+    per_position = tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+    weights = tf.cast(chosen, tf.float32)
+    loss = tf.reduce_sum(per_position * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+    correct = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == labels, tf.float32) * weights
+    return loss, tf.reduce_sum(correct) / tf.maximum(tf.reduce_sum(weights), 1.0)
