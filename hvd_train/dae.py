@@ -9,7 +9,8 @@ the number of ranks (configs/dae.yaml). Model and optimizer state are broadcast 
 the first step (the optimizer's slots exist from the start, see models/layers.py). Rank 0 alone shows
 progress, writes TensorBoard scalars (RUNDIR/tensorboard), checkpoints (RUNDIR/checkpoints: the last K;
 RUNDIR/best: the best by validation score) and the inference export (RUNDIR/export: weights.npz +
-config.json). Validation every E epochs scores top-100 songs / top-10 tags on the work directory's
+config.json; RUNDIR/validation_results.json holds the best epoch's validation results). Validation every E
+epochs scores top-100 songs / top-10 tags on the work directory's
 validation questions, leaving out given items and songs released after the playlist's update, with
 the official nDCG; training stops early, on all ranks together, when the score has not improved for
 the configured patience. Running the same command again resumes from the latest checkpoint.
@@ -80,7 +81,7 @@ def variables_by_path(module) -> dict:
 class Validator:
     """This rank's share of the validation questions -> results in the official format."""
 
-    def __init__(self, workdir: Path, manifest: dict, rank: int, size: int, batch: int):
+    def __init__(self, workdir: Path, rank: int, size: int, batch: int):
         from data.pipeline import eval_dataset
 
         vocab = json.loads((workdir / "vocab.json").read_text(encoding="utf-8"))
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
     from tqdm import tqdm
 
+    from data.melon import write_json
     from data.pipeline import training_dataset
     from data.preprocess import WorkdirError, verify_workdir
     from models.dae import DAE, dae_loss
@@ -152,12 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         args.out.mkdir(parents=True, exist_ok=True)
         latest = tf.train.latest_checkpoint(str(args.out / "checkpoints"))
-        if latest:
+        identity = {name: manifest["files"][name]["sha256"] for name in ("vocab.json", "title.model", "release_dates.npz")}
+        recorded = args.out / "workdir.json"
+        if latest and recorded.exists() and json.loads(recorded.read_text(encoding="utf-8")) != identity:
+            resumed = (f"ERROR {args.out} holds checkpoints trained on another work directory (other vocabularies "
+                       f"or tokenizer than {args.work}); use a new --out")
+        elif latest:
             try:
                 checkpoint.restore(latest).assert_existing_objects_matched()
                 resumed = latest
             except (AssertionError, ValueError, tf.errors.OpError) as e:
                 resumed = f"ERROR {latest} does not fit this model/config: {str(e).splitlines()[0]}"
+        if not resumed or not resumed.startswith("ERROR"):
+            write_json(identity, recorded)
     resumed = hvd.broadcast_object(resumed, root_rank=0, name="resume")
     if resumed and resumed.startswith("ERROR"):
         return fail(resumed[6:], rank)
@@ -171,8 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     managers = (tf.train.CheckpointManager(checkpoint, str(args.out / "checkpoints"), int(config["checkpoint"]["keep_last"])),
                 tf.train.CheckpointManager(checkpoint, str(args.out / "best"), 1)) if rank == 0 else None
     if rank == 0:
-        from data.melon import write_json
-
         write_json(config, args.out / "config.json")
         print(f"[dae] {describe_horovod(hvd)}", flush=True)
         print(f"[dae] global batch {batch_size * size} ({batch_size} x {size} ranks), {steps} steps per epoch; "
@@ -195,21 +202,23 @@ def main(argv: list[str] | None = None) -> int:
             return loss, parts, lr
         return step
 
-    first_dataset = lambda epoch: training_dataset(  # noqa: E731
-        args.work, "dae", rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),
-        shuffle_buffer=int(train_cfg["shuffle_buffer"]), max_songs=int(train_cfg["max_songs"]),
-        max_tags=int(train_cfg["max_tags"])).repeat().take(steps)
-    signature = [first_dataset(1).element_spec]
+    def epoch_batches(epoch: int):
+        """This rank's batches of one epoch: the same number of steps on every rank (repeat, then take)."""
+        return training_dataset(args.work, "dae", rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),
+                                shuffle_buffer=int(train_cfg["shuffle_buffer"]), max_songs=int(train_cfg["max_songs"]),
+                                max_tags=int(train_cfg["max_tags"])).repeat().take(steps)
+
+    signature = [epoch_batches(1).element_spec]
     plain_step = tf.function(make_step(0.0), input_signature=signature)
     ranking_step = tf.function(make_step(float(loss_cfg["rank_weight"])), input_signature=signature)
-    validator = Validator(args.work, manifest, rank, size, int(val_cfg["batch_size"]))
+    validator = Validator(args.work, rank, size, int(val_cfg["batch_size"]))
 
     epochs, every, patience = int(train_cfg["epochs"]), int(val_cfg["every_epochs"]), int(val_cfg["patience_epochs"])
     for epoch in range(int(epoch_done.numpy()) + 1, epochs + 1):
         step_fn = ranking_step if loss_cfg["rank_weight"] and epoch >= int(loss_cfg["rank_from_epoch"]) else plain_step
         sums, started = {}, time.perf_counter()
         progress = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=rank != 0, unit="step", leave=False)
-        for batch in first_dataset(epoch):
+        for batch in epoch_batches(epoch):
             loss, parts, lr = step_fn(batch)
             for name, value in {"loss": loss, **parts}.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
@@ -225,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         stop = False
         if epoch % every == 0 or epoch == epochs:
             gathered = hvd.allgather_object(validator.results(model), name=f"val_{epoch}")
-            scores = score_results(args.work, [r for part in gathered for r in part]) if rank == 0 else None
+            results = sorted((r for part in gathered for r in part), key=lambda r: r["id"])
+            scores = score_results(args.work, results) if rank == 0 else None
             scores = hvd.broadcast_object(scores, root_rank=0, name=f"scores_{epoch}")
             line += f"; validation music {scores['music_ndcg']:.4f} tag {scores['tag_ndcg']:.4f} score {scores['score']:.4f}"
             if scores["score"] > float(best_score.numpy()):
@@ -233,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 best_epoch.assign(epoch)
                 if rank == 0:
                     managers[1].save(checkpoint_number=epoch)
+                    write_json(results, args.out / "validation_results.json")  # the best epoch's, official format
                     write_export(args.out / "export", variables_by_path(model), export_config(config, manifest, epoch, scores))
                     line += " (best)"
             stop = epoch - int(best_epoch.numpy()) >= patience

@@ -116,3 +116,18 @@ def test_missing_or_corrupted_workdir_is_refused(work, tmp_path):
     shard.write_bytes(shard.read_bytes()[:-5])
     refused = train(2, broken, tmp_path / "run2", check=False, timeout=120)
     assert refused.returncode != 0 and "train-00003-of-00064.tfrecord: sha256 differs" in refused.stdout + refused.stderr
+
+
+@pytest.mark.slow
+def test_resuming_on_another_work_directory_is_refused(workdirs, tiny_data, tmp_path):
+    from conftest import mpirun
+
+    train(1, workdirs[0], tmp_path / "run", "--set", "train.epochs=1")
+    other = tmp_path / "other_work"
+    split = tmp_path / "split"
+    from conftest import run_module
+
+    run_module("data.split", tiny_data / "train.json", "--out", split, "--seed", "1")  # other vocabularies
+    mpirun(1, "--split", split, "--meta", tiny_data, "--out", other)
+    refused = train(1, other, tmp_path / "run", "--set", "train.epochs=2", check=False, timeout=180)
+    assert refused.returncode != 0 and "trained on another work directory" in refused.stdout + refused.stderr
