@@ -73,6 +73,13 @@ def per_rank_batch(train: dict, size: int) -> int:
     return int(train["batch_size"])
 
 
+def steps_per_epoch(manifest: dict, size: int, batch: int) -> int:
+    """The same number of steps on every rank: what the rank with the fewest records can fill."""
+    shards = manifest["shards"]["train"]
+    fewest = min(sum(s["records"] for s in shards[rank::size]) for rank in range(size))
+    return max(1, fewest // batch)
+
+
 # ------------------------------------------------------------------ learning rate
 def lr_scale(scaling: str, size: int) -> float:
     if scaling == "linear":
@@ -138,13 +145,58 @@ def fail(message: str, rank: int | None = None) -> int:
 
 # ------------------------------------------------------------------ validation scoring
 def score_results(workdir: Path, results: list[dict]) -> dict:
-    """Official nDCG of ``results`` on the work directory's validation answers (by question type too)."""
+    """Official nDCG of ``results`` on the work directory's validation answers to the questions they answer."""
     from data.melon import load_playlists
     from evaluate.ndcg import evaluate
 
-    answers = load_playlists(workdir / "eval/answers.json")
-    questions = load_playlists(workdir / "eval/questions.json")
+    answered = {r["id"] for r in results}
+    answers = [a for a in load_playlists(workdir / "eval/answers.json") if a["id"] in answered]
+    questions = [q for q in load_playlists(workdir / "eval/questions.json") if q["id"] in answered]
     return evaluate(answers, results, questions)
+
+
+class Validator:
+    """Top-100 songs / top-10 tags for this rank's share of the validation questions, in the official format.
+
+    ``predict(batch) -> (song_logits, tag_logits)``; ``keep(batch) -> bool per question`` picks the questions
+    a model answers (all by default). Given songs/tags and songs released after the playlist's update are
+    never recommended.
+    """
+
+    def __init__(self, workdir: Path, rank: int, size: int, batch: int, predict, keep=None):
+        from data.pipeline import eval_dataset
+
+        vocab = json.loads((Path(workdir) / "vocab.json").read_text(encoding="utf-8"))
+        self.workdir, self.predict, self.keep = Path(workdir), predict, keep
+        self.song_ids = np.array([s for s, _ in vocab["songs"]])
+        self.tags = [t for t, _ in vocab["tags"]]
+        release = np.load(self.workdir / "release_dates.npz", allow_pickle=False)["release_dates"]
+        self.song_release = release[self.song_ids]
+        self.dataset = eval_dataset(workdir, batch, rank, size)
+
+    def results(self) -> list[dict]:
+        out = []
+        for batch in self.dataset:
+            if self.keep is not None:
+                import tensorflow as tf
+
+                batch = {k: tf.boolean_mask(v, self.keep(batch)) for k, v in batch.items()}
+                if int(batch["id"].shape[0]) == 0:
+                    continue
+            song_logits, tag_logits = self.predict(batch)
+            future = self.song_release[None, :] > batch["updt_date"].numpy()[:, None]
+            songs = top_unseen(song_logits.numpy(), batch["songs"].numpy(), future, 100)
+            tags = top_unseen(tag_logits.numpy(), batch["tags"].numpy(), None, 10)
+            for pid, s, t in zip(batch["id"].numpy(), songs, tags):
+                out.append({"id": int(pid), "songs": self.song_ids[s].tolist(), "tags": [self.tags[i] for i in t]})
+        return out
+
+    def gather_and_score(self, hvd) -> tuple[dict, list[dict]]:
+        """Every rank's results gathered, scored once on rank 0, the scores broadcast (a collective call)."""
+        gathered = hvd.allgather_object(self.results(), name="validation")
+        results = sorted((r for part in gathered for r in part), key=lambda r: r["id"])
+        scores = score_results(self.workdir, results) if hvd.rank() == 0 else None
+        return hvd.broadcast_object(scores, root_rank=0, name="scores"), results
 
 
 def top_unseen(scores: np.ndarray, seen: np.ndarray, blocked: np.ndarray | None, k: int) -> np.ndarray:

@@ -1,0 +1,217 @@
+"""The Horovod training loop every trainer runs; a trainer only says what is specific to its model.
+
+A trainer builds a :class:`Task` (model, variables, loss, one epoch of this rank's batches, validation,
+export description) and calls :func:`run`, which does the rest the same way for every model:
+
+* resume: rank 0 restores the latest checkpoint of RUNDIR (refusing one trained on another work
+  directory), then model, optimizer state and counters are broadcast from rank 0 before the first step;
+* steps: ``DistributedGradientTape`` averages gradients, the learning rate follows the warmup schedule
+  scaled by the number of ranks, every rank runs the same number of steps;
+* epochs: metrics averaged over ranks; validation every E epochs with early stopping decided once and
+  broadcast, so all ranks stop together;
+* rank 0 alone: progress bar, TensorBoard, checkpoints (last K and best), the inference export;
+* the end: every rank's weight checksum is compared.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from hvd_train.common import (ConfigError, average, describe_horovod, fail, init_horovod, learning_rate, load_config,
+                              lr_scale, per_rank_batch, write_export)
+
+
+@dataclass
+class Task:
+    name: str  # shown in every line the loop prints, e.g. "dae"
+    model: object  # a tf.Module
+    variables: list  # what the optimizer trains
+    loss: Callable  # (batch, epoch) -> (loss, {part: value}); called inside tf.function
+    batches: Callable  # epoch -> this rank's tf.data.Dataset for that epoch (exactly `steps` batches)
+    steps: int  # steps per epoch, the same on every rank
+    batch_size: int  # per rank
+    hidden: int  # d of the d^-0.5 learning-rate schedule
+    validate: Callable  # () -> (scores with a "score" key, results to keep or None); collective: every rank calls it
+    export: Callable  # (epoch, scores) -> the export's config.json
+    describe: Callable = lambda scores: ""  # scores -> text for the epoch line
+    loss_variants: Callable = lambda epoch: 0  # epoch -> a small key: a new graph is traced per key (e.g. ranking on)
+
+
+def start(config_path: Path, overrides: list[str], workdir: Path, check_config: Callable):
+    """Config, Horovod and work directory, in the order that never leaves a rank waiting.
+
+    The config is parsed and checked before ``hvd.init()`` (a bad key stops every rank at once); then
+    the per-rank batch; then rank 0 verifies the work directory and broadcasts the verdict. Returns
+    ``(hvd, config, manifest, per-rank batch size)``, or the exit status when something is wrong.
+    """
+    try:
+        config = load_config(config_path, overrides)
+        check_config(config)
+    except ConfigError as e:
+        return fail(str(e))
+    hvd = init_horovod()
+    from data.preprocess import WorkdirError, verify_workdir
+
+    rank, size = hvd.rank(), hvd.size()
+    try:
+        batch_size = per_rank_batch(config["train"], size)
+    except ConfigError as e:
+        return fail(str(e), rank)
+    problem = None
+    if rank == 0:
+        try:
+            manifest = verify_workdir(workdir)
+            if len(manifest["shards"]["train"]) < size:
+                problem = f"{workdir}: {len(manifest['shards']['train'])} training shards for {size} ranks"
+        except WorkdirError as e:
+            problem = str(e)
+    problem = hvd.broadcast_object(problem, root_rank=0, name="workdir_check")
+    if problem:
+        return fail(problem, rank)
+    manifest = json.loads((Path(workdir) / "manifest.json").read_text(encoding="utf-8"))
+    return hvd, config, manifest, batch_size
+
+
+def weights_by_path(module) -> dict:
+    import tensorflow as tf
+
+    return {"/".join(str(p) for p in path): v.numpy()
+            for path, v in module._flatten(with_path=True, predicate=lambda x: isinstance(x, tf.Variable))}
+
+
+def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path) -> int:
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from data.melon import write_json
+    from models.layers import Adam
+
+    rank, size = hvd.rank(), hvd.size()
+    train_cfg, val_cfg = config["train"], config["validation"]
+    optimizer = Adam(task.variables, float(train_cfg["beta1"]), float(train_cfg["beta2"]), float(train_cfg["epsilon"]))
+    epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    best_score = tf.Variable(-1e9, dtype=tf.float64, trainable=False, name="best_score")
+    best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+    checkpoint = tf.train.Checkpoint(model=task.model, optimizer=optimizer, epoch=epoch_done, best_score=best_score,
+                                     best_epoch=best_epoch)
+    resumed = None
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
+        identity = {name: manifest["files"][name]["sha256"] for name in ("vocab.json", "title.model", "release_dates.npz")}
+        recorded = out / "workdir.json"
+        if latest and recorded.exists() and json.loads(recorded.read_text(encoding="utf-8")) != identity:
+            resumed = (f"ERROR {out} holds checkpoints trained on another work directory (other vocabularies "
+                       f"or tokenizer than {workdir}); use a new --out")
+        elif latest:
+            try:
+                checkpoint.restore(latest).assert_existing_objects_matched()
+                resumed = latest
+            except (AssertionError, ValueError, tf.errors.OpError) as e:
+                resumed = f"ERROR {latest} does not fit this model/config: {str(e).splitlines()[0]}"
+        if not resumed or not resumed.startswith("ERROR"):
+            write_json(identity, recorded)
+    resumed = hvd.broadcast_object(resumed, root_rank=0, name="resume")
+    if resumed and resumed.startswith("ERROR"):
+        return fail(resumed[6:], rank)
+    # Every rank starts from rank 0's weights, optimizer slots and counters.
+    state = list(task.model.variables) + [optimizer.iterations] + optimizer.m + optimizer.v + [epoch_done, best_score, best_epoch]
+    hvd.broadcast_variables(state, root_rank=0)
+
+    tag = f"[{task.name}]"
+    warmup = int(train_cfg["warmup_steps"])
+    scale = lr_scale(train_cfg["lr_scaling"], size)
+    writer = tf.summary.create_file_writer(str(out / "tensorboard")) if rank == 0 else None
+    managers = (tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), int(config["checkpoint"]["keep_last"])),
+                tf.train.CheckpointManager(checkpoint, str(out / "best"), 1)) if rank == 0 else None
+    if rank == 0:
+        write_json(config, out / "config.json")
+        print(f"{tag} {describe_horovod(hvd)}", flush=True)
+        print(f"{tag} global batch {task.batch_size * size} ({task.batch_size} x {size} ranks), {task.steps} steps per "
+              f"epoch; learning rate {scale:g} x {task.hidden}^-0.5 x min(step^-0.5, "
+              f"step x {warmup}^-1.5): peak {float(learning_rate(warmup, task.hidden, warmup, scale)):.3e} at step "
+              f"{warmup} ({train_cfg['lr_scaling']} scaling over {size} ranks)", flush=True)
+        if resumed:
+            print(f"{tag} resumed from {resumed}: epoch {int(epoch_done.numpy())}, step {int(optimizer.iterations.numpy())}, "
+                  f"best score {float(best_score.numpy()):.4f} (epoch {int(best_epoch.numpy())})", flush=True)
+
+    def make_step(epoch_for_loss: int):
+        def step(batch):
+            with tf.GradientTape() as tape:
+                loss, parts = task.loss(batch, epoch_for_loss)
+            gradients = hvd.DistributedGradientTape(tape).gradient(loss, task.variables)
+            lr = learning_rate(optimizer.iterations + 1, task.hidden, warmup, scale)
+            optimizer.apply(gradients, task.variables, lr)
+            return loss, parts, lr
+        return step
+
+    signature = [task.batches(1).element_spec]
+    traced: dict = {}
+    epochs, every, patience = int(train_cfg["epochs"]), int(val_cfg["every_epochs"]), int(val_cfg["patience_epochs"])
+    for epoch in range(int(epoch_done.numpy()) + 1, epochs + 1):
+        key = task.loss_variants(epoch)
+        if key not in traced:
+            traced[key] = tf.function(make_step(epoch), input_signature=signature)
+        sums, seen, started = {}, 0, time.perf_counter()
+        progress = tqdm(total=task.steps, desc=f"epoch {epoch}/{epochs}", disable=rank != 0, unit="step", leave=False)
+        for batch in task.batches(epoch):
+            loss, parts, lr = traced[key](batch)
+            seen += int(tf.shape(next(iter(batch.values())))[0])
+            for name, value in {"loss": loss, **parts}.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            progress.update(1)
+            progress.set_postfix(loss=f"{float(loss):.4f}")
+        progress.close()
+        seconds = time.perf_counter() - started
+        metrics = average(hvd, {k: v / task.steps for k, v in sums.items()})
+        throughput = seen * size / seconds
+        epoch_done.assign(epoch)
+        line = f"{tag} epoch {epoch}: loss {metrics['loss']:.5f}, lr {float(lr):.3e}, {throughput:.0f} playlists/s"
+
+        stop = False
+        if epoch % every == 0 or epoch == epochs:
+            scores, results = task.validate()
+            line += f"; validation {task.describe(scores)}"
+            if scores["score"] > float(best_score.numpy()):
+                best_score.assign(scores["score"])
+                best_epoch.assign(epoch)
+                if rank == 0:
+                    managers[1].save(checkpoint_number=epoch)
+                    if results is not None:
+                        write_json(results, out / "validation_results.json")  # the best epoch's, official format
+                    write_export(out / "export", weights_by_path(task.model), task.export(epoch, scores))
+                    line += " (best)"
+            stop = epoch - int(best_epoch.numpy()) >= patience
+            if rank == 0:
+                with writer.as_default(step=epoch):
+                    for name, value in scores.items():
+                        if isinstance(value, (int, float)):
+                            tf.summary.scalar(f"validation/{name}", value)
+        if rank == 0:
+            managers[0].save(checkpoint_number=epoch)
+            with writer.as_default(step=epoch):
+                for name, value in metrics.items():
+                    tf.summary.scalar(f"loss/{name}", value)
+                tf.summary.scalar("learning_rate", float(lr))
+                tf.summary.scalar("playlists_per_second", throughput)
+            writer.flush()
+            print(line, flush=True)
+        if stop:
+            if rank == 0:
+                print(f"{tag} early stop: no improvement for {patience} epochs (best {float(best_score.numpy()):.4f} "
+                      f"at epoch {int(best_epoch.numpy())})", flush=True)
+            break
+    # Data parallelism keeps every rank's weights identical; check it rather than assume it.
+    checksums = hvd.allgather_object(float(sum(tf.reduce_sum(tf.abs(v)) for v in task.variables)), name="checksums")
+    if rank == 0:
+        print(f"{tag} weight checksums by rank: {checksums}", flush=True)
+        print(f"{tag} done: best validation score {float(best_score.numpy()):.4f} at epoch {int(best_epoch.numpy())}; "
+              f"export in {out / 'export'}", flush=True)
+    if len(set(checksums)) != 1:
+        fail("ranks finished with different weights", rank)
+        return 1
+    return 0

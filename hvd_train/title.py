@@ -1,0 +1,206 @@
+"""Train the title BERT data-parallel with Horovod: MLM pretraining, then fine-tuning to songs and tags.
+
+    horovodrun -np N python hvd_train/title.py pretrain --config configs/title.yaml --work WORKDIR --out RUNDIR
+    horovodrun -np N python hvd_train/title.py finetune --config configs/title.yaml --work WORKDIR \
+        --init PRETRAIN_RUNDIR --out RUNDIR [--set section.key=value ...]
+
+The Horovod machinery is the DAE trainer's (hvd_train/loop.py): warmup scaled by world size, state
+broadcast from rank 0, rank-0 checkpoints/TensorBoard/export, resume, early stopping.
+
+* pretrain: masked-piece prediction on the training titles (15% of pieces, 80/10/10), softmax
+  cross-entropy with label smoothing 0.1; validated by masked-piece loss and accuracy on the validation
+  questions' titles (the score is the accuracy).
+* finetune: starts from the pretrained encoder and piece/position embeddings (``--init``: a pretrain run
+  directory; a clear error when its shapes differ), fresh optimizer and warmup; playlists with an empty
+  normalised title are skipped; BCE songs + 0.15 tags; validated with the official nDCG on the
+  title-only validation questions (omit ``--init`` to fine-tune from scratch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hvd_train.common import ConfigError, Validator, fail, lr_scale, read_export, steps_per_epoch
+from hvd_train.loop import Task, run, start
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "title.yaml"
+PRETRAINED = ("pieces", "positions", "piece_bias", "encoder/")  # what fine-tuning takes from pretraining
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="hvd_train/title.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("stage", choices=["pretrain", "finetune"])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--work", type=Path, required=True, help="work directory written by data.preprocess")
+    parser.add_argument("--out", type=Path, required=True, help="run directory (created; reused to resume)")
+    parser.add_argument("--init", type=Path, help="finetune: a pretrain run directory to start from")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    return parser.parse_args(argv)
+
+
+def check_config(config: dict) -> None:
+    try:
+        for key in ("hidden", "blocks", "heads", "ffn", "max_length"):
+            if int(config["model"][key]) <= 0:
+                raise ConfigError(f"model.{key} must be positive")
+        if config["model"]["activation"] not in ("gelu", "relu"):
+            raise ConfigError("model.activation must be gelu or relu")
+        if not 0 < float(config["pretrain"]["mask_rate"]) < 1:
+            raise ConfigError("pretrain.mask_rate must be between 0 and 1")
+        lr_scale(config["train"]["lr_scaling"], 1)
+        for key in ("epochs", "warmup_steps", "batch_size"):
+            if int(config["train"][key]) <= 0:
+                raise ConfigError(f"train.{key} must be positive")
+        for key in ("every_epochs", "patience_epochs", "batch_size"):
+            if int(config["validation"][key]) <= 0:
+                raise ConfigError(f"validation.{key} must be positive")
+    except ConfigError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"config is missing or has a malformed setting: {e}") from None
+
+
+def load_pretrained(model, init: Path) -> str | None:
+    """Copy the pretrained embeddings and encoder into ``model``; an error message when they do not fit."""
+    from hvd_train.loop import weights_by_path
+
+    export = init / "export"
+    if not (export / "weights.npz").is_file():
+        return f"{init}: no export/weights.npz (is it a finished pretrain run directory?)"
+    weights, config = read_export(export)
+    if config.get("model") != "title_pretrain":
+        return f"{init}: its export is a {config.get('model')!r} model, not a title pretraining run"
+    variables = {"/".join(str(p) for p in path): v for path, v in
+                 model._flatten(with_path=True, predicate=lambda x: hasattr(x, "assign"))}
+    wanted = [name for name in weights_by_path(model) if name.startswith(PRETRAINED)]
+    for name in wanted:
+        if name not in weights:
+            return f"{init}: the pretrained model has no {name} (another architecture?)"
+        if tuple(weights[name].shape) != tuple(variables[name].shape):
+            return (f"{init}: {name} has shape {tuple(weights[name].shape)} in the pretrained model but "
+                    f"{tuple(variables[name].shape)} here; pretrain and fine-tune with the same model config and work directory")
+    for name in wanted:
+        variables[name].assign(weights[name])
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.stage == "pretrain" and args.init:
+        return fail("--init is for finetune")
+    started = start(args.config, args.set, args.work, check_config)
+    if isinstance(started, int):
+        return started
+    hvd, config, manifest, batch_size = started
+    import tensorflow as tf
+
+    from data.pipeline import eval_dataset, training_dataset
+    from data.title import TitleTokenizer
+    from models.dae import bce, multi_hot, ranking_bce
+    from models.title import TitleBERT, mlm_loss
+
+    rank, size = hvd.rank(), hvd.size()
+    train_cfg, model_cfg, val_cfg = config["train"], config["model"], config["validation"]
+    sizes = manifest["sizes"]
+    tokenizer = TitleTokenizer(args.work / "title.model")
+    tf.random.set_seed(int(train_cfg["seed"]))
+    model = TitleBERT(tokenizer.size, sizes["songs"], sizes["tags"], tokenizer.songs_cls_id, tokenizer.tags_cls_id,
+                      tokenizer.sep_id, tokenizer.pad_id, **model_cfg)
+    if args.stage == "finetune" and args.init:
+        problem = load_pretrained(model, args.init) if rank == 0 else None
+        problem = hvd.broadcast_object(problem, root_rank=0, name="init")
+        if problem:
+            return fail(problem, rank)  # the pretrained weights reach every rank with the loop's broadcast
+    steps = steps_per_epoch(manifest, size, batch_size)
+    mode = "title_mlm" if args.stage == "pretrain" else "title_finetune"
+    loss_cfg = config["loss"]
+    rank_from = int(loss_cfg["rank_from_epoch"]) if args.stage == "finetune" and loss_cfg["rank_weight"] else None
+
+    def batches(epoch):
+        return training_dataset(args.work, mode, rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),
+                                shuffle_buffer=int(train_cfg["shuffle_buffer"]),
+                                mask_rate=float(config["pretrain"]["mask_rate"])).repeat().take(steps)
+
+    if args.stage == "pretrain":
+        smoothing = float(config["pretrain"]["label_smoothing"])
+        variables = [v for v in model.trainable_variables if not v.name.startswith("output")]  # fine-tuning head only
+
+        def loss(batch, epoch):
+            value, accuracy = mlm_loss(model.mlm_logits(batch["title_in"], training=True), batch["title_labels"], smoothing)
+            return value, {"mlm": value, "accuracy": accuracy}
+
+        validation_titles = eval_dataset(args.work, int(val_cfg["batch_size"]), rank, size).unbatch().filter(
+            lambda r: tf.reduce_any(r["title"] >= 0)).map(
+            lambda r: {"id": r["id"], "title": tf.boolean_mask(r["title"], r["title"] >= 0)})
+
+        def validate():
+            from data.pipeline import PAD, title_masking
+
+            masked = validation_titles.map(lambda r: title_masking(
+                r, tf.stack([tf.constant(12345, tf.int64), r["id"]]), tokenizer.mask_id, tokenizer.first_piece_id,
+                tokenizer.size, float(config["pretrain"]["mask_rate"]))).padded_batch(
+                int(val_cfg["batch_size"]), padding_values={"id": tf.constant(PAD, tf.int64), "title_in": PAD, "title_labels": PAD})
+            total = {"loss": 0.0, "correct": 0.0, "chosen": 0.0}
+            for batch in masked:
+                logits = model.mlm_logits(batch["title_in"])
+                value, accuracy = mlm_loss(logits, batch["title_labels"], smoothing)
+                chosen = float(tf.reduce_sum(tf.cast(batch["title_labels"] >= 0, tf.float32)))
+                total["loss"] += float(value) * chosen
+                total["correct"] += float(accuracy) * chosen
+                total["chosen"] += chosen
+            summed = hvd.allreduce(tf.constant([total["loss"], total["correct"], total["chosen"]], tf.float64), op=hvd.Sum,
+                                   name="mlm_validation").numpy()
+            chosen = max(summed[2], 1.0)
+            return {"mlm_loss": summed[0] / chosen, "accuracy": summed[1] / chosen, "score": summed[1] / chosen}, None
+
+        describe = lambda s: f"masked-piece loss {s['mlm_loss']:.4f} accuracy {s['accuracy']:.4f}"  # noqa: E731
+        name = "title_pretrain"
+    else:
+        variables = [v for v in model.trainable_variables if not v.name.startswith("piece_bias")]  # MLM head only
+
+        def loss(batch, epoch):
+            songs, tags = model.recommend_logits(batch["title"], training=True)
+            song_targets = multi_hot(batch["songs"], sizes["songs"])
+            parts = {"songs": bce(songs, song_targets), "tags": bce(tags, multi_hot(batch["tags"], sizes["tags"]))}
+            total = parts["songs"] + float(loss_cfg["tag_weight"]) * parts["tags"]
+            if rank_from and epoch >= rank_from:
+                parts["ranking"] = ranking_bce(songs, song_targets)
+                total += float(loss_cfg["rank_weight"]) * parts["ranking"]
+            return total, parts
+
+        title_only = lambda b: (tf.reduce_all(b["songs"] < 0, axis=1) & tf.reduce_all(b["tags"] < 0, axis=1)  # noqa: E731
+                                & tf.reduce_any(b["title"] >= 0, axis=1))
+        validator = Validator(args.work, rank, size, int(val_cfg["batch_size"]),
+                              predict=lambda b: model.recommend_logits(b["title"]), keep=title_only)
+
+        def validate():
+            return validator.gather_and_score(hvd)
+
+        describe = lambda s: (f"title-only questions: music {s['music_ndcg']:.4f} tag {s['tag_ndcg']:.4f} "  # noqa: E731
+                              f"score {s['score']:.4f} (n={s['n']})")
+        name = "title_finetune"
+
+    def export(epoch, scores):
+        return {"model": name, "model_config": model_cfg, "sizes": sizes,
+                "special_ids": {"songs_cls": tokenizer.songs_cls_id, "tags_cls": tokenizer.tags_cls_id,
+                                "sep": tokenizer.sep_id, "pad": tokenizer.pad_id, "mask": tokenizer.mask_id},
+                "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],
+                "tokenizer_sha256": manifest["files"]["title.model"]["sha256"],
+                "initialised_from": str(args.init) if args.init else None,
+                "epoch": epoch, "validation": {k: v for k, v in scores.items() if isinstance(v, float)},
+                "trained_with": config}
+
+    task = Task(name=name, model=model, variables=variables, loss=loss, batches=batches, steps=steps,
+                batch_size=batch_size, hidden=int(model_cfg["hidden"]), validate=validate, export=export,
+                describe=describe,
+                loss_variants=lambda epoch: bool(rank_from and epoch >= rank_from))
+    return run(hvd, task, config, manifest, args.work, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The title trainer under real Horovod ranks: MLM pretraining, weight transfer into fine-tuning, resume,
+identical weights across ranks, and refusal of a pretrained model that does not fit."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from hvd_train.common import read_export
+
+FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "--set", "validation.every_epochs=1",
+        "--set", "model.hidden=32", "--set", "model.ffn=64", "--set", "validation.batch_size=128"]
+
+
+def title(np_: int, stage: str, work, out, *extra, check=True) -> subprocess.CompletedProcess:
+    cmd = ["horovodrun", "-np", str(np_), sys.executable, str(REPO / "hvd_train/title.py"), stage, "--work", str(work),
+           "--out", str(out), *FAST, *map(str, extra)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def checksums(output: str) -> list[str]:
+    return re.search(r"weight checksums by rank: \[([^\]]+)\]", output).group(1).split(", ")
+
+
+@pytest.fixture(scope="module")
+def pretrained(workdirs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("title") / "pretrain"
+    proc = title(2, "pretrain", workdirs[0], out, "--set", "train.epochs=2")
+    return out, proc.stdout
+
+
+@pytest.mark.slow
+def test_pretraining_learns_masked_pieces_on_two_synced_ranks(pretrained):
+    out, log = pretrained
+    accuracy = [float(a) for a in re.findall(r"masked-piece loss [0-9.]+ accuracy ([0-9.]+)", log)]
+    losses = [float(x) for x in re.findall(r"\[title_pretrain\] epoch \d+: loss ([0-9.]+)", log)]
+    assert len(accuracy) == 2 and accuracy[-1] > 0.02 and losses[-1] < losses[0]
+    assert len(set(checksums(log))) == 1
+    weights, config = read_export(out / "export")
+    assert config["model"] == "title_pretrain" and "encoder/blocks/0/query/w" in weights
+
+
+@pytest.mark.slow
+def test_finetuning_starts_from_the_pretrained_encoder(workdirs, pretrained, tmp_path):
+    pre_out, _ = pretrained
+    # a learning rate ~1e-9: after one epoch the fine-tuned encoder is still the pretrained one
+    log = title(2, "finetune", workdirs[0], tmp_path / "ft", "--init", pre_out, "--set", "train.epochs=1",
+                "--set", "train.warmup_steps=100000000").stdout
+    assert len(set(checksums(log))) == 1
+    assert re.search(r"title-only questions: music [0-9.]+ tag [0-9.]+ score [0-9.]+ \(n=\d+\)", log)
+    pre, _ = read_export(pre_out / "export")
+    fine, config = read_export(tmp_path / "ft/export")
+    assert config["model"] == "title_finetune" and config["initialised_from"] == str(pre_out)
+    for name in [n for n in pre if n.startswith(("pieces", "positions", "encoder/"))]:
+        np.testing.assert_allclose(fine[name], pre[name], atol=1e-4, err_msg=name)
+    resumed = title(2, "finetune", workdirs[0], tmp_path / "ft", "--init", pre_out, "--set", "train.epochs=2").stdout
+    assert "resumed from" in resumed and "epoch 1, step" in resumed
+    assert [e for e in re.findall(r"\[title_finetune\] epoch (\d+):", resumed)] == ["2"]
+
+
+@pytest.mark.slow
+def test_a_pretrained_model_that_does_not_fit_is_refused(workdirs, pretrained, tmp_path):
+    pre_out, _ = pretrained
+    wrong = title(2, "finetune", workdirs[0], tmp_path / "ft", "--init", pre_out, "--set", "model.hidden=48",
+                  "--set", "train.epochs=1", check=False)
+    assert wrong.returncode != 0 and "has shape" in wrong.stdout + wrong.stderr
+    missing = title(1, "finetune", workdirs[0], tmp_path / "ft2", "--init", tmp_path, "--set", "train.epochs=1", check=False)
+    assert missing.returncode != 0 and "no export/weights.npz" in missing.stdout + missing.stderr
