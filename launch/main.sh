@@ -2,18 +2,20 @@
 # The main job, end to end: data -> official split -> models -> results -> evaluation.
 #
 #   bash launch/main.sh [--scale tiny|small|melon] [--seed N] [--data DIR] [--out DIR] [--np N]
+#                       [--dae-epochs N]
 #
 #   --scale   size of the embedded synthetic data set (default small)
 #   --seed    generator seed (default 0)
 #   --data    use a folder with the real Melon files (train.json, song_meta.json, ...) instead
 #   --out     run folder (default runs/main-SCALE); finished steps found there are reused
 #   --np      MPI/Horovod ranks for the parallel steps (default 2)
+#   --dae-epochs  DAE training epochs (default 2, a demonstration; configs/dae.yaml has the 300-epoch schedule)
 #
-# Today the models step is the popularity baseline; the Horovod training of the DAE and the title
-# BERT and the ensemble inference join this same command as they land.
+# Models today: the popularity baseline and the DAE (horovodrun); the title BERT and the ensemble
+# inference join this same command as they land.
 set -euo pipefail
-scale=small seed=0 data="" out="" np=2
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+scale=small seed=0 data="" out="" np=2 dae_epochs=2
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case "$1" in
         --scale) scale=$2; shift 2 ;;
@@ -21,6 +23,7 @@ while (($#)); do
         --data) data=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --np) np=$2; shift 2 ;;
+        --dae-epochs) dae_epochs=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -62,7 +65,17 @@ mkdir -p "$out/results" "$out/scores"
 step "popularity baseline"
 python -m inference.popular --train "$split/orig/train.json" --questions "$split/questions/val.json" --out "$out/results/popular.json"
 
+step "DAE: horovodrun -np $np, $dae_epochs epochs (resumes from $out/dae/checkpoints when there)"
+# A short run needs a short warmup: 600 steps instead of the 300-epoch schedule's 4000.
+horovodrun -np "$np" python hvd_train/dae.py --work "$work" --out "$out/dae" --set train.epochs="$dae_epochs" \
+    --set train.warmup_steps=600 --set validation.every_epochs=2
+
 step "evaluation on $split/answers/val.json"
-python -m evaluate --gt "$split/answers/val.json" --rec "$out/results/popular.json" --questions "$split/questions/val.json" --json >"$out/scores/popular.json"
-python -m evaluate --gt "$split/answers/val.json" --rec "$out/results/popular.json" --questions "$split/questions/val.json"
+for model in popular dae; do
+    results=$out/results/$model.json
+    [[ $model == dae ]] && cp "$out/dae/validation_results.json" "$results"
+    python -m evaluate --gt "$split/answers/val.json" --rec "$results" --questions "$split/questions/val.json" --json >"$out/scores/$model.json"
+    echo "-- $model" >&2
+    python -m evaluate --gt "$split/answers/val.json" --rec "$results" --questions "$split/questions/val.json"
+done
 echo "scores written to $out/scores/" >&2
