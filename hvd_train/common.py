@@ -63,6 +63,26 @@ def _same_kind(default, value) -> bool:
     return isinstance(value, type(default))
 
 
+def check_trainer_config(config: dict, model_keys: tuple, extra=None) -> None:
+    """The checks every trainer's config needs (positive sizes, known activation and scaling); ``extra(config)``
+    adds a model's own. Any missing or malformed value is a ConfigError."""
+    try:
+        for section, keys in (("model", model_keys), ("train", ("epochs", "warmup_steps", "batch_size")),
+                              ("validation", ("every_epochs", "patience_epochs", "batch_size"))):
+            for key in keys:
+                if int(config[section][key]) <= 0:
+                    raise ConfigError(f"{section}.{key} must be positive")
+        if config["model"]["activation"] not in ("gelu", "relu"):
+            raise ConfigError("model.activation must be gelu or relu")
+        lr_scale(config["train"]["lr_scaling"], 1)
+        if extra is not None:
+            extra(config)
+    except ConfigError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"config is missing or has a malformed setting: {e}") from None
+
+
 def per_rank_batch(train: dict, size: int) -> int:
     """The per-rank batch: ``batch_size``, or ``global_batch_size`` split evenly over the ranks."""
     if train.get("global_batch_size"):

@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvd_train.common import ConfigError, Validator, lr_scale, steps_per_epoch
+from hvd_train.common import Validator, check_trainer_config, steps_per_epoch
 from hvd_train.loop import Task, run, start
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "dae.yaml"
@@ -41,23 +41,7 @@ def parse_args(argv):
 
 
 def check_config(config: dict) -> None:
-    try:
-        for key in ("hidden", "blocks", "heads", "ffn"):
-            if int(config["model"][key]) <= 0:
-                raise ConfigError(f"model.{key} must be positive")
-        if config["model"]["activation"] not in ("gelu", "relu"):
-            raise ConfigError("model.activation must be gelu or relu")
-        lr_scale(config["train"]["lr_scaling"], 1)
-        for key in ("epochs", "warmup_steps", "batch_size"):
-            if int(config["train"][key]) <= 0:
-                raise ConfigError(f"train.{key} must be positive")
-        for key in ("every_epochs", "patience_epochs", "batch_size"):
-            if int(config["validation"][key]) <= 0:
-                raise ConfigError(f"validation.{key} must be positive")
-    except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"config is missing or has a malformed setting: {e}") from None
+    check_trainer_config(config, ("hidden", "blocks", "heads", "ffn"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvd_train.common import ConfigError, Validator, fail, lr_scale, read_export, steps_per_epoch
+from hvd_train.common import ConfigError, Validator, check_trainer_config, fail, read_export, steps_per_epoch
 from hvd_train.loop import Task, run, start
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "title.yaml"
@@ -44,25 +44,11 @@ def parse_args(argv):
 
 
 def check_config(config: dict) -> None:
-    try:
-        for key in ("hidden", "blocks", "heads", "ffn", "max_length"):
-            if int(config["model"][key]) <= 0:
-                raise ConfigError(f"model.{key} must be positive")
-        if config["model"]["activation"] not in ("gelu", "relu"):
-            raise ConfigError("model.activation must be gelu or relu")
+    def mask_rate(config):
         if not 0 < float(config["pretrain"]["mask_rate"]) < 1:
             raise ConfigError("pretrain.mask_rate must be between 0 and 1")
-        lr_scale(config["train"]["lr_scaling"], 1)
-        for key in ("epochs", "warmup_steps", "batch_size"):
-            if int(config["train"][key]) <= 0:
-                raise ConfigError(f"train.{key} must be positive")
-        for key in ("every_epochs", "patience_epochs", "batch_size"):
-            if int(config["validation"][key]) <= 0:
-                raise ConfigError(f"validation.{key} must be positive")
-    except ConfigError:
-        raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"config is missing or has a malformed setting: {e}") from None
+
+    check_trainer_config(config, ("hidden", "blocks", "heads", "ffn", "max_length"), extra=mask_rate)
 
 
 def load_pretrained(model, init: Path) -> str | None:
