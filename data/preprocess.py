@@ -149,7 +149,8 @@ def index_of(vocab: dict) -> dict:
     }
 
 
-def finish(workdir: Path, out: Path, shared: dict, shards: dict, config: dict, inputs: dict, force: bool) -> dict:
+def finish(workdir: Path, out: Path, shared: dict, title_pieces: int, shards: dict, config: dict, inputs: dict,
+           force: bool) -> dict:
     """Rank 0: the non-shard files, the manifest, then the atomic rename of the whole directory."""
     from data.melon import write_json
 
@@ -160,8 +161,6 @@ def finish(workdir: Path, out: Path, shared: dict, shards: dict, config: dict, i
     vocab = shared["vocab"]
     files = {name: {"file": name, "sha256": sha256_file(workdir / name)}
              for name in ("vocab.json", "release_dates.npz", "title.model", "eval/questions.json", "eval/answers.json")}
-    from data.title import TitleTokenizer
-
     manifest = {
         "format": FORMAT_VERSION,
         "created_by": "data.preprocess",
@@ -169,7 +168,7 @@ def finish(workdir: Path, out: Path, shared: dict, shards: dict, config: dict, i
         "config": config,
         "files": files,
         "sizes": {"songs": len(vocab["songs"]), "tags": len(vocab["tags"]), "artists": len(vocab["artists"]),
-                  "title_pieces": TitleTokenizer(shared["tokenizer"]).size, "song_meta": len(shared["release_dates"])},
+                  "title_pieces": title_pieces, "song_meta": len(shared["release_dates"])},
         "records": {kind: sum(s["records"] for s in v) for kind, v in shards.items()},
         "shards": shards,
     }
@@ -306,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         shards = {kind: sorted((s for part in gathered for s in part[kind]), key=lambda s: s["file"]) for kind in totals}
         try:
-            manifest = finish(workdir, args.out, shared, shards, config, _inputs(args.split, args.meta), args.force)
+            manifest = finish(workdir, args.out, shared, tokenizer.size, shards, config, _inputs(args.split, args.meta), args.force)
             log.info("wrote %s with %d ranks in %.1fs: %d train records in %d shards, %d validation questions in %d "
                      "shards", args.out, size, time.perf_counter() - started, manifest["records"]["train"],
                      len(shards["train"]), manifest["records"]["val"], len(shards["val"]))
