@@ -164,17 +164,6 @@ def fail(message: str, rank: int | None = None) -> int:
 
 
 # ------------------------------------------------------------------ validation scoring
-def score_results(workdir: Path, results: list[dict]) -> dict:
-    """Official nDCG of ``results`` on the work directory's validation answers to the questions they answer."""
-    from data.melon import load_playlists
-    from evaluate.ndcg import evaluate
-
-    answered = {r["id"] for r in results}
-    answers = [a for a in load_playlists(workdir / "eval/answers.json") if a["id"] in answered]
-    questions = [q for q in load_playlists(workdir / "eval/questions.json") if q["id"] in answered]
-    return evaluate(answers, results, questions)
-
-
 class Validator:
     """Top-100 songs / top-10 tags for this rank's share of the validation questions, in the official format.
 
@@ -193,6 +182,19 @@ class Validator:
         release = np.load(self.workdir / "release_dates.npz", allow_pickle=False)["release_dates"]
         self.song_release = release[self.song_ids]
         self.dataset = eval_dataset(workdir, batch, rank, size)
+        self._answers = self._questions = None  # read once, on rank 0, at the first scoring
+
+    def score(self, results: list[dict]) -> dict:
+        """Official nDCG of ``results`` on the validation answers to the questions they answer."""
+        from data.melon import load_playlists
+        from evaluate.ndcg import evaluate
+
+        if self._answers is None:
+            self._answers = load_playlists(self.workdir / "eval/answers.json")
+            self._questions = load_playlists(self.workdir / "eval/questions.json")
+        answered = {r["id"] for r in results}
+        return evaluate([a for a in self._answers if a["id"] in answered], results,
+                        [q for q in self._questions if q["id"] in answered])
 
     def results(self) -> list[dict]:
         out = []
@@ -215,7 +217,7 @@ class Validator:
         """Every rank's results gathered, scored once on rank 0, the scores broadcast (a collective call)."""
         gathered = hvd.allgather_object(self.results(), name="validation")
         results = sorted((r for part in gathered for r in part), key=lambda r: r["id"])
-        scores = score_results(self.workdir, results) if hvd.rank() == 0 else None
+        scores = self.score(results) if hvd.rank() == 0 else None
         return hvd.broadcast_object(scores, root_rank=0, name="scores"), results
 
 
