@@ -54,7 +54,8 @@ else
     mapfile -t deps < <("$py" - "$repo_root/pyproject.toml" <<'PY'
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-for dep in project["dependencies"] + project["optional-dependencies"]["test"]:
+extras = project["optional-dependencies"]
+for dep in project["dependencies"] + extras["test"] + extras["bench"]:
     print(dep)
 PY
     )
