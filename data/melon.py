@@ -14,6 +14,24 @@ Files (see ../shared/data/README.md for the official schema):
   ``issue_date``.
 * ``genre_gn_all.json``: ``{code: name}``.
 * results: ``id``, ``songs``, ``tags``.
+
+What counts as malformed, each a :class:`MelonDataError` (a ``ValueError``):
+
+* the file: missing, not a regular file, unreadable, not UTF-8, not valid JSON (``NaN``/``Infinity``
+  included, integers over 4,300 digits, nesting too deep for the parser), not a list of objects;
+* a record: a required field missing; a field of the wrong type (``true``, ``1.0`` or ``"1"`` are not
+  integers); an integer outside the signed 64-bit range, or a negative id (playlist, song, album and
+  artist ids are non-negative, as in the official files: a negative one would index arrays from the
+  end downstream); a string holding a lone UTF-16 surrogate (``"\\ud800"``, which no UTF-8 file can
+  store, so it could never be written back); a repeated song or tag within a playlist; a repeated
+  record id within a file.
+
+What is accepted as it is (documented, not errors): extra fields (kept, ignored by the readers);
+empty files of records (``[]``: zero records); empty ``songs``/``tags`` lists; any Unicode in titles and
+names (emoji, control characters written as JSON escapes); arbitrarily long lists; a key repeated
+within one JSON object (JSON leaves it undefined; Python's parser keeps the last value). Whether an id
+exists in another file (a playlist's song in ``song_meta.json``) is the consumer's check
+(``data.preprocess``), and results' counts and uniqueness are the evaluator's (``evaluate.ndcg``).
 """
 
 from __future__ import annotations
@@ -37,27 +55,58 @@ class MelonDataError(ValueError):
     """A Melon data file does not follow the schema."""
 
 
-def _where(path: Path, index: int, record: Any) -> str:
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _where(path: Path | str, index: int, record: Any) -> str:
     rid = record.get("id") if isinstance(record, dict) else None
-    return f"{path}: record {index}" + (f" (id={rid})" if rid is not None else "")
+    if rid is None:
+        shown = ""
+    elif _is_int(rid) and INT64_MIN <= rid <= INT64_MAX:
+        shown = f" (id={rid})"
+    else:  # a hostile id: quoted, escaped and cut, so the message stays one short line
+        shown = f" (id={rid!r:.40})"
+    return f"{path}: record {index}{shown}"
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _got(value: Any) -> str:
+    return f"got {type(value).__name__} {value!r:.40}"
+
+
 def _check_int(value: Any) -> str | None:
-    return None if _is_int(value) else f"expected an integer, got {type(value).__name__} {value!r:.40}"
+    if not _is_int(value):
+        return f"expected an integer, {_got(value)}"
+    if not INT64_MIN <= value <= INT64_MAX:
+        return f"expected an integer in the 64-bit range, {_got(value)}"
+    return None
+
+
+def _check_id(value: Any) -> str | None:
+    problem = _check_int(value)
+    if problem is None and value < 0:
+        return f"expected a non-negative id, {_got(value)}"
+    return problem
 
 
 def _check_str(value: Any) -> str | None:
-    return None if isinstance(value, str) else f"expected a string, got {type(value).__name__} {value!r:.40}"
+    if not isinstance(value, str):
+        return f"expected a string, {_got(value)}"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return f"string holds a lone UTF-16 surrogate {value[e.start]!r} at position {e.start}: not valid Unicode"
+    return None
 
 
 def _list_of(item_check: Callable[[Any], str | None], unique: bool = False) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if not isinstance(value, list):
-            return f"expected a list, got {type(value).__name__} {value!r:.40}"
+            return f"expected a list, {_got(value)}"
         for position, item in enumerate(value):
             problem = item_check(item)
             if problem:
@@ -79,20 +128,20 @@ def _matching(regex: re.Pattern, what: str) -> Callable[[Any], str | None]:
 
 
 PLAYLIST_FIELDS: dict[str, Callable[[Any], str | None]] = {
-    "id": _check_int,
+    "id": _check_id,
     "plylst_title": _check_str,
     "tags": _list_of(_check_str, unique=True),
-    "songs": _list_of(_check_int, unique=True),
+    "songs": _list_of(_check_id, unique=True),
     "like_cnt": _check_int,
     "updt_date": _matching(UPDT_DATE_RE, "'YYYY-MM-DD HH:MM:SS.000'"),
 }
 PLAYLIST_OPTIONAL = {"like_cnt"}
 
 SONG_FIELDS: dict[str, Callable[[Any], str | None]] = {
-    "id": _check_int,
-    "album_id": _check_int,
+    "id": _check_id,
+    "album_id": _check_id,
     "album_name": _check_str,
-    "artist_id_basket": _list_of(_check_int),
+    "artist_id_basket": _list_of(_check_id),
     "artist_name_basket": _list_of(_check_str),
     "song_name": _check_str,
     "song_gn_gnr_basket": _list_of(_matching(GENRE_CODE_RE, "a genre code GNxxxx")),
@@ -101,24 +150,42 @@ SONG_FIELDS: dict[str, Callable[[Any], str | None]] = {
 }
 
 RESULT_FIELDS: dict[str, Callable[[Any], str | None]] = {
-    "id": _check_int,
-    "songs": _list_of(_check_int),
+    "id": _check_id,
+    "songs": _list_of(_check_id),
     "tags": _list_of(_check_str),
 }
 
 
+class _NotJSON(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not a JSON value")
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; a missing, empty or malformed file is a MelonDataError naming it."""
+    """Parse a JSON file; a missing, unreadable, empty or malformed file is a MelonDataError naming it."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MelonDataError(f"{path}: no such file")
+    if not path.is_file():
+        raise MelonDataError(f"{path}: not a regular file")
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            return json.load(f, parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise MelonDataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except UnicodeDecodeError as e:
         raise MelonDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except _NotJSON as e:
+        raise MelonDataError(f"{path}: not valid JSON ({e})") from None
+    except ValueError as e:  # an integer literal beyond Python's 4,300-digit conversion limit
+        raise MelonDataError(f"{path}: not valid JSON ({str(e).split(':')[0]})") from None
+    except RecursionError:
+        raise MelonDataError(f"{path}: not valid JSON (arrays/objects nested too deeply)") from None
+    except OSError as e:
+        raise MelonDataError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:
