@@ -1,11 +1,16 @@
 """Score a results file as the official Kakao Arena evaluator does.
 
-    python -m evaluate --gt ANSWERS --rec RESULTS [--questions QUESTIONS] [--json]
+    python -m evaluate --gt ANSWERS --rec RESULTS [--questions QUESTIONS] [--json] [--out SCORES_JSON]
 
 Prints music nDCG@100, tag nDCG@10 and score = 0.85 music + 0.15 tag; with ``--questions`` also the
 scores by question type (songs-only, songs+tags, tags-only, title-only, empty). ``--json`` prints one
 object: ``music_ndcg``, ``tag_ndcg``, ``score``, ``n`` and, with questions, ``by_type`` (type -> the
-same four keys). An invalid results file is an error on stderr and exit status 2.
+same four keys). ``--out FILE`` also writes that object to FILE, atomically (a temporary file renamed
+into place), so a failed evaluation leaves no file and an old FILE untouched; prefer it to redirecting
+stdout, which leaves an empty file behind when the evaluation fails.
+
+An invalid or unreadable input file is one ``error: ...`` line on stderr naming the file, record and
+field, and exit status 2; so is an output file that cannot be written.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from data.melon import MelonDataError, load_playlists, load_results
+from data.melon import MelonDataError, load_playlists, load_results, write_json
 from evaluate.ndcg import InvalidResults, evaluate
 
 
@@ -33,14 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rec", type=Path, required=True, help="results file to score")
     parser.add_argument("--questions", type=Path, help="questions file: adds scores by question type")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--out", type=Path, help="also write the JSON object to this file (atomically)")
     args = parser.parse_args(argv)
     try:
         answers = load_playlists(args.gt)
         results = load_results(args.rec)
         questions = load_playlists(args.questions) if args.questions else None
         scores = evaluate(answers, results, questions)
+        if args.out:
+            write_json(scores, args.out)
     except (MelonDataError, InvalidResults) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {args.out}: cannot write ({e.strerror or e})", file=sys.stderr)
         return 2
     print(json.dumps(scores, indent=1) if args.json else format_table(scores))
     return 0

@@ -8,12 +8,22 @@ The official checks, each a :class:`InvalidResults` here: the result ids are exa
 every playlist has exactly 100 songs and 10 tags, none repeated. Cases the official script crashes on
 (an answer with no songs or tags, or with more than 100 songs / 10 tags) are refused with a message.
 Duplicate result ids, which the official script averages in silently, are refused too.
+
+:func:`evaluate` takes records as the readers of ``data.melon`` return them, and checks their shape
+first, so that a malformed record (not an object, a field missing, ``songs`` not a list of integers,
+``tags`` not a list of strings, a repeated answer item, a repeated answer/question id) is an
+``InvalidResults`` naming the list (``answers``, ``results``, ``questions``), the record index and id, and
+the field, never a ``KeyError`` or ``TypeError``. Integers may be Python or numpy integers (not bools).
+Extra fields are ignored; recommended ids that exist nowhere simply score no hit. Nothing to score
+(no answers) is an ``InvalidResults`` too, not a division by zero.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from numbers import Integral
+from typing import Any
 
 SONGS_PER_PLAYLIST = 100
 TAGS_PER_PLAYLIST = 10
@@ -30,7 +40,13 @@ class InvalidResults(ValueError):
 
 
 def ndcg(gt: list, rec: list) -> float:
-    """One playlist's nDCG of ``rec`` against the relevant items ``gt`` (official formula)."""
+    """One playlist's nDCG of ``rec`` against the relevant items ``gt`` (official formula).
+
+    ``gt`` must hold 1 to 100 items (the official ideal-DCG table); otherwise InvalidResults, where the
+    official script divides by zero or indexes past its table.
+    """
+    if not 1 <= len(gt) <= SONGS_PER_PLAYLIST:
+        raise InvalidResults(f"nDCG needs 1 to {SONGS_PER_PLAYLIST} relevant items, got {len(gt)}")
     relevant = set(gt)
     dcg = sum(1.0 / math.log(i + 2) for i, item in enumerate(rec) if item in relevant)
     return dcg / IDCG[len(gt)]
@@ -50,8 +66,74 @@ def question_type(question: dict) -> str:
     return "empty"
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _int_list(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return f"expected a list, got {type(value).__name__}"
+    for position, item in enumerate(value):
+        if not _is_int(item):
+            return f"item {position}: expected an integer, got {type(item).__name__} {item!r:.40}"
+    return None
+
+
+def _str_list(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return f"expected a list, got {type(value).__name__}"
+    for position, item in enumerate(value):
+        if not isinstance(item, str):
+            return f"item {position}: expected a string, got {type(item).__name__} {item!r:.40}"
+    return None
+
+
+def _title(value: Any) -> str | None:
+    return None if isinstance(value, str) else f"expected a string, got {type(value).__name__} {value!r:.40}"
+
+
+def _check_shape(name: str, records: Any, required: dict, optional: dict | None = None, unique_items: bool = False) -> None:
+    """InvalidResults naming ``name``, the record and the field, unless every record has the fields' types."""
+    optional = optional or {}
+    if not isinstance(records, list):
+        raise InvalidResults(f"{name}: expected a list of records, got {type(records).__name__}")
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise InvalidResults(f"{name}: record {index}: expected an object, got {type(record).__name__}")
+        rid = record.get("id")
+        where = f"{name}: record {index}" + (f" (id={rid})" if _is_int(rid) else "")
+        if not _is_int(rid):
+            raise InvalidResults(f"{where}: field 'id': expected an integer, got {type(rid).__name__} {rid!r:.40}"
+                                 if "id" in record else f"{where}: field 'id' is missing")
+        for field, check in {**required, **optional}.items():
+            if field not in record:
+                if field in optional:
+                    continue
+                raise InvalidResults(f"{where}: field '{field}' is missing")
+            problem = check(record[field])
+            if problem is None and unique_items and field in ("songs", "tags") \
+                    and len(set(record[field])) != len(record[field]):
+                problem = "contains duplicates"
+            if problem:
+                raise InvalidResults(f"{where}: field '{field}': {problem}")
+
+
+def _check_unique_ids(name: str, records: list[dict]) -> None:
+    first: dict = {}
+    for index, record in enumerate(records):
+        if record["id"] in first:
+            raise InvalidResults(f"{name}: record {index} (id={record['id']}): duplicate id "
+                                 f"(first at record {first[record['id']]})")
+        first[record["id"]] = index
+
+
 def check_results(answers: list[dict], results: list[dict]) -> None:
     """Raise InvalidResults unless ``results`` passes the official validity checks against ``answers``."""
+    _check_shape("answers", answers, {"songs": _int_list, "tags": _str_list}, unique_items=True)
+    _check_shape("results", results, {"songs": _int_list, "tags": _str_list})
+    _check_unique_ids("answers", answers)
+    if not answers:
+        raise InvalidResults("the answers hold no playlists: there is nothing to score")
     seen: set = set()
     for r in results:
         if r["id"] in seen:
@@ -86,6 +168,8 @@ def evaluate(answers: list[dict], results: list[dict], questions: list[dict] | N
     gt = {a["id"]: a for a in answers}
     qtype = {}
     if questions is not None:
+        _check_shape("questions", questions, {}, {"songs": _int_list, "tags": _str_list, "plylst_title": _title})
+        _check_unique_ids("questions", questions)
         qtype = {q["id"]: question_type(q) for q in questions}
         if set(qtype) != set(gt):
             raise InvalidResults("the questions file holds other playlist ids than the answers file")

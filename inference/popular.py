@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     except (MelonDataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_json(results, args.out)
+    try:
+        write_json(results, args.out)  # atomic: a failed write leaves no file (and an old one untouched)
+    except OSError as e:
+        print(f"error: {args.out}: cannot write ({e.strerror or e})", file=sys.stderr)
+        return 2
     log.info("wrote %d recommendations to %s", len(results), args.out)
     return 0
 
