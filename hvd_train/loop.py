@@ -76,19 +76,13 @@ def start(config_path: Path, overrides: list[str], workdir: Path, check_config: 
     return hvd, config, manifest, batch_size
 
 
-def weights_by_path(module) -> dict:
-    import tensorflow as tf
-
-    return {"/".join(str(p) for p in path): v.numpy()
-            for path, v in module._flatten(with_path=True, predicate=lambda x: isinstance(x, tf.Variable))}
-
-
 def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path) -> int:
     import tensorflow as tf
     from tqdm import tqdm
 
     from data.melon import write_json
     from models.layers import Adam
+    from models.weights import weights_by_path
 
     rank, size = hvd.rank(), hvd.size()
     train_cfg, val_cfg = config["train"], config["validation"]

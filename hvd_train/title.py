@@ -53,7 +53,7 @@ def check_config(config: dict) -> None:
 
 def load_pretrained(model, init: Path) -> str | None:
     """Copy the pretrained embeddings and encoder into ``model``; an error message when they do not fit."""
-    from hvd_train.loop import weights_by_path
+    from models.weights import assign_weights, variables_by_path
 
     export = init / "export"
     if not (export / "weights.npz").is_file():
@@ -61,17 +61,9 @@ def load_pretrained(model, init: Path) -> str | None:
     weights, config = read_export(export)
     if config.get("model") != "title_pretrain":
         return f"{init}: its export is a {config.get('model')!r} model, not a title pretraining run"
-    variables = {"/".join(str(p) for p in path): v for path, v in
-                 model._flatten(with_path=True, predicate=lambda x: hasattr(x, "assign"))}
-    wanted = [name for name in weights_by_path(model) if name.startswith(PRETRAINED)]
-    for name in wanted:
-        if name not in weights:
-            return f"{init}: the pretrained model has no {name} (another architecture?)"
-        if tuple(weights[name].shape) != tuple(variables[name].shape):
-            return (f"{init}: {name} has shape {tuple(weights[name].shape)} in the pretrained model but "
-                    f"{tuple(variables[name].shape)} here; pretrain and fine-tune with the same model config and work directory")
-    for name in wanted:
-        variables[name].assign(weights[name])
+    problem = assign_weights(model, weights, [name for name in variables_by_path(model) if name.startswith(PRETRAINED)])
+    if problem:
+        return f"{init}: {problem}; pretrain and fine-tune with the same model config and work directory"
     return None
 
 
