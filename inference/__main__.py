@@ -1,0 +1,66 @@
+"""Ensemble inference on a questions file: a single-device job (the first GPU when there is one, else CPU).
+
+    python -m inference --questions QUESTIONS --work WORKDIR --dae RUNDIR --title RUNDIR --out RESULTS \
+        [--config configs/ensemble.yaml]
+
+QUESTIONS is any file in the official format (the local split's questions, or the real val.json /
+test.json). WORKDIR is the work directory both models were trained on (data.preprocess); --dae and
+--title are their run directories (or their export folders). Either model may be left out; the blend is
+described in inference/ensemble.py. Writes RESULTS atomically: exactly 100 songs and 10 tags per question,
+ids those of the questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from inference.ensemble import DEFAULT_CONFIG, log
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inference", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--questions", type=Path, required=True, help="questions in the official format")
+    parser.add_argument("--work", type=Path, required=True, help="the work directory the models were trained on")
+    parser.add_argument("--dae", type=Path, help="DAE run directory (hvd_train/dae.py --out)")
+    parser.add_argument("--title", type=Path, help="fine-tuned title BERT run directory (hvd_train/title.py finetune --out)")
+    parser.add_argument("--out", type=Path, required=True, help="results file to write")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.dae is None and args.title is None:
+        parser.error("give --dae, --title or both")
+
+    from data.melon import MelonDataError, load_playlists, write_json
+    from data.preprocess import WorkdirError
+    from inference.ensemble import Ensemble, ExportError, Settings
+
+    started = time.perf_counter()
+    try:
+        settings = Settings.load(args.config)
+        questions = load_playlists(args.questions)
+        ensemble = Ensemble(args.work, args.dae, args.title, settings)
+    except (MelonDataError, WorkdirError, ExportError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    log.info("device: %s; models: %s", gpus[0].name if gpus else "CPU",
+             ", ".join(name for name, m in (("DAE", ensemble.dae), ("title BERT", ensemble.title)) if m is not None))
+    try:
+        results = ensemble.recommend(questions, progress=not args.no_progress)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_json(results, args.out)
+    log.info("wrote %d recommendations to %s in %.1f s", len(results), args.out, time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""The ensemble: the DAE and the title BERT blended into 100 songs and 10 tags per question.
+
+Per question (configs/ensemble.yaml holds the numbers):
+
+* the DAE runs when the question gives songs or tags, the title model when its normalised title is not
+  empty; each proposes its top candidates (500 songs / 50 tags) after removing the given songs/tags and
+  the songs released after the playlist's ``updt_date`` (corrected release dates, data/vocab.py);
+* song score ``p_dae * n/(w+n) + p_title * w/(w+n)`` with n = number of given songs + tags and w the title
+  weight; tag score ``q_dae + v * q_title``; a model that does not propose an item contributes 0;
+* the rest (a question with nothing usable, or too few candidates) is filled with the most frequent
+  training songs released by the update date and the most frequent tags, so that every question gets
+  exactly 100 unique songs and 10 unique tags.
+
+The models are read from their run directories' exports (weights.npz + config.json, no pickle) and must
+have been trained on the same work directory: the vocabulary and tokenizer hashes are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from evaluate.ndcg import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST
+
+log = logging.getLogger("inference")
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "ensemble.yaml"
+
+
+class ExportError(ValueError):
+    """A model export that cannot be used with this work directory."""
+
+
+@dataclass
+class Settings:
+    candidate_songs: int = 500
+    candidate_tags: int = 50
+    title_weight: float = 0.85  # w in the song blend
+    title_tag_weight: float = 0.8  # v in the tag blend
+    batch_size: int = 256
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_CONFIG) -> "Settings":
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**{k: type(getattr(cls, k))(v) for k, v in raw.items()})
+
+
+def _load_export(rundir: Path, expected: tuple, manifest: dict, workdir: Path):
+    from hvd_train.common import read_export
+
+    export = rundir / "export" if (rundir / "export").is_dir() else rundir
+    if not (export / "weights.npz").is_file() or not (export / "config.json").is_file():
+        raise ExportError(f"{rundir}: no export (weights.npz + config.json); is it a finished training run directory?")
+    weights, config = read_export(export)
+    if config.get("model") not in expected:
+        raise ExportError(f"{rundir}: its export is a {config.get('model')!r} model, expected {' or '.join(expected)}")
+    for key, name in (("vocab_sha256", "vocab.json"), ("tokenizer_sha256", "title.model")):
+        if config.get(key) != manifest["files"][name]["sha256"]:
+            raise ExportError(f"{rundir}: trained with another {name} than {workdir} has (sha256 differs); "
+                              f"use the work directory the model was trained on")
+    return weights, config
+
+
+def load_dae(rundir: Path, manifest: dict, workdir: Path):
+    from models.dae import DAE
+    from models.weights import assign_weights
+
+    weights, config = _load_export(Path(rundir), ("dae",), manifest, workdir)
+    sizes = config["sizes"]
+    model = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **config["model_config"])
+    problem = assign_weights(model, weights)
+    if problem:
+        raise ExportError(f"{rundir}: {problem}")
+    return model, config
+
+
+def load_title(rundir: Path, manifest: dict, workdir: Path, tokenizer):
+    from models.title import TitleBERT
+    from models.weights import assign_weights
+
+    weights, config = _load_export(Path(rundir), ("title_finetune",), manifest, workdir)
+    sizes = config["sizes"]
+    model = TitleBERT(tokenizer.size, sizes["songs"], sizes["tags"], tokenizer.songs_cls_id, tokenizer.tags_cls_id,
+                      tokenizer.sep_id, tokenizer.pad_id, **config["model_config"])
+    problem = assign_weights(model, weights)
+    if problem:
+        raise ExportError(f"{rundir}: {problem}")
+    return model, config
+
+
+def _padded(rows: list[list[int]]) -> np.ndarray:
+    out = np.full((len(rows), max(1, max((len(r) for r in rows), default=0))), -1, dtype=np.int32)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the indices of the k largest finite scores, best first (fewer where fewer are finite)."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+class Ensemble:
+    """Everything inference needs from a work directory and the two run directories, loaded once."""
+
+    def __init__(self, workdir: Path, dae_run: Path | None, title_run: Path | None, settings: Settings):
+        from data.preprocess import index_of, verify_workdir
+        from data.title import TitleTokenizer
+
+        self.workdir, self.settings = Path(workdir), settings
+        self.manifest = verify_workdir(self.workdir, check_shards=False)
+        vocab = json.loads((self.workdir / "vocab.json").read_text(encoding="utf-8"))
+        self.index = index_of(vocab)
+        self.song_ids = np.array([s for s, _ in vocab["songs"]], dtype=np.int64)
+        self.tags = [t for t, _ in vocab["tags"]]
+        self.max_title_pieces = int(self.manifest["config"]["max_title_pieces"])
+        with np.load(self.workdir / "release_dates.npz", allow_pickle=False) as f:
+            self.release_dates = f["release_dates"]
+        self.tokenizer = TitleTokenizer(self.workdir / "title.model")
+        self.dae = self.title = None
+        self.max_songs = self.max_tags = None
+        if dae_run is not None:
+            self.dae, config = load_dae(dae_run, self.manifest, self.workdir)
+            self.max_songs = int(config["trained_with"]["train"]["max_songs"])
+            self.max_tags = int(config["trained_with"]["train"]["max_tags"])
+            self.dae_output = config["trained_with"]["loss"].get("item_loss", "bce")
+        if title_run is not None:
+            self.title, _ = load_title(title_run, self.manifest, self.workdir, self.tokenizer)
+
+    # -------------------------------------------------------------- questions
+    def release_by_song(self, questions: list[dict]) -> np.ndarray:
+        """Release dates of the vocabulary songs, corrected with the questions' own update dates too."""
+        from data.vocab import updt_day
+
+        dates = self.release_dates.copy()
+        for q in questions:
+            day = updt_day(q["updt_date"])
+            for s in q["songs"]:
+                if 0 <= s < len(dates) and (dates[s] == 0 or dates[s] > day):
+                    dates[s] = day
+        return dates[self.song_ids]
+
+    def encode(self, questions: list[dict]) -> list[dict]:
+        """Questions as vocabulary indices and title pieces; unknown items are dropped and counted."""
+        from data.preprocess import to_record
+
+        unknown_songs = sum(1 for q in questions for s in q["songs"] if not 0 <= s < len(self.release_dates))
+        out_of_vocab = sum(1 for q in questions for s in q["songs"] if s not in self.index["songs"])
+        unknown_tags = sum(1 for q in questions for t in q["tags"] if t not in self.index["tags"])
+        if unknown_songs:
+            log.warning("%d given song ids are not in this work directory's song_meta.json: ignored", unknown_songs)
+        log.info("%d given songs and %d given tags are outside the model vocabularies: used for filtering only",
+                 out_of_vocab, unknown_tags)
+        return [to_record(q, self.index, self.tokenizer, self.max_title_pieces) for q in questions]
+
+    # -------------------------------------------------------------- models
+    def _dae_probabilities(self, records: list[dict]):
+        import tensorflow as tf
+
+        songs = _padded([r["songs"][: self.max_songs] for r in records])
+        tags = _padded([r["tags"][: self.max_tags] for r in records])
+        artists = _padded([list(dict.fromkeys(a for s in r["songs"][: self.max_songs]
+                                              for a in self.index["song_artists"][s])) for r in records])
+        song_logits, tag_logits, _ = self.dae(tf.constant(songs), tf.constant(tags), tf.constant(artists))
+        if self.dae_output == "softmax":
+            return tf.nn.softmax(song_logits).numpy(), tf.nn.softmax(tag_logits).numpy()
+        return tf.sigmoid(song_logits).numpy(), tf.sigmoid(tag_logits).numpy()
+
+    def _title_probabilities(self, records: list[dict]):
+        import tensorflow as tf
+
+        song_logits, tag_logits = self.title.recommend_logits(tf.constant(_padded([r["title"] for r in records])))
+        return tf.sigmoid(song_logits).numpy(), tf.sigmoid(tag_logits).numpy()
+
+    @staticmethod
+    def _propose(probabilities: np.ndarray, blocked: np.ndarray, k: int, weight: np.ndarray, into: np.ndarray,
+                 proposed: np.ndarray) -> None:
+        """Add ``weight * p`` of each row's top-k unblocked items to ``into`` and mark them ``proposed``."""
+        top = _top(np.where(blocked, -np.inf, probabilities), k)
+        valid = ~np.take_along_axis(blocked, top, axis=1)
+        rows = np.broadcast_to(np.arange(len(top))[:, None], top.shape)[valid]
+        cols = top[valid]
+        into[rows, cols] += np.take_along_axis(probabilities, top, axis=1)[valid] * np.broadcast_to(weight[:, None], top.shape)[valid]
+        proposed[rows, cols] = True
+
+    @staticmethod
+    def _rank(score: np.ndarray, proposed: np.ndarray, blocked: np.ndarray, n: int) -> np.ndarray:
+        """Per row, the n best proposed items by score, then unblocked items in vocabulary (= popularity)
+        order; -1 where a row has fewer than n unblocked items."""
+        size = score.shape[1]
+        key = np.where(proposed, score, -1.0 - np.arange(size)[None, :] / size)
+        key = np.where(blocked, -np.inf, key)
+        top = _top(key, n)
+        return np.where(np.isfinite(np.take_along_axis(key, top, axis=1)), top, -1)
+
+    # -------------------------------------------------------------- recommendations
+    def recommend(self, questions: list[dict], progress: bool = True, scores: bool = False) -> list[dict]:
+        """Results in the official format (``scores=True`` adds ``song_scores``/``tag_scores`` for display)."""
+        from tqdm import tqdm
+
+        from data.vocab import updt_day
+
+        release = self.release_by_song(questions)
+        records = self.encode(questions)
+        s, w, v = self.settings, self.settings.title_weight, self.settings.title_tag_weight
+        results, used = [], {"dae": 0, "title": 0, "popular only": 0}
+        for start in tqdm(range(0, len(questions), s.batch_size), desc="ensemble", unit="batch", disable=not progress):
+            qs, rs = questions[start:start + s.batch_size], records[start:start + s.batch_size]
+            days = np.array([updt_day(q["updt_date"]) for q in qs])
+            blocked_songs = release[None, :] > days[:, None]
+            blocked_tags = np.zeros((len(qs), len(self.tags)), dtype=bool)
+            for i, r in enumerate(rs):
+                blocked_songs[i, r["songs"]] = True
+                blocked_tags[i, r["tags"]] = True
+            n = np.array([len(q["songs"]) + len(q["tags"]) for q in qs], dtype=np.float64)
+            runs_dae = (n > 0) & (self.dae is not None)
+            runs_title = np.array([bool(r["title"]) for r in rs]) & (self.title is not None)
+            song_score, song_proposed = np.zeros(blocked_songs.shape), np.zeros(blocked_songs.shape, dtype=bool)
+            tag_score, tag_proposed = np.zeros(blocked_tags.shape), np.zeros(blocked_tags.shape, dtype=bool)
+            for runs, model, song_weight, tag_weight in (
+                    (runs_dae, self._dae_probabilities, n / (w + n), np.ones(len(qs))),
+                    (runs_title, self._title_probabilities, np.where(n > 0, w / (w + n), 1.0), np.full(len(qs), v))):
+                rows = np.flatnonzero(runs)
+                if not len(rows):
+                    continue
+                p_songs, p_tags = model([rs[i] for i in rows])
+                sub_songs, sub_song_proposed = song_score[rows], song_proposed[rows]
+                self._propose(p_songs, blocked_songs[rows], s.candidate_songs, song_weight[rows], sub_songs, sub_song_proposed)
+                song_score[rows], song_proposed[rows] = sub_songs, sub_song_proposed
+                sub_tags, sub_tag_proposed = tag_score[rows], tag_proposed[rows]
+                self._propose(p_tags, blocked_tags[rows], s.candidate_tags, tag_weight[rows], sub_tags, sub_tag_proposed)
+                tag_score[rows], tag_proposed[rows] = sub_tags, sub_tag_proposed
+            used["dae"] += int(runs_dae.sum())
+            used["title"] += int(runs_title.sum())
+            used["popular only"] += int((~runs_dae & ~runs_title).sum())
+            songs = self._rank(song_score, song_proposed, blocked_songs, SONGS_PER_PLAYLIST)
+            tags = self._rank(tag_score, tag_proposed, blocked_tags, TAGS_PER_PLAYLIST)
+            for i, q in enumerate(qs):
+                result = {"id": q["id"], "songs": self._song_ids(songs[i], q, days[i]), "tags": self._tags(tags[i], q)}
+                if scores:
+                    result["song_scores"] = song_score[i, songs[i][songs[i] >= 0]].tolist()
+                    result["tag_scores"] = tag_score[i, tags[i][tags[i] >= 0]].tolist()
+                results.append(result)
+        log.info("questions: %d; the DAE answered %d, the title model %d, popularity alone %d",
+                 len(questions), used["dae"], used["title"], used["popular only"])
+        return results
+
+    def _song_ids(self, indices: np.ndarray, question: dict, day: int) -> list[int]:
+        """Song ids; on the rare question whose date leaves fewer than 100 vocabulary songs, the oldest
+        songs outside the vocabulary complete the list (never a given song)."""
+        songs = self.song_ids[indices[indices >= 0]].tolist()
+        if len(songs) < SONGS_PER_PLAYLIST:
+            given, taken = set(question["songs"]), set(songs)
+            order = np.argsort(self.release_dates, kind="stable")  # oldest first: released by any update date
+            for s in order.tolist():
+                if len(songs) == SONGS_PER_PLAYLIST:
+                    break
+                if s not in given and s not in taken and self.release_dates[s] <= day:
+                    songs.append(s)
+                    taken.add(s)
+            if len(songs) < SONGS_PER_PLAYLIST:
+                raise ValueError(f"question id {question['id']}: fewer than {SONGS_PER_PLAYLIST} songs released by "
+                                 f"its update date exist in song_meta.json")
+        return songs
+
+    def _tags(self, indices: np.ndarray, question: dict) -> list[str]:
+        tags = [self.tags[i] for i in indices[indices >= 0].tolist()]
+        if len(tags) < TAGS_PER_PLAYLIST:
+            raise ValueError(f"question id {question['id']}: the tag vocabulary holds fewer than "
+                             f"{TAGS_PER_PLAYLIST} tags it does not already have")
+        return tags

@@ -1,0 +1,111 @@
+"""Recommend for one playlist given on the command line, and print a readable table.
+
+    python -m inference.recommend --work WORKDIR --dae RUNDIR --title RUNDIR --title-text "새벽 감성 발라드" \
+        [--songs 1,2,3] [--tags 힐링,새벽] --meta DATA/song_meta.json [--date 2020-04-01] [--top 20]
+
+The same ensemble as ``python -m inference`` (inference/ensemble.py) on a single question; song names and
+artists come from ``song_meta.json`` (the one the work directory was built from: its sha256 is checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import unicodedata
+from pathlib import Path
+
+from inference.ensemble import DEFAULT_CONFIG
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated song ids, got {text!r}") from None
+
+
+def _date(text: str) -> str:
+    try:
+        return dt.date.fromisoformat(text).strftime("%Y-%m-%d 00:00:00.000")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _cell(text: str, width: int) -> str:
+    """``text`` cut and padded to ``width`` terminal columns (Hangul counts double)."""
+    out = ""
+    for c in text:
+        if _width(out + c) > width - (1 if _width(text) > width else 0):
+            out += "…"
+            break
+        out += c
+    return out + " " * (width - _width(out))
+
+
+def table(result: dict, song_meta: list[dict], top: int) -> str:
+    lines = [f"{'rank':>4}  {_cell('song', 40)}  {_cell('artists', 28)}  {'score':>7}"]
+    for rank, (song, score) in enumerate(zip(result["songs"][:top], result["song_scores"] + [0.0] * top), 1):
+        meta = song_meta[song] if 0 <= song < len(song_meta) else {}
+        name = f"{meta.get('song_name', '?')} ({song})"
+        artists = ", ".join(meta.get("artist_name_basket", []))
+        lines.append(f"{rank:>4}  {_cell(name, 40)}  {_cell(artists, 28)}  {score:7.4f}")
+    lines.append("")
+    lines.append(f"{'rank':>4}  {_cell('tag', 40)}  {'score':>7}")
+    for rank, (tag, score) in enumerate(zip(result["tags"], result["tag_scores"] + [0.0] * 10), 1):
+        lines.append(f"{rank:>4}  {_cell(tag, 40)}  {score:7.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inference.recommend", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--dae", type=Path)
+    parser.add_argument("--title", type=Path)
+    parser.add_argument("--title-text", default="", help="the playlist's title")
+    parser.add_argument("--songs", type=_ids, default=[], help="comma-separated song ids it holds")
+    parser.add_argument("--tags", type=lambda t: [x.strip() for x in t.split(",") if x.strip()], default=[],
+                        help="comma-separated tags it holds")
+    parser.add_argument("--date", type=_date, default=None,
+                        help="its update date YYYY-MM-DD (songs released later are not recommended; default today)")
+    parser.add_argument("--meta", type=Path, required=True, help="the song_meta.json the work directory was built from")
+    parser.add_argument("--top", type=int, default=20, help="songs to show (all 100 are computed)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    if args.dae is None and args.title is None:
+        parser.error("give --dae, --title or both")
+
+    from data.melon import MelonDataError, load_song_meta
+    from data.preprocess import WorkdirError
+    from inference.ensemble import Ensemble, ExportError, Settings
+
+    args.date = args.date or dt.date.today().strftime("%Y-%m-%d 00:00:00.000")
+    question = {"id": 0, "plylst_title": args.title_text, "songs": list(dict.fromkeys(args.songs)),
+                "tags": list(dict.fromkeys(args.tags)), "like_cnt": 0, "updt_date": args.date}
+    try:
+        ensemble = Ensemble(args.work, args.dae, args.title, Settings.load(args.config))
+        from data.preprocess import sha256_file
+
+        if sha256_file(args.meta) != ensemble.manifest["inputs"]["song_meta"]["sha256"]:
+            raise ValueError(f"{args.meta} is not the song_meta.json {args.work} was built from (sha256 differs)")
+        song_meta = load_song_meta(args.meta)
+        result = ensemble.recommend([question], progress=False, scores=True)[0]
+    except (MelonDataError, WorkdirError, ExportError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    given = ", ".join(filter(None, [f"title {args.title_text!r}" if args.title_text else "",
+                                    f"{len(question['songs'])} songs" if question["songs"] else "",
+                                    f"tags {question['tags']}" if question["tags"] else ""])) or "nothing"
+    print(f"playlist: {given}; updated {args.date[:10]}\n")
+    print(table(result, song_meta, args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
