@@ -1,0 +1,141 @@
+"""Ensemble inference on real exports of tiny trained models: valid results, filters, blend, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, load, run_module
+from data.vocab import updt_day
+
+FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "--set", "validation.every_epochs=1",
+        "--set", "model.hidden=32", "--set", "model.ffn=64", "--set", "validation.batch_size=128",
+        "--set", "train.epochs=1"]
+
+
+def train(script: str, *args) -> None:
+    cmd = [sys.executable, str(REPO / "hvd_train" / script), *map(str, args), *FAST]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def runs(workdirs, tmp_path_factory):
+    """A DAE and a fine-tuned title model trained for one epoch on the tiny work directory (one process)."""
+    root = tmp_path_factory.mktemp("inference_runs")
+    work = workdirs[0]
+    train("dae.py", "--work", work, "--out", root / "dae")
+    train("title.py", "finetune", "--work", work, "--out", root / "title")
+    return work, root / "dae", root / "title"
+
+
+def infer(work, dae, title, questions, out, *extra, check=True) -> subprocess.CompletedProcess:
+    args = ["--questions", questions, "--work", work, "--out", out, "--no-progress", *extra]
+    args += ["--dae", dae] if dae else []
+    args += ["--title", title] if title else []
+    return run_module("inference", *args, check=check)
+
+
+@pytest.mark.slow
+def test_results_are_valid_filtered_and_scored_by_the_official_evaluator(runs, tiny_split, tiny_data, tmp_path):
+    work, dae, title = runs
+    questions_file = tiny_split / "questions/val.json"
+    out = tmp_path / "results.json"
+    infer(work, dae, title, questions_file, out)
+    questions, results = load(questions_file), load(out)
+    assert [r["id"] for r in results] == [q["id"] for q in questions]
+    with np.load(work / "release_dates.npz") as f:
+        release = f["release_dates"]
+    for q, r in zip(questions, results):
+        assert len(r["songs"]) == len(set(r["songs"])) == 100 and len(r["tags"]) == len(set(r["tags"])) == 10
+        assert not set(r["songs"]) & set(q["songs"]) and not set(r["tags"]) & set(q["tags"])
+        assert all(release[s] <= updt_day(q["updt_date"]) for s in r["songs"])  # nothing released after the update
+    scores = json.loads(run_module("evaluate", "--gt", tiny_split / "answers/val.json", "--rec", out, "--json").stdout)
+    assert scores["score"] > 0
+
+
+@pytest.mark.slow
+def test_blend_follows_the_models_and_title_only_questions_use_the_title_model(runs, tiny_split, tmp_path):
+    work, dae, title = runs
+    questions = load(tiny_split / "questions/val.json")
+    title_only = [q for q in questions if not q["songs"] and not q["tags"]][:5]
+    with_items = [q for q in questions if q["songs"]][:5]
+    assert title_only and with_items
+    q_file = tmp_path / "q.json"
+    q_file.write_text(json.dumps(title_only + with_items, ensure_ascii=False), encoding="utf-8")
+    for name, d, t in (("both", dae, title), ("dae", dae, None), ("title", None, title)):
+        infer(work, d, t, q_file, tmp_path / f"{name}.json")
+    both, dae_only, title_alone = (load(tmp_path / f"{n}.json") for n in ("both", "dae", "title"))
+    n = len(title_only)
+    assert both[:n] == title_alone[:n]  # nothing given: the title model alone decides
+    assert both[n:] != dae_only[n:] and both[n:] != title_alone[n:]  # given items: a blend of both
+    # with the DAE alone, a title-only question gets the popularity fallback: the same list for all of them
+    assert len({tuple(r["songs"]) for r in dae_only[:n]}) <= 2
+
+
+@pytest.mark.slow
+def test_unknown_items_are_ignored_and_counted(runs, tiny_split, tmp_path):
+    work, dae, title = runs
+    q = dict(load(tiny_split / "questions/val.json")[0])
+    q["songs"] = q["songs"][:3] + [10**9]
+    q["tags"] = ["a tag nobody has used"]
+    q_file = tmp_path / "q.json"
+    q_file.write_text(json.dumps([q], ensure_ascii=False), encoding="utf-8")
+    proc = infer(work, dae, title, q_file, tmp_path / "r.json")
+    assert "1 given song ids are not in this work directory's song_meta.json: ignored" in proc.stderr
+    assert "and 1 given tags are outside the model vocabularies" in proc.stderr
+    assert len(load(tmp_path / "r.json")[0]["songs"]) == 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("content, message", [
+    ("[{\"id\": 1,", "not valid JSON"),
+    (json.dumps([{"plylst_title": "x", "songs": [], "tags": [], "like_cnt": 0, "updt_date": "2020-01-01 00:00:00.000"}]),
+     "'id'"),
+    (json.dumps([{"id": 1, "plylst_title": "x", "songs": ["7"], "tags": [], "like_cnt": 0,
+                  "updt_date": "2020-01-01 00:00:00.000"}]), "field 'songs'"),
+    (json.dumps([{"id": 1, "plylst_title": "x", "songs": [], "tags": [], "like_cnt": 0,
+                  "updt_date": "2020-01-01 00:00:00.000"}] * 2), "duplicate id"),
+])
+def test_bad_questions_files_are_refused_with_the_record_named(runs, tmp_path, content, message):
+    work, dae, title = runs
+    q_file = tmp_path / "q.json"
+    q_file.write_text(content, encoding="utf-8")
+    proc = infer(work, dae, title, q_file, tmp_path / "r.json", check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.slow
+def test_a_model_from_another_work_directory_is_refused(runs, workdirs, tiny_split, tmp_path):
+    work, dae, title = runs
+    other = tmp_path / "other"
+    shutil.copytree(workdirs[1], other)
+    vocab = load(other / "vocab.json")
+    vocab["tags"] = vocab["tags"][::-1]  # another vocabulary: same sizes, other order
+    (other / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    manifest = load(other / "manifest.json")
+    from data.preprocess import sha256_file
+    manifest["files"]["vocab.json"]["sha256"] = sha256_file(other / "vocab.json")
+    (other / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    proc = infer(other, dae, None, tiny_split / "questions/val.json", tmp_path / "r.json", check=False)
+    assert proc.returncode == 2 and "trained with another vocab.json" in proc.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.slow
+def test_one_playlist_from_the_command_line(runs, tiny_data):
+    work, dae, title = runs
+    song = load(tiny_data / "train.json")[0]["songs"][0]
+    proc = run_module("inference.recommend", "--work", work, "--dae", dae, "--title", title, "--meta",
+                      tiny_data / "song_meta.json", "--title-text", "새벽 감성 발라드", "--songs", song,
+                      "--tags", "힐링", "--top", "5")
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("playlist: title '새벽 감성 발라드', 1 songs, tags ['힐링']")
+    assert sum(1 for line in lines if line.strip()[:1].isdigit()) == 5 + 10  # 5 songs shown, then 10 tags
+    assert f"({song})" not in proc.stdout  # the given song is never recommended
