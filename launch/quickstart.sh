@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The main job, end to end, on one machine: setup -> data -> official split -> preprocessing (mpirun) ->
+# DAE and title BERT training (horovodrun) -> ensemble inference -> evaluation table.
+#
+#   bash launch/quickstart.sh [--scale tiny|small|melon] [--seed N] [--data DIR] [--out DIR] [--np N]
+#                             [--dae-epochs N] [--pretrain-epochs N] [--finetune-epochs N]
+#
+#   --scale   size of the embedded synthetic data set (default small)
+#   --seed    generator seed (default 0)
+#   --data    use a folder with the real Melon files (train.json, song_meta.json, ...) instead
+#   --out     run folder (default runs/quickstart-SCALE); finished stages found there are reused
+#   --np      MPI/Horovod ranks for preprocessing and training (default 2)
+#   --dae-epochs, --pretrain-epochs, --finetune-epochs
+#             training epochs (defaults 3, 5, 3: a short schedule for one machine, with short warmups;
+#             configs/dae.yaml and configs/title.yaml hold the full 300/100-epoch schedules)
+#
+# Every stage prints where its outputs go; $out/timings.json holds the wall seconds of each stage's last
+# run. Trainers resume from their checkpoints when rerun, so a rerun (or a run with more epochs) continues
+# where the last one stopped.
+set -euo pipefail
+scale=small seed=0 data="" out="" np=2 dae_epochs=3 pretrain_epochs=5 finetune_epochs=3
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+while (($#)); do
+    case "$1" in
+        --scale) scale=$2; shift 2 ;;
+        --seed) seed=$2; shift 2 ;;
+        --data) data=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        --np) np=$2; shift 2 ;;
+        --dae-epochs) dae_epochs=$2; shift 2 ;;
+        --pretrain-epochs) pretrain_epochs=$2; shift 2 ;;
+        --finetune-epochs) finetune_epochs=$2; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out=${out:-runs/quickstart-$scale}
+started=$SECONDS
+# shellcheck disable=SC1091
+source launch/env.sh
+stage() { printf '\n== [%dm%02ds] %s\n' $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60)) "$*" >&2; }
+# timed NAME COMMAND...: runs COMMAND and records its wall seconds as NAME in $out/timings.json
+timed() {
+    local name=$1 t0=$SECONDS
+    shift
+    "$@"
+    mkdir -p "$out"
+    python - "$out/timings.json" "$name" $((SECONDS - t0)) <<'PY'
+import json, os, sys
+path, name, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+timings = json.load(open(path)) if os.path.exists(path) else {}
+timings[name] = seconds
+json.dump(timings, open(path + ".tmp", "w"), indent=1)
+os.replace(path + ".tmp", path)
+PY
+}
+
+if [[ -z "$data" ]]; then
+    data=$out/data
+    if [[ -f $data/synth_info.json ]] && python -c 'import json,sys; i=json.load(open(sys.argv[1])); sys.exit(not (i["scale"]==sys.argv[2] and i["seed"]==int(sys.argv[3])))' "$data/synth_info.json" "$scale" "$seed"; then
+        stage "synthetic data ($scale, seed $seed): reusing $data"
+    else
+        stage "synthetic Melon data ($scale, seed $seed) -> $data"
+        timed generate python -m data.synth --scale "$scale" --seed "$seed" --out "$data" --force
+    fi
+fi
+split=$out/split
+if [[ -f $split/answers/val.json ]]; then
+    stage "official split: reusing $split"
+else
+    stage "official split of $data/train.json -> $split"
+    timed split python -m data.split "$data/train.json" --out "$split" --seed 777
+fi
+stage "statistics of $data"
+python -m data.stats "$data"
+
+work=$out/work
+if python -c 'import sys; from data.preprocess import verify_workdir; verify_workdir(sys.argv[1])' "$work" 2>/dev/null; then
+    stage "preprocessing: reusing $work (verified against its manifest)"
+else
+    stage "preprocessing with mpirun -np $np -> $work (vocabularies, tokenizer, TFRecord shards)"
+    timed preprocess mpirun -np "$np" --oversubscribe python -m data.preprocess --split "$split" --meta "$data" --out "$work" --force
+fi
+
+# Short schedules need short warmups (the full schedules warm up over 4000 steps).
+stage "DAE: horovodrun -np $np, $dae_epochs epochs -> $out/dae"
+timed dae horovodrun -np "$np" python hvd_train/dae.py --work "$work" --out "$out/dae" --set train.epochs="$dae_epochs" \
+    --set train.warmup_steps=300 --set validation.every_epochs=1
+stage "title BERT pretraining (masked pieces): horovodrun -np $np, $pretrain_epochs epochs -> $out/title-pretrain"
+timed title_pretrain horovodrun -np "$np" python hvd_train/title.py pretrain --work "$work" --out "$out/title-pretrain" \
+    --set train.epochs="$pretrain_epochs" --set train.warmup_steps=300 --set validation.every_epochs=1
+stage "title BERT fine-tuning: horovodrun -np $np, $finetune_epochs epochs -> $out/title"
+timed title_finetune horovodrun -np "$np" python hvd_train/title.py finetune --work "$work" --init "$out/title-pretrain" --out "$out/title" \
+    --set train.epochs="$finetune_epochs" --set train.warmup_steps=300 --set validation.every_epochs=1
+
+questions=$split/questions/val.json answers=$split/answers/val.json
+mkdir -p "$out/results" "$out/scores"
+stage "recommendations for $questions -> $out/results/"
+timed popular python -m inference.popular --train "$split/orig/train.json" --questions "$questions" --out "$out/results/popular.json"
+timed ensemble python -m inference --questions "$questions" --work "$work" --dae "$out/dae" --title "$out/title" --out "$out/results/ensemble.json"
+python -m inference --questions "$questions" --work "$work" --dae "$out/dae" --out "$out/results/dae.json" --no-progress
+python -m inference --questions "$questions" --work "$work" --title "$out/title" --out "$out/results/title.json" --no-progress
+
+stage "evaluation on $answers -> $out/scores/"
+tables=()
+for model in ensemble dae title popular; do
+    python -m evaluate --gt "$answers" --rec "$out/results/$model.json" --questions "$questions" --out "$out/scores/$model.json" >/dev/null
+    tables+=("$model=$out/scores/$model.json")
+done
+python -m evaluate.table "${tables[@]}" | tee "$out/scores/table.md"
+stage "done: results in $out/results/, scores in $out/scores/ (table.md)"
