@@ -1,6 +1,6 @@
 """Does the DAE learn co-occurrence, or only popularity? A diagnostic of its early learning curve.
 
-    python -m bench.dae_learning --work WORKDIR [--lr 1e-3] [--steps 300] [--zero-cls] [--overfit-one-batch]
+    python -m bench.dae_learning --work WORKDIR [--lr 1e-3] [--steps 300] [--loss bce|softmax] [--zero-cls] [--overfit-one-batch]
 
 Trains the default-config DAE in one process (constant learning rate, no warmup) on rank 0's half of
 the training shards and, every 100 steps, measures recall@100 of the *hidden* songs (a playlist's songs
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--loss", choices=("bce", "softmax"), default="bce", help="the item loss (models/dae.py)")
     parser.add_argument("--zero-cls", action="store_true")
     parser.add_argument("--overfit-one-batch", action="store_true")
     args = parser.parse_args(argv)
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     @tf.function(reduce_retracing=True)
     def step(batch):
         with tf.GradientTape() as tape:
-            loss, _ = dae_loss(model, batch, 0.15, 0.15, 0.0, training=True)
+            loss, _ = dae_loss(model, batch, 0.15, 0.15, 0.0, training=True, item_loss=args.loss)
         optimizer.apply(tape.gradient(loss, variables), variables, args.lr)
         return loss
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             done += 1
             if done % 100 == 0:
                 recall = np.mean([r for b in held_out for r in hidden_recall(model_scores(b), b)])
-                print(f"lr {args.lr}{' zero-cls' if args.zero_cls else ''} step {done}: loss {loss:.4f}, "
+                print(f"{args.loss} lr {args.lr}{' zero-cls' if args.zero_cls else ''} step {done}: loss {loss:.4f}, "
                       f"held-out recall@100 {recall:.4f}", flush=True)
             if done >= args.steps:
                 return 0

@@ -75,6 +75,11 @@ def check_trainer_config(config: dict, model_keys: tuple, extra=None) -> None:
         if config["model"]["activation"] not in ("gelu", "relu"):
             raise ConfigError("model.activation must be gelu or relu")
         lr_scale(config["train"]["lr_scaling"], 1)
+        if "loss" in config:
+            from models.dae import ITEM_LOSSES
+
+            if config["loss"]["item_loss"] not in ITEM_LOSSES:
+                raise ConfigError(f"loss.item_loss must be one of {sorted(ITEM_LOSSES)}")
         if extra is not None:
             extra(config)
     except ConfigError:

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     def loss(batch, epoch):
         rank_weight = float(loss_cfg["rank_weight"]) if rank_from and epoch >= rank_from else 0.0
         return dae_loss(model, batch, float(loss_cfg["tag_weight"]), float(loss_cfg["artist_weight"]), rank_weight,
-                        training=True)
+                        training=True, item_loss=loss_cfg["item_loss"])
 
     def batches(epoch):
         return training_dataset(args.work, "dae", rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from data.pipeline import eval_dataset, training_dataset
     from data.title import TitleTokenizer
-    from models.dae import bce, multi_hot, ranking_bce
+    from models.dae import ITEM_LOSSES, multi_hot, ranking_bce
     from models.title import TitleBERT, mlm_loss
 
     rank, size = hvd.rank(), hvd.size()
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         def loss(batch, epoch):
             songs, tags = model.recommend_logits(batch["title"], training=True)
             song_targets = multi_hot(batch["songs"], sizes["songs"])
-            parts = {"songs": bce(songs, song_targets), "tags": bce(tags, multi_hot(batch["tags"], sizes["tags"]))}
+            item_loss = ITEM_LOSSES[loss_cfg["item_loss"]]
+            parts = {"songs": item_loss(songs, song_targets), "tags": item_loss(tags, multi_hot(batch["tags"], sizes["tags"]))}
             total = parts["songs"] + float(loss_cfg["tag_weight"]) * parts["tags"]
             if rank_from and epoch >= rank_from:
                 parts["ranking"] = ranking_bce(songs, song_targets)

@@ -104,6 +104,13 @@ def _padded(rows: list[list[int]]) -> np.ndarray:
     return out
 
 
+def _probabilities(logits, item_loss: str) -> np.ndarray:
+    """The model's probabilities: a distribution over the items (softmax-trained) or per-item (BCE-trained)."""
+    import tensorflow as tf
+
+    return (tf.nn.softmax(logits) if item_loss == "softmax" else tf.sigmoid(logits)).numpy()
+
+
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
     """Per row, the indices of the k largest finite scores, best first (fewer where fewer are finite)."""
     k = min(k, scores.shape[1])
@@ -137,7 +144,8 @@ class Ensemble:
             self.max_tags = int(config["trained_with"]["train"]["max_tags"])
             self.dae_output = config["trained_with"]["loss"].get("item_loss", "bce")
         if title_run is not None:
-            self.title, _ = load_title(title_run, self.manifest, self.workdir, self.tokenizer)
+            self.title, config = load_title(title_run, self.manifest, self.workdir, self.tokenizer)
+            self.title_output = config["trained_with"]["loss"].get("item_loss", "bce")
 
     # -------------------------------------------------------------- questions
     def release_by_song(self, questions: list[dict]) -> np.ndarray:
@@ -174,15 +182,13 @@ class Ensemble:
         artists = _padded([list(dict.fromkeys(a for s in r["songs"][: self.max_songs]
                                               for a in self.index["song_artists"][s])) for r in records])
         song_logits, tag_logits, _ = self.dae(tf.constant(songs), tf.constant(tags), tf.constant(artists))
-        if self.dae_output == "softmax":
-            return tf.nn.softmax(song_logits).numpy(), tf.nn.softmax(tag_logits).numpy()
-        return tf.sigmoid(song_logits).numpy(), tf.sigmoid(tag_logits).numpy()
+        return _probabilities(song_logits, self.dae_output), _probabilities(tag_logits, self.dae_output)
 
     def _title_probabilities(self, records: list[dict]):
         import tensorflow as tf
 
         song_logits, tag_logits = self.title.recommend_logits(tf.constant(_padded([r["title"] for r in records])))
-        return tf.sigmoid(song_logits).numpy(), tf.sigmoid(tag_logits).numpy()
+        return _probabilities(song_logits, self.title_output), _probabilities(tag_logits, self.title_output)
 
     @staticmethod
     def _propose(probabilities: np.ndarray, blocked: np.ndarray, k: int, weight: np.ndarray, into: np.ndarray,

@@ -66,20 +66,34 @@ def bce(logits, targets):
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
 
 
+def softmax_xent(logits, targets):
+    """Multinomial log-likelihood of the target set (Mult-DAE/VAE, Liang et al. 2018): the mean over rows of
+    -sum_s y_s log softmax(logits)_s / |y|. Rows without targets count zero."""
+    count = tf.reduce_sum(targets, axis=1)
+    per_row = -tf.reduce_sum(targets * tf.nn.log_softmax(logits, axis=1), axis=1) / tf.maximum(count, 1.0)
+    return tf.reduce_mean(per_row)
+
+
+ITEM_LOSSES = {"bce": bce, "softmax": softmax_xent}
+
+
 def ranking_bce(logits, targets, k: int = 100):
     """BCE over each row's current top-k songs only (the reference's late-training ranking term)."""
     top = tf.math.top_k(logits, k=tf.minimum(k, tf.shape(logits)[1]))
     return bce(top.values, tf.gather(targets, top.indices, batch_dims=1))
 
 
-def dae_loss(model: DAE, batch: dict, tag_weight: float, artist_weight: float, rank_weight: float, training: bool):
-    """(total loss, {part: value}) for a pipeline batch: mean BCE songs + w_t tags + w_a artists (+ ranking)."""
+def dae_loss(model: DAE, batch: dict, tag_weight: float, artist_weight: float, rank_weight: float, training: bool,
+             item_loss: str = "bce"):
+    """(total loss, {part: value}) for a pipeline batch: songs + w_t tags + w_a artists (+ ranking), each part
+    the mean sigmoid BCE (``item_loss="bce"``, the reference) or the multinomial log-likelihood ("softmax")."""
+    loss = ITEM_LOSSES[item_loss]
     song_logits, tag_logits, artist_logits = model(batch["songs_in"], batch["tags_in"], batch["artists_in"], training)
     song_targets = multi_hot(batch["songs"], model.sizes[0])
     parts = {
-        "songs": bce(song_logits, song_targets),
-        "tags": bce(tag_logits, multi_hot(batch["tags"], model.sizes[1])),
-        "artists": bce(artist_logits, multi_hot(batch["artists"], model.sizes[2])),
+        "songs": loss(song_logits, song_targets),
+        "tags": loss(tag_logits, multi_hot(batch["tags"], model.sizes[1])),
+        "artists": loss(artist_logits, multi_hot(batch["artists"], model.sizes[2])),
     }
     total = parts["songs"] + tag_weight * parts["tags"] + artist_weight * parts["artists"]
     if rank_weight:
