@@ -15,7 +15,7 @@
 # inference join this same command as they land.
 set -euo pipefail
 scale=small seed=0 data="" out="" np=2 dae_epochs=2
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 while (($#)); do
     case "$1" in
         --scale) scale=$2; shift 2 ;;
