@@ -18,21 +18,25 @@ Files (see ../shared/data/README.md for the official schema):
 What counts as malformed, each a :class:`MelonDataError` (a ``ValueError``):
 
 * the file: missing, not a regular file, unreadable, not UTF-8, not valid JSON (``NaN``/``Infinity``
-  included, integers over 4,300 digits, nesting too deep for the parser), not a list of objects;
+  included, integers over 4,300 digits, nesting too deep for the parser), not a list of objects; a
+  string or key anywhere, extra fields included, holding a lone UTF-16 surrogate (``"\\ud800"``, which
+  no UTF-8 file can store, so that the record could never be written back: the error names the record
+  and field);
 * a record: a required field missing; a field of the wrong type (``true``, ``1.0`` or ``"1"`` are not
   integers); an integer outside the signed 64-bit range, or a negative id (playlist, song, album and
   artist ids are non-negative, as in the official files: a negative one would index arrays from the
-  end downstream); a string holding a lone UTF-16 surrogate (``"\\ud800"``, which no UTF-8 file can
-  store, so it could never be written back); a repeated song or tag within a playlist; a repeated
-  record id within a file.
+  end downstream); a repeated song or tag within a playlist; a repeated record id within a file.
 
 What is accepted as it is (documented, not errors): extra fields (kept, ignored by the readers);
 empty files of records (``[]``: zero records); empty ``songs``/``tags`` lists; any Unicode in titles and
 names (emoji, control characters written as JSON escapes); arbitrarily long lists; a key repeated
-within one JSON object (JSON leaves it undefined; Python's parser keeps the last value). Whether an id
-exists in another file (a playlist's song in ``song_meta.json``) is the consumer's check
-(``data.preprocess``), and results' counts and uniqueness are the evaluator's (``evaluate.ndcg``).
-"""
+within one JSON object (JSON leaves it undefined; Python's parser keeps the last value).
+
+Dates and genre codes are checked for their form, whole and in ASCII digits (``updt_date``
+``YYYY-MM-DD HH:MM:SS[.fff]``, ``issue_date`` ``YYYYMMDD`` with ``00`` for unknown parts, ``GNxxxx``),
+not as calendar dates. Whether an id exists in another file (a playlist's song in ``song_meta.json``)
+is the consumer's check (``data.preprocess``); results' counts and uniqueness are the evaluator's
+(``evaluate.ndcg``)."""
 
 from __future__ import annotations
 
@@ -46,9 +50,10 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-UPDT_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?$")
-ISSUE_DATE_RE = re.compile(r"^\d{8}$")
-GENRE_CODE_RE = re.compile(r"^GN\d{4}$")
+# Matched whole (fullmatch) with ASCII digits: ``$`` alone accepts a trailing newline, ``\d`` any Unicode digit.
+UPDT_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?")
+ISSUE_DATE_RE = re.compile(r"[0-9]{8}")
+GENRE_CODE_RE = re.compile(r"GN[0-9]{4}")
 
 
 class MelonDataError(ValueError):
@@ -93,14 +98,7 @@ def _check_id(value: Any) -> str | None:
 
 
 def _check_str(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return f"expected a string, {_got(value)}"
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as e:
-            return f"string holds a lone UTF-16 surrogate {value[e.start]!r} at position {e.start}: not valid Unicode"
-    return None
+    return None if isinstance(value, str) else f"expected a string, {_got(value)}"
 
 
 def _list_of(item_check: Callable[[Any], str | None], unique: bool = False) -> Callable[[Any], str | None]:
@@ -120,7 +118,7 @@ def _list_of(item_check: Callable[[Any], str | None], unique: bool = False) -> C
 
 def _matching(regex: re.Pattern, what: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
-        if not isinstance(value, str) or not regex.match(value):
+        if not isinstance(value, str) or not regex.fullmatch(value):
             return f"expected {what}, got {value!r:.40}"
         return None
 
@@ -164,6 +162,63 @@ def _refuse_constant(name: str) -> Any:
     raise _NotJSON(f"{name} is not a JSON value")
 
 
+# Any \uD800-\uDFFF escape in the raw text. Lone surrogates can only come from such escapes (the UTF-8
+# decoder refuses encoded ones), so a file without one needs no further check; one with one (emoji
+# written by an ensure_ascii writer are surrogate pairs) gets a whole check at C speed, then a walk.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except RecursionError:
+        return _lone_surrogate(obj) is not None
+    return False
+
+
+def _lone_surrogate(obj: Any) -> tuple[list[tuple[str, Any]], str, int] | None:
+    """(where, string, position) of the first string or key, in document order, holding a lone surrogate.
+
+    ``where`` is a list of steps ``("item", index)`` / ``("key", name)`` / ``("in key", name)``. Iterative,
+    so that it follows any nesting the parser accepted.
+    """
+    stack: list[tuple[Any, list]] = [(obj, [])]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    return where, value, e.start
+        elif isinstance(value, list):
+            stack.extend((item, where + [("item", i)]) for i, item in reversed(list(enumerate(value))))
+        elif isinstance(value, dict):
+            for key, item in reversed(list(value.items())):
+                stack.append((item, where + [("key", key)]))
+                stack.append((key, where + [("in key", key)]))
+    return None
+
+
+def _surrogate_error(path: Path, obj: Any, found: tuple[list[tuple[str, Any]], str, int]) -> MelonDataError:
+    where, value, position = found
+    parts = [str(path)]
+    if isinstance(obj, list) and where and where[0][0] == "item":
+        parts[0] = _where(path, where[0][1], obj[where[0][1]])
+        where = where[1:]
+        if where and where[0][0] == "key":
+            parts.append(f"field {where[0][1]!r:.40}")
+            where = where[1:]
+    parts += [f"item {step}" if kind == "item" else f"key {step!r:.40}" for kind, step in where]
+    what = "key" if where and where[-1][0] == "in key" else "string"
+    return MelonDataError(
+        f"{': '.join(parts)}: {what} holds a lone UTF-16 surrogate {value[position]!r} at position {position}, "
+        "not valid Unicode (no UTF-8 file can hold it)"
+    )
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Parse a JSON file; a missing, unreadable, empty or malformed file is a MelonDataError naming it."""
     path = Path(path)
@@ -173,7 +228,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise MelonDataError(f"{path}: not a regular file")
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f, parse_constant=_refuse_constant)
+            text = f.read()
+        obj = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise MelonDataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except UnicodeDecodeError as e:
@@ -186,6 +242,9 @@ def read_json(path: str | os.PathLike) -> Any:
         raise MelonDataError(f"{path}: not valid JSON (arrays/objects nested too deeply)") from None
     except OSError as e:
         raise MelonDataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
+        raise _surrogate_error(path, obj, _lone_surrogate(obj))
+    return obj
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:
@@ -262,10 +321,10 @@ def load_genres(path: str | os.PathLike) -> dict[str, str]:
     if not isinstance(genres, dict):
         raise MelonDataError(f"{path}: expected a JSON object {{code: name}}, got {type(genres).__name__}")
     for code, name in genres.items():
-        if not GENRE_CODE_RE.match(code):
-            raise MelonDataError(f"{path}: key {code!r}: expected a genre code GNxxxx")
-        if not isinstance(name, str):
-            raise MelonDataError(f"{path}: key {code!r}: expected a string name, got {type(name).__name__}")
+        if not GENRE_CODE_RE.fullmatch(code):
+            raise MelonDataError(f"{path}: key {code!r:.40}: expected a genre code GNxxxx")
+        if _check_str(name):
+            raise MelonDataError(f"{path}: key {code!r:.40}: {_check_str(name)}")
     log.info("%s: %d genre codes", path, len(genres))
     return genres
 
