@@ -47,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         scores = evaluate(answers, results, questions)
         if args.out:
             write_json(scores, args.out)
-    except (MelonDataError, InvalidResults) as e:
+    except MelonDataError as e:  # names the file, record and field itself
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except InvalidResults as e:
+        print(f"error: {args.rec} scored against {args.gt}: {e}", file=sys.stderr)
         return 2
     except OSError as e:
         print(f"error: {args.out}: cannot write ({e.strerror or e})", file=sys.stderr)
