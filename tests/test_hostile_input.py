@@ -12,6 +12,8 @@ accepts. A handful of cases run the CLIs as real subprocesses.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -28,6 +30,7 @@ from conftest import REPO, run_module
 from data.melon import (
     MelonDataError, load_genres, load_playlists, load_results, load_song_meta, read_json, write_json,
 )
+from evaluate import table
 from evaluate.ndcg import IDCG, InvalidResults, evaluate, ndcg
 
 SETTINGS = settings(max_examples=60, deadline=None, database=None,
@@ -566,6 +569,32 @@ def test_evaluate_scores_or_refuses_with_invalid_results(seed, n, data):
     gt = {a["id"]: a for a in answers}
     music = sum(ndcg(gt[r["id"]]["songs"], r["songs"]) for r in results) / len(results)
     assert scores["music_ndcg"] == pytest.approx(music)
+
+
+SCORE = st.fixed_dictionaries({"music_ndcg": st.floats(0, 1), "tag_ndcg": st.floats(0, 1), "score": st.floats(0, 1),
+                               "n": st.integers(0, 10**6)})
+SCORES_FILE = st.one_of(
+    st.builds(lambda s, by: {**s, "by_type": by}, SCORE, st.dictionaries(st.sampled_from(["songs-only", "empty"]), SCORE)),
+    SCORE, JSON_VALUES, st.builds(lambda s, k, v: {**s, k: v}, SCORE, st.sampled_from(["score", "n", "by_type"]), JSON_VALUES),
+)
+
+
+@SETTINGS
+@given(files=st.lists(SCORES_FILE, min_size=1, max_size=3))
+def test_evaluate_table_prints_or_refuses_one_line(scratch, files):
+    """python -m evaluate.table on hostile scores files: a table, or exit 2 and one error line naming the file."""
+    args = []
+    for i, scores in enumerate(files):
+        write_text(scratch / f"scores{i}.json", scores)
+        args.append(f"s{i}={scratch / f'scores{i}.json'}")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = table.main(args)
+    if status == 0:
+        assert err.getvalue() == "" and out.getvalue().startswith("| question type |")
+    else:
+        assert status == 2 and out.getvalue() == ""
+        assert_one_clear_line(err.getvalue().rstrip("\n"), "error: ", "scores")
 
 
 def test_idcg_table_is_the_official_one():
