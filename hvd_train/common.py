@@ -75,6 +75,13 @@ def check_trainer_config(config: dict, model_keys: tuple, extra=None) -> None:
         if config["model"]["activation"] not in ("gelu", "relu"):
             raise ConfigError("model.activation must be gelu or relu")
         lr_scale(config["train"]["lr_scaling"], 1)
+        if config["hardware"]["gradient_compression"] not in ("none", "fp16"):
+            raise ConfigError("hardware.gradient_compression must be none or fp16")
+        for key in ("mixed_precision", "xla", "sparse_as_dense"):
+            if not isinstance(config["hardware"][key], bool):
+                raise ConfigError(f"hardware.{key} must be true or false")
+        if int(config["train"]["max_bad_steps"]) <= 0:
+            raise ConfigError("train.max_bad_steps must be positive")
         if "loss" in config:
             from models.dae import ITEM_LOSSES
 
@@ -86,6 +93,13 @@ def check_trainer_config(config: dict, model_keys: tuple, extra=None) -> None:
         raise
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"config is missing or has a malformed setting: {e}") from None
+
+
+def compute_dtype(config: dict):
+    """float16 for the encoders under hardware.mixed_precision, else float32."""
+    import tensorflow as tf
+
+    return tf.float16 if config["hardware"]["mixed_precision"] else tf.float32
 
 
 def per_rank_batch(train: dict, size: int) -> int:

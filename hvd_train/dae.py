@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvd_train.common import Validator, check_trainer_config, steps_per_epoch
+from hvd_train.common import Validator, check_trainer_config, compute_dtype, steps_per_epoch
 from hvd_train.loop import Task, run, start
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "dae.yaml"
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = manifest["sizes"]
 
     tf.random.set_seed(int(train_cfg["seed"]))
-    model = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **model_cfg)
+    model = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **model_cfg, compute_dtype=compute_dtype(config))
     steps = steps_per_epoch(manifest, size, batch_size)
     validator = Validator(args.work, rank, size, int(val_cfg["batch_size"]),
                           predict=lambda b: model(b["songs"], b["tags"], b["artists"], training=False)[:2])

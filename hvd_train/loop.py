@@ -5,8 +5,12 @@ export description) and calls :func:`run`, which does the rest the same way for 
 
 * resume: rank 0 restores the latest checkpoint of RUNDIR (refusing one trained on another work
   directory), then model, optimizer state and counters are broadcast from rank 0 before the first step;
-* steps: ``DistributedGradientTape`` averages gradients, the learning rate follows the warmup schedule
-  scaled by the number of ranks, every rank runs the same number of steps;
+* steps: ``DistributedGradientTape`` averages gradients (optionally fp16-compressed, embedding gradients
+  dense or sparse), the learning rate follows the warmup schedule scaled by the number of ranks, every
+  rank runs the same number of steps; optional XLA and mixed precision with dynamic loss scaling;
+* divergence: a step whose loss or gradients are not finite on any rank is skipped by every rank (one
+  allreduce decides); ``train.max_bad_steps`` of them in a row stop training with the step named, and the
+  weights of the last checkpoint restored;
 * epochs: metrics averaged over ranks; validation every E epochs with early stopping decided once and
   broadcast, so all ranks stop together;
 * rank 0 alone: progress bar, TensorBoard, checkpoints (last K and best), the inference export;
@@ -16,6 +20,7 @@ export description) and calls :func:`run`, which does the rest the same way for 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,10 +93,14 @@ def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path)
     train_cfg, val_cfg = config["train"], config["validation"]
     optimizer = Adam(task.variables, float(train_cfg["beta1"]), float(train_cfg["beta2"]), float(train_cfg["epsilon"]))
     epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    hardware, faults = config["hardware"], config["faults"]
+    mixed = bool(hardware["mixed_precision"])
+    loss_scale = tf.Variable(2.0 ** 15 if mixed else 1.0, dtype=tf.float32, trainable=False, name="loss_scale")
+    good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
     best_score = tf.Variable(-1e9, dtype=tf.float64, trainable=False, name="best_score")
     best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
     checkpoint = tf.train.Checkpoint(model=task.model, optimizer=optimizer, epoch=epoch_done, best_score=best_score,
-                                     best_epoch=best_epoch)
+                                     best_epoch=best_epoch, loss_scale=loss_scale)
     resumed = None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +122,8 @@ def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path)
     if resumed and resumed.startswith("ERROR"):
         return fail(resumed[6:], rank)
     # Every rank starts from rank 0's weights, optimizer slots and counters.
-    state = list(task.model.variables) + [optimizer.iterations] + optimizer.m + optimizer.v + [epoch_done, best_score, best_epoch]
+    state = list(task.model.variables) + [optimizer.iterations] + optimizer.m + optimizer.v + [epoch_done, best_score,
+                                                                                              best_epoch, loss_scale]
     hvd.broadcast_variables(state, root_rank=0)
 
     tag = f"[{task.name}]"
@@ -124,7 +134,9 @@ def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path)
                 tf.train.CheckpointManager(checkpoint, str(out / "best"), 1)) if rank == 0 else None
     if rank == 0:
         write_json(config, out / "config.json")
-        print(f"{tag} {describe_horovod(hvd)}", flush=True)
+        print(f"{tag} {describe_horovod(hvd)}; mixed precision {'on' if mixed else 'off'}, XLA "
+              f"{'on' if hardware['xla'] else 'off'}, gradient compression {hardware['gradient_compression']}, "
+              f"embedding gradients {'dense allreduce' if hardware['sparse_as_dense'] else 'sparse allgather'}", flush=True)
         print(f"{tag} global batch {task.batch_size * size} ({task.batch_size} x {size} ranks), {task.steps} steps per "
               f"epoch; learning rate {scale:g} x {task.hidden}^-0.5 x min(step^-0.5, "
               f"step x {warmup}^-1.5): peak {float(learning_rate(warmup, task.hidden, warmup, scale)):.3e} at step "
@@ -133,35 +145,81 @@ def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path)
             print(f"{tag} resumed from {resumed}: epoch {int(epoch_done.numpy())}, step {int(optimizer.iterations.numpy())}, "
                   f"best score {float(best_score.numpy()):.4f} (epoch {int(best_epoch.numpy())})", flush=True)
 
+    compression = hvd.Compression.fp16 if hardware["gradient_compression"] == "fp16" else hvd.Compression.none
+    nan_from = faults["nan_loss_from_step"]
+
     def make_step(epoch_for_loss: int):
         def step(batch):
             with tf.GradientTape() as tape:
                 loss, parts = task.loss(batch, epoch_for_loss)
-            gradients = hvd.DistributedGradientTape(tape).gradient(loss, task.variables)
+                if nan_from is not None and rank == int(faults["nan_loss_rank"]):  # fault injection (drills, tests)
+                    loss += tf.where(optimizer.iterations + 1 >= int(nan_from), float("nan"), 0.0)
+                scaled = loss * loss_scale
+            tape = hvd.DistributedGradientTape(tape, compression=compression,
+                                               sparse_as_dense=bool(hardware["sparse_as_dense"]))
+            gradients = [_unscale(g, loss_scale) for g in tape.gradient(scaled, task.variables)]
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(_values(g))) for g in gradients])
+            finite &= tf.reduce_all(tf.math.is_finite(loss))
+            # every rank must take the same decision: one allreduce of "bad here"
+            bad = hvd.allreduce(tf.cast(tf.logical_not(finite), tf.float32), op=hvd.Sum, name="bad_step") > 0
             lr = learning_rate(optimizer.iterations + 1, task.hidden, warmup, scale)
-            optimizer.apply(gradients, task.variables, lr)
-            return loss, parts, lr
+
+            def apply():
+                optimizer.apply(gradients, task.variables, lr)
+                if mixed:  # dynamic loss scaling: grow after 2000 good steps in a row
+                    good_steps.assign_add(1)
+                    if_grow = good_steps >= 2000
+                    loss_scale.assign(tf.where(if_grow, loss_scale * 2.0, loss_scale))
+                    good_steps.assign(tf.where(if_grow, tf.constant(0, tf.int64), good_steps))
+                return tf.constant(False)
+
+            def skip():
+                if mixed:  # an overflow at this scale: halve it (floor 1) and try again
+                    loss_scale.assign(tf.maximum(loss_scale / 2.0, 1.0))
+                    good_steps.assign(0)
+                return tf.constant(True)
+
+            skipped = tf.cond(bad, skip, apply)
+            return loss, parts, lr, skipped
         return step
 
     signature = [task.batches(1).element_spec]
     traced: dict = {}
     epochs, every, patience = int(train_cfg["epochs"]), int(val_cfg["every_epochs"]), int(val_cfg["patience_epochs"])
+    max_bad, bad_in_a_row, skipped_steps = int(train_cfg["max_bad_steps"]), 0, 0
     for epoch in range(int(epoch_done.numpy()) + 1, epochs + 1):
         key = task.loss_variants(epoch)
         if key not in traced:
-            traced[key] = tf.function(make_step(epoch), input_signature=signature)
+            traced[key] = tf.function(make_step(epoch), input_signature=signature, jit_compile=bool(hardware["xla"]) or None)
         sums, seen, started = {}, 0, time.perf_counter()
         progress = tqdm(total=task.steps, desc=f"epoch {epoch}/{epochs}", disable=rank != 0, unit="step", leave=False)
+        diverged = False
         for batch in task.batches(epoch):
-            loss, parts, lr = traced[key](batch)
+            loss, parts, lr, skipped = traced[key](batch)
             seen += int(tf.shape(next(iter(batch.values())))[0])
+            if bool(skipped):  # the same on every rank
+                bad_in_a_row += 1
+                skipped_steps += 1
+                if rank == 0:
+                    print(f"{tag} step {int(optimizer.iterations.numpy()) + 1} (epoch {epoch}): non-finite loss or "
+                          f"gradients on some rank; skipped on all ranks ({bad_in_a_row} in a row)"
+                          + (f", loss scale now {float(loss_scale.numpy()):g}" if mixed else ""), flush=True)
+                if bad_in_a_row >= max_bad and (not mixed or float(loss_scale.numpy()) <= 1.0):
+                    diverged = True
+                    break
+                progress.update(1)
+                continue
+            bad_in_a_row = 0
             for name, value in {"loss": loss, **parts}.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
             progress.update(1)
             progress.set_postfix(loss=f"{float(loss):.4f}")
         progress.close()
+        if diverged:
+            return _stop_diverged(hvd, tag, checkpoint, out, bad_in_a_row, int(optimizer.iterations.numpy()) + 1, epoch)
         seconds = time.perf_counter() - started
-        metrics = average(hvd, {k: v / task.steps for k, v in sums.items()})
+        metrics = average(hvd, {k: v / max(1, task.steps - skipped_steps) for k, v in sums.items()})
+        skipped_steps = 0
         throughput = seen * size / seconds
         epoch_done.assign(epoch)
         line = f"{tag} epoch {epoch}: loss {metrics['loss']:.5f}, lr {float(lr):.3e}, {throughput:.0f} playlists/s"
@@ -209,3 +267,35 @@ def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path)
         fail("ranks finished with different weights", rank)
         return 1
     return 0
+
+
+def _values(gradient):
+    import tensorflow as tf
+
+    return gradient.values if isinstance(gradient, tf.IndexedSlices) else gradient
+
+
+def _unscale(gradient, loss_scale):
+    import tensorflow as tf
+
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(gradient.values / loss_scale, gradient.indices, gradient.dense_shape)
+    return gradient / loss_scale
+
+
+def _stop_diverged(hvd, tag: str, checkpoint, out: Path, bad: int, step: int, epoch: int) -> int:
+    """Training diverged: every rank restores rank 0's last checkpoint (nothing newer is written) and stops."""
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(str(out / "checkpoints")) if hvd.rank() == 0 else None
+    latest = hvd.broadcast_object(latest, root_rank=0, name="diverged_restore")
+    if latest and hvd.rank() == 0:
+        checkpoint.restore(latest)
+    hvd.broadcast_variables(list(checkpoint.model.variables), root_rank=0)
+    if hvd.rank() == 0:
+        print(f"{tag} error: training diverged: {bad} steps in a row with a non-finite loss or gradients, the last "
+              f"at step {step} (epoch {epoch}); stopped. "
+              + (f"Restored the last good checkpoint {latest}; " if latest else "No checkpoint was written yet; ")
+              + "rerunning resumes from it: lower the learning rate first (train.warmup_steps, train.lr_scaling).",
+              file=sys.stderr, flush=True)
+    return 3

@@ -25,7 +25,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvd_train.common import ConfigError, Validator, check_trainer_config, fail, read_export, steps_per_epoch
+from hvd_train.common import (ConfigError, Validator, check_trainer_config, compute_dtype, fail, read_export,
+                              steps_per_epoch)
 from hvd_train.loop import Task, run, start
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "title.yaml"
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = TitleTokenizer(args.work / "title.model")
     tf.random.set_seed(int(train_cfg["seed"]))
     model = TitleBERT(tokenizer.size, sizes["songs"], sizes["tags"], tokenizer.songs_cls_id, tokenizer.tags_cls_id,
-                      tokenizer.sep_id, tokenizer.pad_id, **model_cfg)
+                      tokenizer.sep_id, tokenizer.pad_id, **model_cfg, compute_dtype=compute_dtype(config))
     if args.stage == "finetune" and args.init:
         problem = load_pretrained(model, args.init) if rank == 0 else None
         problem = hvd.broadcast_object(problem, root_rank=0, name="init")

@@ -6,7 +6,8 @@ sqrt(hidden), pads zeroed; no position or segment embeddings (the input is a set
 Transformer encoder; the songs-CLS output scores every song as ``h · E_songsᵀ + b`` (output weights
 tied to the input table), tags-CLS every tag, artists-CLS every artist; sigmoid probabilities.
 
-Batches are the pipeline's (data/pipeline.py): vocabulary indices padded with -1.
+Batches are the pipeline's (data/pipeline.py): vocabulary indices padded with -1. With
+``compute_dtype=tf.float16`` the encoder runs in half precision; embeddings, heads and loss stay float32.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ PAD = -1
 
 class DAE(tf.Module):
     def __init__(self, n_songs: int, n_tags: int, n_artists: int, hidden: int = 240, blocks: int = 1, heads: int = 2,
-                 ffn: int = 960, activation: str = "gelu", dropout: float = 0.1, name: str = "dae"):
+                 ffn: int = 960, activation: str = "gelu", dropout: float = 0.1, compute_dtype=tf.float32,
+                 name: str = "dae"):
         super().__init__(name=name)
         self.sizes = (n_songs, n_tags, n_artists)
         self.offsets = (0, n_songs, n_songs + n_tags)
         first_special = n_songs + n_tags + n_artists
         self.cls_ids = tf.constant([first_special, first_special + 1, first_special + 2], tf.int32)
         self.pad_id = first_special + 3
-        self.hidden = hidden
+        self.hidden, self.compute_dtype = hidden, compute_dtype
         self.embedding = tf.Variable(tf.random.normal([self.pad_id + 1, hidden], stddev=hidden ** -0.5), name="embedding")
         self.biases = [tf.Variable(tf.zeros([n]), name=f"bias_{kind}") for n, kind in zip(self.sizes, ("songs", "tags", "artists"))]
         self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
@@ -47,7 +49,8 @@ class DAE(tf.Module):
         ids = self.tokens(songs, tags, artists)
         mask = ids != self.pad_id
         x = tf.gather(self.embedding, ids) * math.sqrt(self.hidden) * tf.cast(mask, tf.float32)[..., None]
-        h = self.encoder(x, mask, training, outputs=3)  # only the CLS outputs are read
+        h = self.encoder(tf.cast(x, self.compute_dtype), mask, training, outputs=3)  # only the CLS outputs are read
+        h = tf.cast(h, tf.float32)  # the output heads (and the loss) stay in float32
         out = []
         for position, (offset, size, bias) in enumerate(zip(self.offsets, self.sizes, self.biases)):
             table = self.embedding[offset:offset + size]

@@ -2,6 +2,10 @@
 
 Plain tf.Module / tf.Variable code: Horovod's DistributedGradientTape works with it under any Keras
 version (it fails on Keras 3 variables), and the checkpoint is a tf.train.Checkpoint of these modules.
+
+Mixed precision: the variables are always float32; the layers compute in the dtype of their input
+(float16 when a model runs with ``compute_dtype=tf.float16``), except layer norms and the attention
+softmax, which compute in float32 and return the input's dtype.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ class Dense(tf.Module):
         self.b = tf.Variable(tf.zeros([n_out]), name="b")
 
     def __call__(self, x):
-        return tf.tensordot(x, self.w, 1) + self.b
+        return tf.tensordot(x, tf.cast(self.w, x.dtype), 1) + tf.cast(self.b, x.dtype)
 
 
 class LayerNorm(tf.Module):
@@ -37,8 +41,9 @@ class LayerNorm(tf.Module):
         self.epsilon = epsilon
 
     def __call__(self, x):
-        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-        return (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta
+        x32 = tf.cast(x, tf.float32)
+        mean, variance = tf.nn.moments(x32, axes=[-1], keepdims=True)
+        return tf.cast((x32 - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta, x.dtype)
 
 
 class EncoderBlock(tf.Module):
@@ -72,9 +77,9 @@ class EncoderBlock(tf.Module):
         if queries is not None:
             x = x[:, :queries]
         q, k, v = self._split(self.query(h if queries is None else h[:, :queries])), self._split(self.key(h)), self._split(self.value(h))
-        scores = tf.matmul(q, k, transpose_b=True) / math.sqrt(self.head_size)
-        scores += (1.0 - tf.cast(mask, scores.dtype))[:, None, None, :] * -1e9
-        weights = self._drop(tf.nn.softmax(scores, axis=-1), training)
+        scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32) / math.sqrt(self.head_size)
+        scores += (1.0 - tf.cast(mask, tf.float32))[:, None, None, :] * -1e9
+        weights = self._drop(tf.cast(tf.nn.softmax(scores, axis=-1), v.dtype), training)
         context = tf.transpose(tf.matmul(weights, v), [0, 2, 1, 3])
         context = tf.reshape(context, [tf.shape(x)[0], tf.shape(x)[1], self.heads * self.head_size])
         x = x + self._drop(self.output(context), training)

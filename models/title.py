@@ -26,9 +26,9 @@ PAD = -1
 class TitleBERT(tf.Module):
     def __init__(self, n_pieces: int, n_songs: int, n_tags: int, songs_cls_id: int, tags_cls_id: int, sep_id: int,
                  pad_id: int, hidden: int = 132, blocks: int = 2, heads: int = 2, ffn: int = 528, max_length: int = 53,
-                 activation: str = "relu", dropout: float = 0.1, name: str = "title_bert"):
+                 activation: str = "relu", dropout: float = 0.1, compute_dtype=tf.float32, name: str = "title_bert"):
         super().__init__(name=name)
-        self.hidden, self.max_length = hidden, max_length
+        self.hidden, self.max_length, self.compute_dtype = hidden, max_length, compute_dtype
         self.songs_cls_id, self.tags_cls_id, self.sep_id, self.pad_id = songs_cls_id, tags_cls_id, sep_id, pad_id
         self.n_songs, self.n_tags = n_songs, n_tags
         self.pieces = tf.Variable(tf.random.normal([n_pieces, hidden], stddev=hidden ** -0.5), name="pieces")
@@ -54,7 +54,7 @@ class TitleBERT(tf.Module):
         length = tf.shape(ids)[1]
         x = tf.gather(self.pieces, ids) * math.sqrt(self.hidden) + self.positions[None, :length]
         x *= tf.cast(mask, tf.float32)[..., None]
-        return self.encoder(x, mask, training, outputs=outputs)
+        return tf.cast(self.encoder(tf.cast(x, self.compute_dtype), mask, training, outputs=outputs), tf.float32)
 
     def mlm_logits(self, pieces, training: bool = False):
         """[batch, length, n_pieces] logits for each input piece position (CLS and SEP positions dropped)."""
