@@ -54,10 +54,13 @@ def main(argv: list[str] | None = None) -> int:
              ", ".join(name for name, m in (("DAE", ensemble.dae), ("title BERT", ensemble.title)) if m is not None))
     try:
         results = ensemble.recommend(questions, progress=not args.no_progress)
+        write_json(results, args.out)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_json(results, args.out)
+    except OSError as e:
+        print(f"error: {args.out}: cannot write ({e.strerror or e})", file=sys.stderr)
+        return 2
     log.info("wrote %d recommendations to %s in %.1f s", len(results), args.out, time.perf_counter() - started)
     return 0
 
