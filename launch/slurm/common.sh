@@ -26,7 +26,7 @@ melon_slurm_init() {
     shift 2
     while (($#)); do
         case "$1" in
-            -h|--help) melon_usage "$script"; exit 0 ;;
+            -h|--help) melon_usage "$script"; melon_launch_help; exit 0 ;;
             --set) (($# >= 2)) || melon_die "--set needs a value"; cli+=("$2"); shift 2 ;;
             --set=*) cli+=("${1#*=}"); shift ;;
             *) melon_usage "$script" >&2; melon_die "unknown argument: $1" ;;
@@ -76,6 +76,23 @@ melon_slurm_init() {
         melon_log "requeued $SLURM_RESTART_COUNT time(s): finished steps are skipped, trainers resume from their checkpoints"
     fi
     melon_log_tuning_env
+}
+
+# The launch settings every script shares (the end of each script's --help).
+melon_launch_help() {
+    cat <<'EOF'
+
+Launching, in every launch/slurm script:
+  MELON_LAUNCHER   auto (default: srun --mpi=pmix when `srun --mpi=list` lists pmix, else mpirun
+                   inside the allocation), srun or mpirun
+  MELON_SRUN_MPI   srun's PMI (default pmix; e.g. pmi2); MELON_SRUN_ARGS, MELON_MPIRUN_ARGS: extra arguments
+  MELON_IMAGE      run every step in this container image through pyxis (srun --container-image), e.g. a
+                   .sqsh from `enroot import`; the checkout is mounted at its own path
+  MELON_CONTAINER_MOUNTS   extra pyxis mounts, SRC:DST,...
+  MELON_REPO       the checkout (default: the directory sbatch was run from)
+  MELON_DRY_RUN=1  print the srun/mpirun commands instead of running them
+HOROVOD_* and NCCL_* variables (HOROVOD_FUSION_THRESHOLD, NCCL_SOCKET_IFNAME, ...) reach every rank.
+EOF
 }
 
 melon_pick_launcher() {
