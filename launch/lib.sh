@@ -90,9 +90,10 @@ melon_trainer_args() {
 }
 
 # Names of the exported Horovod/NCCL variables (tuning: HOROVOD_FUSION_THRESHOLD, HOROVOD_CYCLE_TIME,
-# HOROVOD_GLOO_IFACE, NCCL_SOCKET_IFNAME, ...); every launcher hands them to every rank.
+# HOROVOD_GLOO_IFACE, NCCL_SOCKET_IFNAME, ...); every launcher hands them to every rank. Not the
+# *_VERSION labels that NVIDIA's images export (NCCL_VERSION=2.28.3-1): they tune nothing.
 melon_tuning_env() {
-    compgen -e | grep -E '^(HOROVOD|NCCL)_' || true
+    compgen -e | grep -E '^(HOROVOD|NCCL)_' | grep -v '_VERSION$' || true
 }
 
 melon_log_tuning_env() {

@@ -115,11 +115,11 @@ def test_train_dry_run_on_one_node_runs_the_three_stages_with_stage_overrides(tm
 def test_train_dry_run_across_hosts_counts_their_slots_and_passes_the_tuning():
     proc = train_dry("--work", "/w", "--out", "/r", "-H", "node1:4,node2:4", "--stages", "dae", "--gloo",
                      "--network-interface", "ib0", "--fusion-threshold-mb", 64, "--cycle-time-ms", 2,
-                     env_extra={"HOROVOD_CYCLE_TIME": "3.5", "NCCL_SOCKET_IFNAME": "ib0"})
+                     env_extra={"HOROVOD_CYCLE_TIME": "3.5", "NCCL_SOCKET_IFNAME": "ib0", "NCCL_VERSION": "2.28.3-1"})
     assert commands(proc) == [["horovodrun", "-np", "8", "--gloo", "--fusion-threshold-mb", "64", "--cycle-time-ms",
                                "2", "-H", "node1:4,node2:4", "--network-interface", "ib0", "python",
                                "hvd_train/dae.py", "--work", "/w", "--out", "/r/dae"]]
-    assert "passed to every rank: HOROVOD_CYCLE_TIME=3.5 NCCL_SOCKET_IFNAME=ib0" in proc.stderr
+    assert "passed to every rank: HOROVOD_CYCLE_TIME=3.5 NCCL_SOCKET_IFNAME=ib0\n" in proc.stderr  # no NCCL_VERSION label
     # the Gloo interface from the environment, and an explicit --np below the slots
     (cmd,) = commands(train_dry("--work", "/w", "--out", "/r", "-H", "a:2,b", "--np", 2, "--stages", "pretrain",
                                 env_extra={"HOROVOD_GLOO_IFACE": "eth1"}))
