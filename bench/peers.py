@@ -1,0 +1,494 @@
+"""Benchmark peers: the classic recommenders the trained models are compared with (bench/quality.py).
+
+Each peer is a function ``recommend(train_playlists, questions, song_meta, ..., timings=None) -> results``
+in the official format (``[{"id", "songs", "tags"}]``), with the ensemble's filters (inference/ensemble.py):
+
+* never a song or tag the question already holds;
+* never a song released after the question's ``updt_date``, by the corrected release dates of
+  ``data.vocab.release_dates(song_meta, train + questions)`` (0 = unknown, never filtered);
+* exactly 100 unique songs and 10 unique tags: what the peer proposes first, then the most popular
+  training songs released by that date and the most popular tags (inference.popular's ranking), then, on a
+  question so old that even those run out, the oldest songs of song_meta.
+
+The peers:
+
+``popular``
+    The official baseline's ranking (most frequent training songs, ties by smaller id; tags by frequency,
+    ties by first appearance) with the release-date filter. inference.popular is the same without it.
+``genre_popular``
+    The most popular training songs of the question's dominant genre (``song_gn_gnr_basket``: the genre
+    most of its songs carry; for a tags-only question, the genre its tags' training playlists lean to, each
+    tag's genre distribution counted once), and the most frequent tags of the training playlists whose own
+    dominant genre it is. Title-only and empty questions get ``popular``.
+``item_cf``
+    Item-neighbour collaborative filtering, the shape of the 2nd-place Kakao Arena solution. Items are
+    songs, tags and title keywords (``data.title.normalise_title`` split on spaces); a binary playlist x
+    item matrix over the training playlists and the questions (their given items only: they are known at
+    inference time) has its columns L2-normalised, so ``X^T X`` is the item-item cosine similarity. A
+    question's score of item j is ``n_j ** beta * sum_i w_i * cos(i, j) ** alpha`` over its songs and tags
+    (``w = 1``) and title keywords (``w = title_weight``; a title-only question's keywords weigh 1), where
+    n_j is the number of playlists holding j. ``alpha > 1`` sharpens toward the closest neighbours;
+    ``beta`` is an idf-style popularity correction of the target: plain cosine (``beta = 0``) divides every
+    target by ``sqrt(n_j)`` and so floods the lists with one-off songs and tags, ``beta = alpha / 2``
+    removes that division. Title keywords give title-only questions neighbours. The three knobs are tuned by
+    bench/quality.py on the validation questions (:data:`CF_GRID`).
+``als``
+    implicit's ``AlternatingLeastSquares`` (CPU, conjugate gradient) on the playlist x item matrix of the
+    training playlists and the questions (folded in by fitting on their given items), items songs, tags and
+    title keywords (so title-only questions get factors too), confidence ``1 + alpha * x``. Songs and tags
+    are ranked by ``user_factors @ item_factors.T``. A question with no known item gets ``popular``.
+    ``factors`` and the confidence ``alpha`` are tuned on the validation questions (:data:`ALS_GRID`);
+    ``regularization = 0.1`` and ``iterations = 15`` (implicit's default) are fixed: on this data more
+    factors cost fit time faster than they add score (see bench/results/quality_small.json).
+
+Run one peer in its own process (bench/quality.py does, to measure its time and peak memory)::
+
+    python -m bench.peers NAME --split SPLITDIR --meta SONG_META --out RESULTS [--settings JSON] [--timings OUT]
+    python -m bench.peers tune NAME --split SPLITDIR --meta SONG_META --out TUNING.json [--questions-limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from data.melon import load_playlists, load_song_meta, write_json
+from data.title import normalise_title
+from data.vocab import release_dates, updt_day
+from evaluate.ndcg import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, evaluate
+from inference.popular import _ranked as popularity_ranked
+
+log = logging.getLogger("bench.peers")
+
+# Defaults: the values bench/quality.py's tuning chose at small scale (see bench/results/quality_small.json).
+CF_DEFAULTS = {"alpha": 1.0, "beta": 0.5, "title_weight": 0.25}
+CF_GRID = {"alpha": [1.0, 2.0], "beta": [0.25, 0.5, 1.0], "title_weight": [0.25, 1.0]}
+ALS_DEFAULTS = {"factors": 64, "regularization": 0.1, "alpha": 20.0, "iterations": 15}
+ALS_GRID = {"factors": [32, 64, 128], "alpha": [5.0, 20.0]}
+
+
+# ----------------------------------------------------------------------------------------------- filters
+
+class Context:
+    """What every peer shares: corrected release dates, the popular rankings, the filters and the fill."""
+
+    def __init__(self, train: list[dict], questions: list[dict], song_meta: list[dict]):
+        self.release = release_dates(song_meta, train + questions)
+        # inference.popular's ranking, verbatim: songs by frequency (ties by smaller id), tags by frequency
+        # (ties by first appearance)
+        self.popular_songs = popularity_ranked(Counter(s for p in train for s in sorted(p["songs"])))
+        self.popular_tags = popularity_ranked(Counter(t for p in train for t in p["tags"]))
+        self._oldest = None
+
+    def released_by(self, song: int, day: int) -> bool:
+        return 0 <= song < len(self.release) and self.release[song] <= day
+
+    def songs(self, question: dict, ranked) -> list[int]:
+        """Exactly 100 songs: ``ranked`` first, then the popular fill, each unseen and released by the date."""
+        day, seen, out = updt_day(question["updt_date"]), set(question["songs"]), []
+        for source in (ranked, self.popular_songs):
+            for s in source:
+                s = int(s)
+                if s not in seen and self.released_by(s, day):
+                    out.append(s)
+                    seen.add(s)
+                    if len(out) == SONGS_PER_PLAYLIST:
+                        return out
+        if self._oldest is None:
+            self._oldest = np.argsort(self.release, kind="stable")
+        for s in self._oldest.tolist():  # a question older than nearly every played song
+            if s not in seen and self.released_by(s, day):
+                out.append(s)
+                seen.add(s)
+                if len(out) == SONGS_PER_PLAYLIST:
+                    return out
+        raise ValueError(f"question id {question['id']}: fewer than {SONGS_PER_PLAYLIST} songs of song_meta are "
+                         f"released by its update date")
+
+    def tags(self, question: dict, ranked) -> list[str]:
+        """Exactly 10 tags: ``ranked`` first, then the popular fill, none the question holds."""
+        seen, out = set(question["tags"]), []
+        for source in (ranked, self.popular_tags):
+            for t in source:
+                if t not in seen:
+                    out.append(t)
+                    seen.add(t)
+                    if len(out) == TAGS_PER_PLAYLIST:
+                        return out
+        raise ValueError(f"the training playlists hold fewer than {TAGS_PER_PLAYLIST} tags that question id "
+                         f"{question['id']} does not hold")
+
+
+def _timed(timings: dict | None, key: str, start: float) -> None:
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------------------------- popular
+
+def popular(train: list[dict], questions: list[dict], song_meta: list[dict], timings: dict | None = None) -> list[dict]:
+    """Most popular songs released by each question's date and most popular tags, unseen."""
+    start = time.perf_counter()
+    ctx = Context(train, questions, song_meta)
+    _timed(timings, "fit_s", start)
+    start = time.perf_counter()
+    results = [{"id": q["id"], "songs": ctx.songs(q, ()), "tags": ctx.tags(q, ())} for q in questions]
+    _timed(timings, "recommend_s", start)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------- genre
+
+def _dominant(counts: Counter, order: dict) -> str | None:
+    """The most frequent key; ties by ``order`` (overall genre frequency rank), then by code."""
+    if not counts:
+        return None
+    return min(counts, key=lambda g: (-counts[g], order.get(g, len(order)), g))
+
+
+def genre_popular(train: list[dict], questions: list[dict], song_meta: list[dict],
+                  timings: dict | None = None) -> list[dict]:
+    """The most popular songs and tags of the question's dominant genre (see the module docstring)."""
+    start = time.perf_counter()
+    ctx = Context(train, questions, song_meta)
+    genres = [m["song_gn_gnr_basket"] for m in song_meta]
+
+    def song_genres(songs) -> Counter:
+        return Counter(g for s in songs if 0 <= s < len(genres) for g in genres[s])
+
+    overall = song_genres(s for p in train for s in p["songs"])
+    order = {g: i for i, (g, _) in enumerate(sorted(overall.items(), key=lambda kv: (-kv[1], kv[0])))}
+    songs_of = defaultdict(list)  # genre -> its training songs, most popular first
+    for s in ctx.popular_songs:
+        for g in genres[s]:
+            songs_of[g].append(s)
+    tag_counts, tag_genres = defaultdict(Counter), defaultdict(Counter)
+    for p in train:
+        playlist_genres = song_genres(p["songs"])
+        g = _dominant(playlist_genres, order)
+        if g is not None:
+            tag_counts[g].update(p["tags"])
+        total = sum(playlist_genres.values())
+        for t in p["tags"]:  # each tag's genre distribution, every playlist weighing 1
+            for code, c in playlist_genres.items():
+                tag_genres[t][code] += c / total
+    tags_of = {g: popularity_ranked(c) for g, c in tag_counts.items()}
+    _timed(timings, "fit_s", start)
+
+    start = time.perf_counter()
+    results = []
+    for q in questions:
+        if q["songs"]:
+            g = _dominant(song_genres(q["songs"]), order)
+        else:
+            lean = Counter()
+            for t in q["tags"]:
+                total = sum(tag_genres[t].values())
+                for code, c in tag_genres[t].items():
+                    lean[code] += c / total
+            g = _dominant(lean, order)
+        results.append({"id": q["id"], "songs": ctx.songs(q, songs_of.get(g, ())), "tags": ctx.tags(q, tags_of.get(g, ()))})
+    _timed(timings, "recommend_s", start)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------- items
+
+def title_words(playlist: dict) -> list[str]:
+    """The normalised title's words, each once, in order."""
+    return list(dict.fromkeys(w for w in normalise_title(playlist.get("plylst_title", "")).split(" ") if w))
+
+
+class Items:
+    """One column index over songs, tags and title keywords (``[songs | tags | words]``), and the binary
+    playlist x item matrix of a list of playlists."""
+
+    def __init__(self, playlists: list[dict], with_words: bool = True):
+        self.songs = np.array(sorted({s for p in playlists for s in p["songs"]}), dtype=np.int64)
+        self.tags = sorted({t for p in playlists for t in p["tags"]})
+        self.words = sorted({w for p in playlists for w in title_words(p)}) if with_words else []
+        self.with_words = with_words
+        self.song_col = {int(s): i for i, s in enumerate(self.songs)}
+        self.tag_col = {t: len(self.songs) + i for i, t in enumerate(self.tags)}
+        self.word_col = {w: len(self.songs) + len(self.tags) + i for i, w in enumerate(self.words)}
+        self.n_songs, self.n_tags = len(self.songs), len(self.tags)
+        self.size = self.n_songs + self.n_tags + len(self.words)
+
+    def columns(self, playlist: dict) -> tuple[list[int], list[int], list[int]]:
+        """The playlist's known song, tag and title-word columns."""
+        songs = [self.song_col[s] for s in playlist["songs"] if s in self.song_col]
+        tags = [self.tag_col[t] for t in playlist["tags"] if t in self.tag_col]
+        words = [self.word_col[w] for w in title_words(playlist) if w in self.word_col] if self.with_words else []
+        return songs, tags, words
+
+    def matrix(self, playlists: list[dict], word_weight: float = 1.0):
+        """CSR playlists x items: 1 per song and tag, ``word_weight`` per title word (float32)."""
+        import scipy.sparse as sp
+
+        rows, cols, vals = [], [], []
+        for r, p in enumerate(playlists):
+            songs, tags, words = self.columns(p)
+            for c in songs + tags:
+                rows.append(r), cols.append(c), vals.append(1.0)
+            for c in words:
+                rows.append(r), cols.append(c), vals.append(word_weight)
+        return sp.csr_matrix((np.array(vals, dtype=np.float32), (np.array(rows, dtype=np.int64),
+                              np.array(cols, dtype=np.int64))), shape=(len(playlists), self.size))
+
+    def blocked(self, ctx: Context, questions: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """Per question, the song columns it may not get (held, or released after its date) and the tag
+        columns it holds."""
+        release = ctx.release[self.songs]
+        days = np.array([updt_day(q["updt_date"]) for q in questions])
+        songs = release[None, :] > days[:, None]
+        tags = np.zeros((len(questions), self.n_tags), dtype=bool)
+        for i, q in enumerate(questions):
+            s, t, _ = self.columns(q)
+            songs[i, s] = True
+            tags[i, [c - self.n_songs for c in t]] = True
+        return songs, tags
+
+
+def _top_positive(scores: np.ndarray, blocked: np.ndarray, k: int) -> list[np.ndarray]:
+    """Per row, the column indices of the k best unblocked scores that are > 0, best first."""
+    scores = np.where(blocked, -np.inf, scores)
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    top = np.take_along_axis(part, order, axis=1)
+    keep = np.take_along_axis(scores, top, axis=1) > 0
+    return [row[m] for row, m in zip(top, keep)]
+
+
+def _batch_size(columns: int) -> int:
+    """Questions per dense score block: about 32M floats (128 MB float32)."""
+    return int(max(16, min(512, 32_000_000 // max(columns, 1))))
+
+
+def _to_results(ctx: Context, items: Items, questions: list[dict], song_top, tag_top) -> list[dict]:
+    return [{"id": q["id"], "songs": ctx.songs(q, items.songs[s]),
+             "tags": ctx.tags(q, [items.tags[c] for c in t.tolist()])}
+            for q, s, t in zip(questions, song_top, tag_top)]
+
+
+# ----------------------------------------------------------------------------------------------- item CF
+
+class ItemCF:
+    """Item-item cosine neighbours over songs, tags and title keywords (see the module docstring)."""
+
+    def __init__(self, train: list[dict], questions: list[dict], song_meta: list[dict]):
+        import scipy.sparse as sp
+
+        self.ctx = Context(train, questions, song_meta)
+        self.items = Items(train + questions)
+        x = self.items.matrix(train + questions)
+        x.data[:] = 1.0
+        self.counts = np.asarray(x.sum(axis=0)).ravel()
+        norms = np.sqrt(self.counts)
+        norms[norms == 0] = 1.0
+        self.xn = (x @ sp.diags((1.0 / norms).astype(np.float32))).tocsr()  # L2-normalised columns
+        self.xn_t = self.xn.T.tocsr()  # items x playlists: one item's playlists are one row
+
+    def recommend(self, questions: list[dict], settings: list[dict]) -> list[list[dict]]:
+        """Results for each settings dict (``alpha``, ``beta``, ``title_weight``), sharing each batch's
+        similarities."""
+        import scipy.sparse as sp
+
+        items, n_songs, n_tags = self.items, self.items.n_songs, self.items.n_tags
+        out = [[] for _ in settings]
+        batch = _batch_size(items.size)
+        for start in range(0, len(questions), batch):
+            qs = questions[start:start + batch]
+            blocked_songs, blocked_tags = items.blocked(self.ctx, qs)
+            columns = [items.columns(q) for q in qs]
+            used = np.array(sorted({c for cols in columns for part in cols for c in part}), dtype=np.int64)
+            position = {int(c): i for i, c in enumerate(used)}
+            similarity = (self.xn_t[used] @ self.xn).tocsr() if len(used) else sp.csr_matrix((0, items.size))
+            # only the song and tag columns are ever recommended
+            similarity = similarity[:, :n_songs + n_tags].tocsr()
+            for k, setting in enumerate(settings):
+                sim = similarity.copy()
+                sim.data = np.power(sim.data, setting["alpha"], dtype=np.float32)
+                rows, cols, vals = [], [], []
+                for r, (songs, tags, words) in enumerate(columns):
+                    for c in songs + tags:
+                        rows.append(r), cols.append(position[c]), vals.append(1.0)
+                    weight = setting["title_weight"] if songs or tags else 1.0  # a title-only question: its words
+                    for c in words:
+                        rows.append(r), cols.append(position[c]), vals.append(weight)
+                query = sp.csr_matrix((np.array(vals, dtype=np.float32), (rows, cols)), shape=(len(qs), len(used)))
+                scores = (query @ sim).toarray()
+                if setting["beta"]:
+                    scores *= np.power(self.counts[:n_songs + n_tags], setting["beta"], dtype=np.float32)[None, :]
+                song_top = _top_positive(scores[:, :n_songs], blocked_songs, SONGS_PER_PLAYLIST)
+                tag_top = _top_positive(scores[:, n_songs:], blocked_tags, TAGS_PER_PLAYLIST)
+                out[k].extend(_to_results(self.ctx, items, qs, song_top, tag_top))
+        return out
+
+
+def item_cf(train: list[dict], questions: list[dict], song_meta: list[dict], alpha: float = CF_DEFAULTS["alpha"],
+            beta: float = CF_DEFAULTS["beta"], title_weight: float = CF_DEFAULTS["title_weight"],
+            timings: dict | None = None) -> list[dict]:
+    """Item-neighbour CF (see the module docstring): ``alpha`` the similarity exponent, ``beta`` the target
+    popularity exponent, ``title_weight`` the weight of a title keyword next to a song or tag."""
+    start = time.perf_counter()
+    model = ItemCF(train, questions, song_meta)
+    _timed(timings, "fit_s", start)
+    start = time.perf_counter()
+    results = model.recommend(questions, [{"alpha": alpha, "beta": beta, "title_weight": title_weight}])[0]
+    _timed(timings, "recommend_s", start)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------- ALS
+
+class ALS:
+    """implicit's ALS on playlists x (songs + tags + title keywords), questions folded into the fit."""
+
+    def __init__(self, train: list[dict], questions: list[dict], song_meta: list[dict], factors: int,
+                 regularization: float, alpha: float, iterations: int, seed: int = 0):
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        self.ctx = Context(train, questions, song_meta)
+        self.items = Items(train + questions)
+        matrix = self.items.matrix(train + questions)
+        matrix.data[:] = 1.0
+        self.first_question = len(train)
+        with threadpool_limits(1, "blas"):  # implicit parallelises itself; a BLAS thread pool would fight it
+            self.model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
+                                                 iterations=iterations, random_state=seed)
+            self.model.fit(matrix, show_progress=False)
+        self.has_items = np.diff(matrix.indptr)[self.first_question:] > 0
+
+    def recommend(self, questions: list[dict]) -> list[dict]:
+        items, n_songs, n_tags = self.items, self.items.n_songs, self.items.n_tags
+        users = np.asarray(self.model.user_factors)
+        item_factors = np.asarray(self.model.item_factors)[:n_songs + n_tags]
+        results = []
+        batch = _batch_size(n_songs + n_tags)
+        for start in range(0, len(questions), batch):
+            qs = questions[start:start + batch]
+            rows = self.first_question + start + np.arange(len(qs))
+            scores = users[rows] @ item_factors.T
+            # ALS scores may be negative: shifted so that every unblocked item ranks before the popular fill,
+            # except for a question with no known item (no factors to speak of), which popularity decides
+            scores = scores - scores.min(axis=1, keepdims=True) + 1e-6
+            scores[~self.has_items[start:start + len(qs)]] = 0.0
+            blocked_songs, blocked_tags = items.blocked(self.ctx, qs)
+            song_top = _top_positive(scores[:, :n_songs], blocked_songs, SONGS_PER_PLAYLIST)
+            tag_top = _top_positive(scores[:, n_songs:], blocked_tags, TAGS_PER_PLAYLIST)
+            results.extend(_to_results(self.ctx, items, qs, song_top, tag_top))
+        return results
+
+
+def als(train: list[dict], questions: list[dict], song_meta: list[dict], factors: int = ALS_DEFAULTS["factors"],
+        regularization: float = ALS_DEFAULTS["regularization"], alpha: float = ALS_DEFAULTS["alpha"],
+        iterations: int = ALS_DEFAULTS["iterations"], seed: int = 0, timings: dict | None = None) -> list[dict]:
+    """implicit ALS (see the module docstring)."""
+    start = time.perf_counter()
+    model = ALS(train, questions, song_meta, factors, regularization, alpha, iterations, seed)
+    _timed(timings, "fit_s", start)
+    start = time.perf_counter()
+    results = model.recommend(questions)
+    _timed(timings, "recommend_s", start)
+    return results
+
+
+PEERS = {"popular": popular, "genre_popular": genre_popular, "item_cf": item_cf, "als": als}
+DEFAULTS = {"popular": {}, "genre_popular": {}, "item_cf": CF_DEFAULTS, "als": ALS_DEFAULTS}
+GRIDS = {"item_cf": CF_GRID, "als": ALS_GRID}
+
+
+# ----------------------------------------------------------------------------------------------- tuning
+
+def grid(spec: dict) -> list[dict]:
+    keys = list(spec)
+    return [dict(zip(keys, values)) for values in itertools.product(*(spec[k] for k in keys))]
+
+
+def tune(name: str, train: list[dict], questions: list[dict], answers: list[dict], song_meta: list[dict],
+         limit: int | None = None) -> dict:
+    """Score every setting of the peer's grid on (the first ``limit`` of) the questions; the best score wins.
+
+    The model is fitted with all the questions folded in, as when it is benchmarked; only the scored
+    questions are limited."""
+    scored = questions[:limit] if limit else questions
+    by_id = {a["id"]: a for a in answers}
+    truth = [by_id[q["id"]] for q in scored]
+    settings, rows = grid(GRIDS[name]), []
+    if name == "item_cf":
+        model = ItemCF(train, questions, song_meta)
+        for setting, results in zip(settings, model.recommend(scored, settings)):
+            rows.append({"settings": setting, **_summary(evaluate(truth, results, scored))})
+    elif name == "als":
+        fixed = {k: v for k, v in ALS_DEFAULTS.items() if k not in GRIDS[name]}
+        for setting in settings:
+            model = ALS(train, questions, song_meta, **{**fixed, **setting})
+            rows.append({"settings": {**fixed, **setting}, **_summary(evaluate(truth, model.recommend(scored), scored))})
+    else:
+        raise ValueError(f"{name} has no knobs to tune")
+    for row in rows:
+        log.info("%s %s: score %.4f", name, row["settings"], row["score"])
+    best = max(rows, key=lambda r: r["score"])
+    return {"peer": name, "questions_scored": len(scored), "grid": GRIDS[name], "rows": rows,
+            "best": best["settings"], "best_score": best["score"]}
+
+
+def _summary(scores: dict) -> dict:
+    return {k: scores[k] for k in ("music_ndcg", "tag_ndcg", "score")}
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+def _load(split: Path, meta: Path):
+    return (load_playlists(split / "orig/train.json"), load_playlists(split / "questions/val.json"),
+            load_song_meta(meta))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.peers", description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", choices=sorted(PEERS) + ["tune"])
+    parser.add_argument("tuned", nargs="?", choices=sorted(GRIDS), help="with 'tune': the peer to tune")
+    parser.add_argument("--split", type=Path, required=True, help="a folder written by data.split")
+    parser.add_argument("--meta", type=Path, required=True, help="song_meta.json")
+    parser.add_argument("--out", type=Path, required=True, help="results (or, with 'tune', tuning) JSON to write")
+    parser.add_argument("--settings", default="{}", help="JSON object of keyword arguments for the peer")
+    parser.add_argument("--timings", type=Path, help="write fit_s / recommend_s / load_s here")
+    parser.add_argument("--questions-limit", type=int, help="with 'tune': score only the first N questions")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("data.melon").setLevel(logging.WARNING)
+    start = time.perf_counter()
+    train, questions, song_meta = _load(args.split, args.meta)
+    timings = {"load_s": time.perf_counter() - start}
+    if args.name == "tune":
+        if args.tuned is None:
+            parser.error("tune needs the peer to tune: " + ", ".join(sorted(GRIDS)))
+        answers = load_playlists(args.split / "answers/val.json")
+        start = time.perf_counter()
+        result = tune(args.tuned, train, questions, answers, song_meta, args.questions_limit)
+        result["tuning_s"] = time.perf_counter() - start
+        write_json(result, args.out)
+        log.info("%s: best %s (score %.4f on %d questions)", args.tuned, result["best"], result["best_score"],
+                 result["questions_scored"])
+        return 0
+    settings = {**DEFAULTS[args.name], **json.loads(args.settings)}
+    results = PEERS[args.name](train, questions, song_meta, **settings, timings=timings)
+    write_json(results, args.out)
+    if args.timings:
+        write_json({**timings, "settings": settings}, args.timings)
+    log.info("%s %s: fit %.1f s, recommend %.1f s", args.name, settings, timings["fit_s"], timings["recommend_s"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
