@@ -1,0 +1,301 @@
+"""Recommendation quality of the trained models next to classic peers, with their time and memory.
+
+    python -m bench.quality --scale small|tiny|melon [--out-root runs] [--results-dir bench/results]
+                            [--skip-ensemble] [--no-tune] [--tune-questions N] [--seed 0] [--epochs D P F]
+
+1. Data, split and models: ``bash launch/quickstart.sh --scale SCALE --out OUT_ROOT/quickstart-SCALE``
+   (synthetic data, the official split, preprocessing, DAE and title BERT training, ensemble inference,
+   evaluation). A finished run folder (``scores/table.md`` and the four results files present) is reused
+   as it is, without rerunning quickstart, so that its ``timings.json`` keeps the training times of the
+   run that trained the models. With ``--skip-ensemble`` only the data and the split are made (the same
+   ``data.synth``/``data.split`` commands quickstart runs, into the same folders) and no model is trained.
+2. Peers (bench/peers.py): popular, genre_popular, item_cf and als on the split's training playlists and
+   validation questions, each in its own process (``python -m bench.peers``), so that its wall time and
+   peak resident memory (``wait4``) are its own. item_cf's and als's knobs are first tuned on the first
+   ``--tune-questions`` validation questions (also in their own process, timed); the best setting is then
+   run on all questions. The ensemble's blend weights (configs/ensemble.yaml) were chosen on validation
+   questions too, so every tuned system's score here is a validation score, optimistic alike.
+3. Neural systems: ``python -m inference`` for the ensemble, the DAE alone and the title BERT alone, each
+   rerun in its own process for its inference time and peak memory; the scores are those of quickstart's
+   results files (the rerun is checked to give the same recommendations).
+4. Every results file is scored by the project's evaluator (``evaluate.ndcg.evaluate``, overall and by
+   question type). Writes RESULTS_DIR/quality_SCALE.json, .md (tables) and .png (bar chart).
+
+Columns: *train s* is the fit time (peers: in their process; neural models: quickstart's ``timings.json``,
+horovodrun wall seconds of the training stages, preprocessing listed apart); *inference s* is the time to
+answer every question (peers: the ``recommend`` step after the fit; neural models: the whole
+``python -m inference`` process, TensorFlow and model loading included); *peak GB* is the peak resident
+memory of the process that fitted and answered (peers) or answered (neural models: training runs as two
+horovodrun ranks and is not measured here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import REPO
+from bench.peers import GRIDS
+from data.melon import load_playlists, load_results
+from evaluate.ndcg import QUESTION_TYPES, evaluate
+from evaluate.table import markdown
+
+PEER_NAMES = ("popular", "genre_popular", "item_cf", "als")
+NEURAL = {"ensemble": ("--dae", "--title"), "dae": ("--dae",), "title": ("--title",)}
+DESCRIPTIONS = {
+    "ensemble": "DAE + title BERT blend (inference/ensemble.py, configs/ensemble.yaml)",
+    "dae": "denoising set autoencoder alone (songs, tags, artists)",
+    "title": "title BERT alone (fine-tuned)",
+    "popular_official": "inference.popular: most popular unseen songs/tags, no release-date filter",
+    "popular": "peer: most popular, release-date filtered",
+    "genre_popular": "peer: most popular of the question's dominant genre",
+    "item_cf": "peer: item-item cosine CF over songs, tags and title keywords",
+    "als": "peer: implicit ALS over songs, tags and title keywords, questions folded in",
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench.quality] {message}", file=sys.stderr, flush=True)
+
+
+def measured(cmd: list[str], log_path: Path, env: dict | None = None) -> dict:
+    """Run ``cmd`` from the repository root, output to ``log_path``; its wall seconds and peak RSS."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log(" ".join(cmd[2:] if cmd[:2] == [sys.executable, "-m"] else cmd))
+    with open(log_path, "w", encoding="utf-8") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"failed ({os.waitstatus_to_exitcode(status)}): {' '.join(cmd)}\n{tail}")
+    return {"wall_s": wall, "peak_rss_gb": usage.ru_maxrss * 1024 / 1024**3}  # ru_maxrss: kB on Linux
+
+
+def _env() -> dict:
+    # implicit wants single-threaded BLAS (it parallelises itself); numpy reads this at import
+    return {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+# -------------------------------------------------------------------------------- data and models
+
+def _synth_matches(data: Path, scale: str, seed: int) -> bool:
+    try:
+        info = json.loads((data / "synth_info.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return info.get("scale") == scale and info.get("seed") == seed
+
+
+def _quickstart_finished(run: Path) -> bool:
+    return (run / "scores/table.md").is_file() and all((run / f"results/{m}.json").is_file()
+                                                        for m in ("ensemble", "dae", "title", "popular"))
+
+
+def prepare(run: Path, scale: str, seed: int, skip_ensemble: bool, epochs: list[int] | None = None) -> None:
+    """The data, the split and (unless skip_ensemble) the trained models and their results in ``run``."""
+    if skip_ensemble:
+        if not _synth_matches(run / "data", scale, seed):
+            measured([sys.executable, "-m", "data.synth", "--scale", scale, "--seed", str(seed), "--out",
+                      str(run / "data"), "--force"], run / "logs/synth.log", _env())
+        if not (run / "split/answers/val.json").is_file():
+            measured([sys.executable, "-m", "data.split", str(run / "data/train.json"), "--out", str(run / "split"),
+                      "--seed", "777"], run / "logs/split.log", _env())
+        return
+    if _quickstart_finished(run):
+        log(f"{run}: a finished quickstart run (scores/table.md): reusing its models, results and timings")
+        return
+    run.parent.mkdir(parents=True, exist_ok=True)
+    log_path = run.parent / f"quickstart-{scale}.log"
+    cmd = ["bash", "launch/quickstart.sh", "--scale", scale, "--seed", str(seed), "--out", str(run)]
+    if epochs:
+        cmd += ["--dae-epochs", str(epochs[0]), "--pretrain-epochs", str(epochs[1]), "--finetune-epochs", str(epochs[2])]
+    measured(cmd, log_path)
+
+
+# -------------------------------------------------------------------------------- systems
+
+def run_peers(run: Path, out: Path, tune: bool, tune_questions: int | None) -> dict:
+    split, meta = run / "split", run / "data/song_meta.json"
+    systems = {}
+    for name in PEER_NAMES:
+        common = ["--split", str(split), "--meta", str(meta)]
+        tuning = None
+        settings = {}
+        if tune and name in GRIDS:
+            path = out / f"tuning/{name}.json"
+            limit = ["--questions-limit", str(tune_questions)] if tune_questions else []
+            usage = measured([sys.executable, "-m", "bench.peers", "tune", name, *common, "--out", str(path), *limit],
+                             out / f"logs/tune-{name}.log", _env())
+            tuning = {**json.loads(path.read_text(encoding="utf-8")), "process": usage}
+            settings = tuning["best"]
+            log(f"{name}: tuned on {tuning['questions_scored']} questions in {usage['wall_s']:.0f} s: {settings}")
+        results, timings = out / f"results/{name}.json", out / f"timings/{name}.json"
+        usage = measured([sys.executable, "-m", "bench.peers", name, *common, "--out", str(results), "--timings",
+                          str(timings), "--settings", json.dumps(settings)], out / f"logs/{name}.log", _env())
+        t = json.loads(timings.read_text(encoding="utf-8"))
+        systems[name] = {"kind": "peer", "results": str(results), "settings": t["settings"], "train_s": t["fit_s"],
+                         "inference_s": t["recommend_s"], "load_s": t["load_s"], "process_wall_s": usage["wall_s"],
+                         "peak_rss_gb": usage["peak_rss_gb"], "tuning": tuning}
+        log(f"{name}: fit {t['fit_s']:.1f} s, recommend {t['recommend_s']:.1f} s, peak {usage['peak_rss_gb']:.2f} GB")
+    return systems
+
+
+def run_neural(run: Path, out: Path) -> dict:
+    timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
+
+    def total(*keys):
+        return sum(timings[k] for k in keys) if all(k in timings for k in keys) else None
+
+    train = {"ensemble": total("dae", "title_pretrain", "title_finetune"), "dae": total("dae"),
+             "title": total("title_pretrain", "title_finetune")}
+    systems = {}
+    for name, flags in NEURAL.items():
+        rerun = out / f"results/{name}.json"
+        models = [a for f in flags for a in (f, str(run / f.lstrip("-")))]
+        usage = measured([sys.executable, "-m", "inference", "--questions", str(run / "split/questions/val.json"),
+                          "--work", str(run / "work"), *models, "--out", str(rerun), "--no-progress"],
+                         out / f"logs/{name}.log", _env())
+        official = run / f"results/{name}.json"
+        same = load_results(rerun) == load_results(official)
+        if not same:
+            log(f"warning: {name}: the rerun's recommendations differ from {official} (scored: {official})")
+        systems[name] = {"kind": "neural", "results": str(official), "train_s": train[name],
+                         "inference_s": usage["wall_s"], "peak_rss_gb": usage["peak_rss_gb"],
+                         "rerun_identical": same}
+    systems["popular_official"] = {"kind": "baseline", "results": str(run / "results/popular.json"), "train_s": None,
+                                   "inference_s": timings.get("popular"), "peak_rss_gb": None}
+    return systems
+
+
+# -------------------------------------------------------------------------------- report
+
+def _fmt(value, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def report_markdown(summary: dict) -> str:
+    systems = summary["systems"]
+    lines = [f"# Recommendation quality, `{summary['scale']}` scale", "",
+             f"{summary['questions']} validation questions of the official split "
+             f"({summary['train_playlists']} training playlists); score = 0.85 music nDCG@100 + 0.15 tag nDCG@10. "
+             "Made by `python -m bench.quality` (see its docstring for what each column measures).", "",
+             "| system | score | music nDCG | tag nDCG | train s | inference s | peak GB | what |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, s in sorted(systems.items(), key=lambda kv: -kv[1]["scores"]["score"]):
+        sc = s["scores"]
+        lines.append(f"| {name} | {sc['score']:.4f} | {sc['music_ndcg']:.4f} | {sc['tag_ndcg']:.4f} | "
+                     f"{_fmt(s['train_s'])} | {_fmt(s['inference_s'])} | {_fmt(s['peak_rss_gb'], 2)} | "
+                     f"{DESCRIPTIONS[name]} |")
+    lines += ["", "By question type (`*`: the best score of the type):", "",
+              markdown({name: s["scores"] for name, s in systems.items()}), ""]
+    tuned = [(n, s) for n, s in systems.items() if s.get("tuning")]
+    if tuned:
+        lines += ["Peer settings, tuned on the first "
+                  f"{tuned[0][1]['tuning']['questions_scored']} validation questions (the best score of the grid):", ""]
+        for name, s in tuned:
+            t = s["tuning"]
+            grid = ", ".join(f"{k} in {v}" for k, v in t["grid"].items())
+            lines.append(f"- **{name}**: {json.dumps(s['settings'])} (grid: {grid}; {len(t['rows'])} settings in "
+                         f"{t['process']['wall_s']:.0f} s; scores {min(r['score'] for r in t['rows']):.4f} to "
+                         f"{t['best_score']:.4f})")
+        lines.append("")
+    notes = summary.get("notes", [])
+    if notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def chart(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    systems = sorted(summary["systems"].items(), key=lambda kv: -kv[1]["scores"]["score"])
+    kinds = ["all"] + [t for t in QUESTION_TYPES if any(t in s["scores"].get("by_type", {}) for _, s in systems)]
+    fig, ax = plt.subplots(figsize=(11, 4.8))
+    width = 0.8 / len(systems)
+    x = np.arange(len(kinds))
+    for i, (name, s) in enumerate(systems):
+        values = [s["scores"]["score"] if k == "all" else s["scores"].get("by_type", {}).get(k, {}).get("score", 0.0)
+                  for k in kinds]
+        ax.bar(x + (i - (len(systems) - 1) / 2) * width, values, width, label=name,
+               hatch=None if s["kind"] == "neural" else "//", edgecolor="white", linewidth=0.5)
+    counts = systems[0][1]["scores"]
+    ax.set_xticks(x, [f"{k}\n(n={counts['n'] if k == 'all' else counts['by_type'].get(k, {}).get('n', 0)})"
+                      for k in kinds])
+    ax.set_ylabel("score (0.85 song nDCG@100 + 0.15 tag nDCG@10)")
+    ax.set_title(f"Melon playlist continuation, synthetic {summary['scale']} scale, "
+                 f"{summary['questions']} validation questions")
+    ax.legend(ncol=4, fontsize=8, loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -------------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=["tiny", "small", "melon"], required=True)
+    parser.add_argument("--seed", type=int, default=0, help="synthetic data seed (quickstart's --seed)")
+    parser.add_argument("--out-root", type=Path, default=REPO / "runs",
+                        help="holds quickstart-SCALE (data, split, models) and quality-SCALE (peer results, logs); "
+                             "default: the repository's runs/")
+    parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results",
+                        help="where quality_SCALE.json/.md/.png go")
+    parser.add_argument("--skip-ensemble", action="store_true", help="peers only: no model training or inference")
+    parser.add_argument("--epochs", type=int, nargs=3, metavar=("DAE", "PRETRAIN", "FINETUNE"),
+                        help="quickstart's training epochs when it has to train (default: quickstart's 3 5 3)")
+    parser.add_argument("--no-tune", action="store_true", help="use bench/peers.py's default settings")
+    parser.add_argument("--tune-questions", type=int, default=1000,
+                        help="tune on the first N validation questions (0: all)")
+    args = parser.parse_args(argv)
+    out_root = args.out_root.resolve()
+    run, out = out_root / f"quickstart-{args.scale}", out_root / f"quality-{args.scale}"
+    started = time.perf_counter()
+
+    prepare(run, args.scale, args.seed, args.skip_ensemble, args.epochs)
+    systems = run_peers(run, out, tune=not args.no_tune, tune_questions=args.tune_questions or None)
+    if not args.skip_ensemble:
+        systems.update(run_neural(run, out))
+
+    answers = load_playlists(run / "split/answers/val.json")
+    questions = load_playlists(run / "split/questions/val.json")
+    train_count = len(load_playlists(run / "split/orig/train.json"))
+    for name, s in systems.items():
+        s["description"] = DESCRIPTIONS[name]
+        s["scores"] = evaluate(answers, load_results(s["results"]), questions)
+    timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
+    notes = ["Peers are tuned on validation questions, as the ensemble's blend weights were: all scores are "
+             "validation scores."]
+    if not args.skip_ensemble:
+        notes.append(f"The neural systems also need the preprocessing (mpirun -np 2): "
+                     f"{_fmt(timings.get('preprocess'))} s; their training ran under horovodrun -np 2 "
+                     f"(quickstart's short schedule), on a machine shared with other jobs.")
+    summary = {"scale": args.scale, "seed": args.seed, "quickstart_epochs": args.epochs, "run": str(run), "peer_outputs": str(out),
+               "questions": len(questions), "train_playlists": train_count, "cpus": os.cpu_count(),
+               "quickstart_timings": timings, "systems": systems, "notes": notes,
+               "wall_s": time.perf_counter() - started}
+    results_dir = args.results_dir
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"quality_{args.scale}.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    (results_dir / f"quality_{args.scale}.md").write_text(report_markdown(summary), encoding="utf-8")
+    chart(summary, results_dir / f"quality_{args.scale}.png")
+    print(report_markdown(summary))
+    log(f"written {results_dir}/quality_{args.scale}.{{json,md,png}} in {summary['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
