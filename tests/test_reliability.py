@@ -1,0 +1,124 @@
+"""Reliability under real Horovod ranks and real signals: a dead rank ends the job and the rerun resumes,
+a diverging run stops with the last good checkpoint, exports are complete and self-describing, and the
+MPI and Gloo controllers train the same weights."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+from hvd_train.common import read_export
+
+FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "--set", "validation.every_epochs=1",
+        "--set", "model.hidden=32", "--set", "model.ffn=64", "--set", "validation.batch_size=128"]
+
+
+def command(np_: int, work, out, *extra, gloo: bool = False) -> list[str]:
+    return ["horovodrun", "-np", str(np_), *(["--gloo"] if gloo else []), sys.executable, str(REPO / "hvd_train/dae.py"),
+            "--work", str(work), "--out", str(out), *FAST, *map(str, extra)]
+
+
+def train(np_: int, work, out, *extra, gloo: bool = False, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(command(np_, work, out, *extra, gloo=gloo), cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def rank_pids(out) -> list[int]:
+    """The training ranks' processes (python hvd_train/dae.py ... --out OUT), not the launchers'."""
+    pids = []
+    for pid in subprocess.run(["pgrep", "-f", f"--out {out}"], capture_output=True, text=True).stdout.split():
+        try:
+            argv = open(f"/proc/{pid}/cmdline").read().split("\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[1].endswith("hvd_train/dae.py"):
+            pids.append(int(pid))
+    assert len(pids) == 2, pids
+    return pids
+
+
+@pytest.mark.slow
+def test_a_diverging_run_is_stopped_with_the_step_named_and_the_last_good_checkpoint(workdirs, tmp_path):
+    out = tmp_path / "run"
+    # epoch 1 is 12 steps at np=2; from step 16 on rank 1's loss is NaN
+    proc = train(2, workdirs[0], out, "--set", "train.epochs=3", "--set", "faults.nan_loss_from_step=16",
+                 "--set", "faults.nan_loss_rank=1", "--set", "train.max_bad_steps=3", check=False)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert len(re.findall(r"step 16 \(epoch 2\): non-finite loss or gradients on some rank; skipped on all ranks", log)) == 3
+    assert re.search(r"training diverged: 3 steps in a row .* the last at step 16 \(epoch 2\); stopped\. "
+                     r"Restored the last good checkpoint .*ckpt-1", log)
+    # nothing newer than the last good state was written, and it loads
+    assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith("ckpt-1")
+    reader = tf.train.load_checkpoint(str(out / "checkpoints"))
+    assert reader.get_tensor("optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE") == 12
+    # the rerun without the fault resumes from it and finishes
+    again = train(2, workdirs[0], out, "--set", "train.epochs=3")
+    assert "resumed from" in again.stdout and "ckpt-1: epoch 1, step 12" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_job_quickly_and_the_rerun_resumes(workdirs, tmp_path):
+    out = tmp_path / "run"
+    job = subprocess.Popen(command(2, workdirs[0], out, "--set", "train.epochs=40"), cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while not (out / "checkpoints" / "checkpoint").exists():  # at least one epoch is safe on disk
+            assert job.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+            time.sleep(0.5)
+        time.sleep(1.0)  # mid-epoch
+        victim = rank_pids(out)[-1]
+        killed_at = time.time()
+        os.kill(victim, signal.SIGKILL)
+        job.wait(timeout=60)
+        exited_after = time.time() - killed_at
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode != 0 and exited_after < 60
+    again = train(2, workdirs[0], out, "--set", "train.epochs=3")
+    resumed = re.search(r"resumed from \S+ckpt-(\d+): epoch (\d+)", again.stdout)
+    assert resumed and int(resumed.group(2)) >= 1
+    assert len(set(re.search(r"weight checksums by rank: \[([^\]]+)\]", again.stdout).group(1).split(", "))) == 1
+
+
+@pytest.mark.slow
+def test_mpi_and_gloo_controllers_train_the_same_weights_and_exports_describe_themselves(workdirs, tmp_path):
+    logs = {}
+    for gloo in (False, True):
+        logs[gloo] = train(2, workdirs[0], tmp_path / f"gloo{gloo}", "--set", "train.epochs=1", gloo=gloo).stdout
+    assert "controller MPI" in logs[False] and "controller Gloo" in logs[True]
+    mpi, config = read_export(tmp_path / "gloo{}/export".format(False))
+    gloo, _ = read_export(tmp_path / "gloo{}/export".format(True))
+    assert mpi.keys() == gloo.keys()
+    for name in mpi:
+        np.testing.assert_allclose(mpi[name], gloo[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    manifest = __import__("json").loads((workdirs[0] / "manifest.json").read_text())
+    assert config["vocab_sha256"] == manifest["files"]["vocab.json"]["sha256"]
+    assert config["tokenizer_sha256"] == manifest["files"]["title.model"]["sha256"]
+    assert config["trained_with"]["train"]["epochs"] == 1 and config["trained_with"]["hardware"]
+    assert not list((tmp_path / "gloo{}".format(False)).glob(".export.*"))  # no temporary export left behind
+
+
+@pytest.mark.slow
+def test_gpu_switches_run_on_cpu(workdirs, tmp_path):
+    """Mixed precision, XLA, fp16 compression and sparse embedding gradients all train on CPU too."""
+    proc = train(2, workdirs[0], tmp_path / "run", "--set", "train.epochs=1", "--set", "hardware.mixed_precision=true",
+                 "--set", "hardware.xla=true", "--set", "hardware.gradient_compression=fp16",
+                 "--set", "hardware.sparse_as_dense=false")
+    assert "mixed precision on, XLA on, gradient compression fp16, embedding gradients sparse allgather" in proc.stdout
+    loss = float(re.search(r"\[dae\] epoch 1: loss ([0-9.]+)", proc.stdout).group(1))
+    assert np.isfinite(loss)
