@@ -82,6 +82,8 @@ def check_trainer_config(config: dict, model_keys: tuple, extra=None) -> None:
                 raise ConfigError(f"hardware.{key} must be true or false")
         if int(config["train"]["max_bad_steps"]) <= 0:
             raise ConfigError("train.max_bad_steps must be positive")
+        if "elastic" in config and int(config["elastic"]["commit_every_steps"]) <= 0:
+            raise ConfigError("elastic.commit_every_steps must be positive")
         if "loss" in config:
             from models.dae import ITEM_LOSSES
 

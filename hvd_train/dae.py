@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvd_train.common import Validator, check_trainer_config, compute_dtype, steps_per_epoch
+from hvd_train.common import Validator, check_trainer_config, compute_dtype, per_rank_batch, steps_per_epoch
 from hvd_train.loop import Task, run, start
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "dae.yaml"
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     started = start(args.config, args.set, args.work, check_config)
     if isinstance(started, int):
         return started
-    hvd, config, manifest, batch_size = started
+    hvd, config, manifest, _ = started  # the per-rank batch: shard() below
     import tensorflow as tf
 
     from data.pipeline import training_dataset
@@ -61,9 +61,6 @@ def main(argv: list[str] | None = None) -> int:
 
     tf.random.set_seed(int(train_cfg["seed"]))
     model = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **model_cfg, compute_dtype=compute_dtype(config))
-    steps = steps_per_epoch(manifest, size, batch_size)
-    validator = Validator(args.work, rank, size, int(val_cfg["batch_size"]),
-                          predict=lambda b: model(b["songs"], b["tags"], b["artists"], training=False)[:2])
     rank_from = int(loss_cfg["rank_from_epoch"]) if loss_cfg["rank_weight"] else None
 
     def loss(batch, epoch):
@@ -71,17 +68,25 @@ def main(argv: list[str] | None = None) -> int:
         return dae_loss(model, batch, float(loss_cfg["tag_weight"]), float(loss_cfg["artist_weight"]), rank_weight,
                         training=True, item_loss=loss_cfg["item_loss"])
 
-    def batches(epoch):
-        return training_dataset(args.work, "dae", rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),
-                                shuffle_buffer=int(train_cfg["shuffle_buffer"]), max_songs=int(train_cfg["max_songs"]),
-                                max_tags=int(train_cfg["max_tags"])).repeat().take(steps)
+    def shard(rank, size):
+        """What depends on this rank's place among `size` ranks (rebuilt when an elastic world changes)."""
+        batch_size = per_rank_batch(train_cfg, size)
+        steps = steps_per_epoch(manifest, size, batch_size)
+        validator = Validator(args.work, rank, size, int(val_cfg["batch_size"]),
+                              predict=lambda b: model(b["songs"], b["tags"], b["artists"], training=False)[:2])
 
-    def validate():
-        return validator.gather_and_score(hvd)
+        def batches(epoch):
+            return training_dataset(args.work, "dae", rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),
+                                    shuffle_buffer=int(train_cfg["shuffle_buffer"]),
+                                    max_songs=int(train_cfg["max_songs"]),
+                                    max_tags=int(train_cfg["max_tags"])).repeat().take(steps)
+
+        return {"batches": batches, "steps": steps, "batch_size": batch_size,
+                "validate": lambda: validator.gather_and_score(hvd)}
 
     task = Task(
-        name="dae", model=model, variables=list(model.trainable_variables), loss=loss, batches=batches, steps=steps,
-        batch_size=batch_size, hidden=int(model_cfg["hidden"]), validate=validate,
+        name="dae", model=model, variables=list(model.trainable_variables), loss=loss, **shard(rank, size),
+        hidden=int(model_cfg["hidden"]), reshard=shard,
         export=lambda epoch, scores: export_config(config, manifest, epoch, scores),
         describe=lambda s: f"music {s['music_ndcg']:.4f} tag {s['tag_ndcg']:.4f} score {s['score']:.4f}",
         loss_variants=lambda epoch: bool(rank_from and epoch >= rank_from),

@@ -15,6 +15,10 @@ export description) and calls :func:`run`, which does the rest the same way for 
   broadcast, so all ranks stop together;
 * rank 0 alone: progress bar, TensorBoard, checkpoints (last K and best), the inference export;
 * the end: every rank's weight checksum is compared.
+
+Launched by horovodrun in elastic mode (``--min-np``/``--max-np``/``--host-discovery-script``, which sets
+``HOROVOD_ELASTIC=1``), :func:`run` hands over to hvd_train/elastic.py, which drives the same pieces
+(:func:`prepare`, :func:`trace_step`, :func:`finish_epoch`, :func:`finish`) through ``hvd.elastic.run``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from hvd_train.common import (ConfigError, average, describe_horovod, fail, init_horovod, learning_rate, load_config,
                               lr_scale, per_rank_batch, write_export)
@@ -44,13 +48,25 @@ class Task:
     export: Callable  # (epoch, scores) -> the export's config.json
     describe: Callable = lambda scores: ""  # scores -> text for the epoch line
     loss_variants: Callable = lambda epoch: 0  # epoch -> a small key: a new graph is traced per key (e.g. ranking on)
+    # (rank, size) -> {batches, steps, batch_size, validate} for another world size (elastic training re-shards)
+    reshard: Callable | None = None
+
+
+class Counters(NamedTuple):
+    """The training state besides model and optimizer, as tf.Variables (checkpointed and broadcast)."""
+    epoch_done: object
+    best_score: object
+    best_epoch: object
+    loss_scale: object
+    good_steps: object  # mixed precision: good steps in a row since the loss scale last changed
 
 
 def start(config_path: Path, overrides: list[str], workdir: Path, check_config: Callable):
     """Config, Horovod and work directory, in the order that never leaves a rank waiting.
 
     The config is parsed and checked before ``hvd.init()`` (a bad key stops every rank at once); then
-    the per-rank batch; then rank 0 verifies the work directory and broadcasts the verdict. Returns
+    the per-rank batch; then rank 0 verifies the work directory and broadcasts the verdict (in elastic
+    mode every process verifies it itself: a worker that joins later must not wait on a broadcast). Returns
     ``(hvd, config, manifest, per-rank batch size)``, or the exit status when something is wrong.
     """
     try:
@@ -60,6 +76,7 @@ def start(config_path: Path, overrides: list[str], workdir: Path, check_config: 
         return fail(str(e))
     hvd = init_horovod()
     from data.preprocess import WorkdirError, verify_workdir
+    from hvd_train import elastic
 
     rank, size = hvd.rank(), hvd.size()
     try:
@@ -67,34 +84,36 @@ def start(config_path: Path, overrides: list[str], workdir: Path, check_config: 
     except ConfigError as e:
         return fail(str(e), rank)
     problem = None
-    if rank == 0:
+    if rank == 0 or elastic.enabled():
         try:
             manifest = verify_workdir(workdir)
             if len(manifest["shards"]["train"]) < size:
                 problem = f"{workdir}: {len(manifest['shards']['train'])} training shards for {size} ranks"
         except WorkdirError as e:
             problem = str(e)
-    problem = hvd.broadcast_object(problem, root_rank=0, name="workdir_check")
+    if not elastic.enabled():
+        problem = hvd.broadcast_object(problem, root_rank=0, name="workdir_check")
     if problem:
         return fail(problem, rank)
     manifest = json.loads((Path(workdir) / "manifest.json").read_text(encoding="utf-8"))
     return hvd, config, manifest, batch_size
 
 
-def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path) -> int:
+def prepare(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path):
+    """Optimizer, counters and checkpoint; rank 0 restores the latest checkpoint of ``out`` (no collective call).
+
+    Returns ``(optimizer, Counters, checkpoint, resumed)``: ``resumed`` is None, the restored checkpoint's
+    path, or ``"ERROR message"`` (rank 0 only; the caller tells the other ranks).
+    """
     import tensorflow as tf
-    from tqdm import tqdm
 
     from data.melon import write_json
     from models.layers import Adam
-    from models.weights import weights_by_path
 
-    rank, size = hvd.rank(), hvd.size()
-    train_cfg, val_cfg = config["train"], config["validation"]
+    train_cfg = config["train"]
     optimizer = Adam(task.variables, float(train_cfg["beta1"]), float(train_cfg["beta2"]), float(train_cfg["epsilon"]))
     epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    hardware, faults = config["hardware"], config["faults"]
-    mixed = bool(hardware["mixed_precision"])
+    mixed = bool(config["hardware"]["mixed_precision"])
     loss_scale = tf.Variable(2.0 ** 15 if mixed else 1.0, dtype=tf.float32, trainable=False, name="loss_scale")
     good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
     best_score = tf.Variable(-1e9, dtype=tf.float64, trainable=False, name="best_score")
@@ -102,7 +121,7 @@ def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path)
     checkpoint = tf.train.Checkpoint(model=task.model, optimizer=optimizer, epoch=epoch_done, best_score=best_score,
                                      best_epoch=best_epoch, loss_scale=loss_scale)
     resumed = None
-    if rank == 0:
+    if hvd.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
         identity = {name: manifest["files"][name]["sha256"] for name in ("vocab.json", "title.model", "release_dates.npz")}
@@ -118,6 +137,22 @@ def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path)
                 resumed = f"ERROR {latest} does not fit this model/config: {str(e).splitlines()[0]}"
         if not resumed or not resumed.startswith("ERROR"):
             write_json(identity, recorded)
+    return optimizer, Counters(epoch_done, best_score, best_epoch, loss_scale, good_steps), checkpoint, resumed
+
+
+def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path) -> int:
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from hvd_train import elastic
+
+    if elastic.enabled():  # horovodrun --min-np/--max-np/--host-discovery-script: workers come and go
+        return elastic.run(hvd, task, config, manifest, workdir, out)
+    rank, size = hvd.rank(), hvd.size()
+    train_cfg = config["train"]
+    optimizer, counters, checkpoint, resumed = prepare(hvd, task, config, manifest, workdir, out)
+    epoch_done, best_score, best_epoch, loss_scale, good_steps = counters
+    mixed = bool(config["hardware"]["mixed_precision"])
     resumed = hvd.broadcast_object(resumed, root_rank=0, name="resume")
     if resumed and resumed.startswith("ERROR"):
         return fail(resumed[6:], rank)
@@ -127,70 +162,18 @@ def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path)
     hvd.broadcast_variables(state, root_rank=0)
 
     tag = f"[{task.name}]"
-    warmup = int(train_cfg["warmup_steps"])
     scale = lr_scale(train_cfg["lr_scaling"], size)
-    writer = tf.summary.create_file_writer(str(out / "tensorboard")) if rank == 0 else None
-    managers = (tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), int(config["checkpoint"]["keep_last"])),
-                tf.train.CheckpointManager(checkpoint, str(out / "best"), 1)) if rank == 0 else None
+    writer, managers = rank0_outputs(checkpoint, config, out) if rank == 0 else (None, None)
     if rank == 0:
-        write_json(config, out / "config.json")
-        print(f"{tag} {describe_horovod(hvd)}; mixed precision {'on' if mixed else 'off'}, XLA "
-              f"{'on' if hardware['xla'] else 'off'}, gradient compression {hardware['gradient_compression']}, "
-              f"embedding gradients {'dense allreduce' if hardware['sparse_as_dense'] else 'sparse allgather'}", flush=True)
-        print(f"{tag} global batch {task.batch_size * size} ({task.batch_size} x {size} ranks), {task.steps} steps per "
-              f"epoch; learning rate {scale:g} x {task.hidden}^-0.5 x min(step^-0.5, "
-              f"step x {warmup}^-1.5): peak {float(learning_rate(warmup, task.hidden, warmup, scale)):.3e} at step "
-              f"{warmup} ({train_cfg['lr_scaling']} scaling over {size} ranks)", flush=True)
-        if resumed:
-            print(f"{tag} resumed from {resumed}: epoch {int(epoch_done.numpy())}, step {int(optimizer.iterations.numpy())}, "
-                  f"best score {float(best_score.numpy()):.4f} (epoch {int(best_epoch.numpy())})", flush=True)
+        announce(hvd, task, config, out, optimizer, counters, resumed)
 
-    compression = hvd.Compression.fp16 if hardware["gradient_compression"] == "fp16" else hvd.Compression.none
-    nan_from = faults["nan_loss_from_step"]
-
-    def make_step(epoch_for_loss: int):
-        def step(batch):
-            with tf.GradientTape() as tape:
-                loss, parts = task.loss(batch, epoch_for_loss)
-                if nan_from is not None and rank == int(faults["nan_loss_rank"]):  # fault injection (drills, tests)
-                    loss += tf.where(optimizer.iterations + 1 >= int(nan_from), float("nan"), 0.0)
-                scaled = loss * loss_scale
-            tape = hvd.DistributedGradientTape(tape, compression=compression,
-                                               sparse_as_dense=bool(hardware["sparse_as_dense"]))
-            gradients = [_unscale(g, loss_scale) for g in tape.gradient(scaled, task.variables)]
-            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(_values(g))) for g in gradients])
-            finite &= tf.reduce_all(tf.math.is_finite(loss))
-            # every rank must take the same decision: one allreduce of "bad here"
-            bad = hvd.allreduce(tf.cast(tf.logical_not(finite), tf.float32), op=hvd.Sum, name="bad_step") > 0
-            lr = learning_rate(optimizer.iterations + 1, task.hidden, warmup, scale)
-
-            def apply():
-                optimizer.apply(gradients, task.variables, lr)
-                if mixed:  # dynamic loss scaling: grow after 2000 good steps in a row
-                    good_steps.assign_add(1)
-                    if_grow = good_steps >= 2000
-                    loss_scale.assign(tf.where(if_grow, loss_scale * 2.0, loss_scale))
-                    good_steps.assign(tf.where(if_grow, tf.constant(0, tf.int64), good_steps))
-                return tf.constant(False)
-
-            def skip():
-                if mixed:  # an overflow at this scale: halve it (floor 1) and try again
-                    loss_scale.assign(tf.maximum(loss_scale / 2.0, 1.0))
-                    good_steps.assign(0)
-                return tf.constant(True)
-
-            skipped = tf.cond(bad, skip, apply)
-            return loss, parts, lr, skipped
-        return step
-
-    signature = [task.batches(1).element_spec]
     traced: dict = {}
-    epochs, every, patience = int(train_cfg["epochs"]), int(val_cfg["every_epochs"]), int(val_cfg["patience_epochs"])
+    epochs = int(train_cfg["epochs"])
     max_bad, bad_in_a_row, skipped_steps = int(train_cfg["max_bad_steps"]), 0, 0
     for epoch in range(int(epoch_done.numpy()) + 1, epochs + 1):
         key = task.loss_variants(epoch)
         if key not in traced:
-            traced[key] = tf.function(make_step(epoch), input_signature=signature, jit_compile=bool(hardware["xla"]) or None)
+            traced[key] = trace_step(hvd, task, config, optimizer, counters, scale, epoch)
         sums, seen, started = {}, 0, time.perf_counter()
         progress = tqdm(total=task.steps, desc=f"epoch {epoch}/{epochs}", disable=rank != 0, unit="step", leave=False)
         diverged = False
@@ -221,50 +204,153 @@ def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path)
         metrics = average(hvd, {k: v / max(1, task.steps - skipped_steps) for k, v in sums.items()})
         skipped_steps = 0
         throughput = seen * size / seconds
-        epoch_done.assign(epoch)
-        line = f"{tag} epoch {epoch}: loss {metrics['loss']:.5f}, lr {float(lr):.3e}, {throughput:.0f} playlists/s"
-
-        stop = False
-        if epoch % every == 0 or epoch == epochs:
-            scores, results = task.validate()
-            line += f"; validation {task.describe(scores)}"
-            if scores["score"] > float(best_score.numpy()):
-                best_score.assign(scores["score"])
-                best_epoch.assign(epoch)
-                if rank == 0:
-                    managers[1].save(checkpoint_number=epoch)
-                    if results is not None:
-                        write_json(results, out / "validation_results.json")  # the best epoch's, official format
-                    write_export(out / "export", weights_by_path(task.model), task.export(epoch, scores))
-                    line += " (best)"
-            stop = epoch - int(best_epoch.numpy()) >= patience
-            if rank == 0:
-                with writer.as_default(step=epoch):
-                    for name, value in scores.items():
-                        if isinstance(value, (int, float)):
-                            tf.summary.scalar(f"validation/{name}", value)
-        if rank == 0:
-            managers[0].save(checkpoint_number=epoch)
-            with writer.as_default(step=epoch):
-                for name, value in metrics.items():
-                    tf.summary.scalar(f"loss/{name}", value)
-                tf.summary.scalar("learning_rate", float(lr))
-                tf.summary.scalar("playlists_per_second", throughput)
-            writer.flush()
-            print(line, flush=True)
-        if stop:
-            if rank == 0:
-                print(f"{tag} early stop: no improvement for {patience} epochs (best {float(best_score.numpy()):.4f} "
-                      f"at epoch {int(best_epoch.numpy())})", flush=True)
+        if finish_epoch(hvd, task, config, out, counters, writer, managers, epoch, metrics, lr, throughput):
             break
+    return finish(hvd, task, counters, out)
+
+
+def rank0_outputs(checkpoint, config: dict, out: Path):
+    """Rank 0's TensorBoard writer and checkpoint managers (the last K, and the best by validation score)."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(out / "tensorboard"))
+    managers = (tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), int(config["checkpoint"]["keep_last"])),
+                tf.train.CheckpointManager(checkpoint, str(out / "best"), 1))
+    return writer, managers
+
+
+def announce(hvd, task: Task, config: dict, out: Path, optimizer, counters: Counters, resumed) -> None:
+    """Rank 0: the run's config.json and the opening lines (Horovod, switches, schedule, what was resumed)."""
+    from data.melon import write_json
+
+    train_cfg, hardware = config["train"], config["hardware"]
+    tag, size, warmup = f"[{task.name}]", hvd.size(), int(train_cfg["warmup_steps"])
+    scale = lr_scale(train_cfg["lr_scaling"], size)
+    write_json(config, out / "config.json")
+    print(f"{tag} {describe_horovod(hvd)}; mixed precision {'on' if hardware['mixed_precision'] else 'off'}, XLA "
+          f"{'on' if hardware['xla'] else 'off'}, gradient compression {hardware['gradient_compression']}, "
+          f"embedding gradients {'dense allreduce' if hardware['sparse_as_dense'] else 'sparse allgather'}", flush=True)
+    print(f"{tag} global batch {task.batch_size * size} ({task.batch_size} x {size} ranks), {task.steps} steps per "
+          f"epoch; learning rate {scale:g} x {task.hidden}^-0.5 x min(step^-0.5, "
+          f"step x {warmup}^-1.5): peak {float(learning_rate(warmup, task.hidden, warmup, scale)):.3e} at step "
+          f"{warmup} ({train_cfg['lr_scaling']} scaling over {size} ranks)", flush=True)
+    if resumed:
+        print(f"{tag} resumed from {resumed}: epoch {int(counters.epoch_done.numpy())}, step "
+              f"{int(optimizer.iterations.numpy())}, best score {float(counters.best_score.numpy()):.4f} (epoch "
+              f"{int(counters.best_epoch.numpy())})", flush=True)
+
+
+def trace_step(hvd, task: Task, config: dict, optimizer, counters: Counters, scale: float, epoch_for_loss: int):
+    """The training step as a tf.function: (batch) -> (loss, parts, learning rate, skipped on every rank)."""
+    import tensorflow as tf
+
+    hardware, faults = config["hardware"], config["faults"]
+    mixed = bool(hardware["mixed_precision"])
+    loss_scale, good_steps = counters.loss_scale, counters.good_steps
+    warmup = int(config["train"]["warmup_steps"])
+    compression = hvd.Compression.fp16 if hardware["gradient_compression"] == "fp16" else hvd.Compression.none
+    nan_from = faults["nan_loss_from_step"]
+    rank = hvd.rank()
+
+    def step(batch):
+        with tf.GradientTape() as tape:
+            loss, parts = task.loss(batch, epoch_for_loss)
+            if nan_from is not None and rank == int(faults["nan_loss_rank"]):  # fault injection (drills, tests)
+                loss += tf.where(optimizer.iterations + 1 >= int(nan_from), float("nan"), 0.0)
+            scaled = loss * loss_scale
+        tape = hvd.DistributedGradientTape(tape, compression=compression,
+                                           sparse_as_dense=bool(hardware["sparse_as_dense"]))
+        gradients = [_unscale(g, loss_scale) for g in tape.gradient(scaled, task.variables)]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(_values(g))) for g in gradients])
+        finite &= tf.reduce_all(tf.math.is_finite(loss))
+        # every rank must take the same decision: one allreduce of "bad here"
+        bad = hvd.allreduce(tf.cast(tf.logical_not(finite), tf.float32), op=hvd.Sum, name="bad_step") > 0
+        lr = learning_rate(optimizer.iterations + 1, task.hidden, warmup, scale)
+
+        def apply():
+            optimizer.apply(gradients, task.variables, lr)
+            if mixed:  # dynamic loss scaling: grow after 2000 good steps in a row
+                good_steps.assign_add(1)
+                if_grow = good_steps >= 2000
+                loss_scale.assign(tf.where(if_grow, loss_scale * 2.0, loss_scale))
+                good_steps.assign(tf.where(if_grow, tf.constant(0, tf.int64), good_steps))
+            return tf.constant(False)
+
+        def skip():
+            if mixed:  # an overflow at this scale: halve it (floor 1) and try again
+                loss_scale.assign(tf.maximum(loss_scale / 2.0, 1.0))
+                good_steps.assign(0)
+            return tf.constant(True)
+
+        skipped = tf.cond(bad, skip, apply)
+        return loss, parts, lr, skipped
+
+    return tf.function(step, input_signature=[task.batches(1).element_spec], jit_compile=bool(hardware["xla"]) or None)
+
+
+def finish_epoch(hvd, task: Task, config: dict, out: Path, counters: Counters, writer, managers, epoch: int,
+                 metrics: dict, lr, throughput: float) -> bool:
+    """The end of an epoch on every rank: validation when due (collective), the best export and checkpoints,
+    TensorBoard and the epoch line on rank 0. Returns whether training stops early (the same on every rank)."""
+    import tensorflow as tf
+
+    from data.melon import write_json
+    from models.weights import weights_by_path
+
+    rank, tag = hvd.rank(), f"[{task.name}]"
+    epoch_done, best_score, best_epoch = counters.epoch_done, counters.best_score, counters.best_epoch
+    epochs, val_cfg = int(config["train"]["epochs"]), config["validation"]
+    every, patience = int(val_cfg["every_epochs"]), int(val_cfg["patience_epochs"])
+    epoch_done.assign(epoch)
+    line = f"{tag} epoch {epoch}: loss {metrics['loss']:.5f}, lr {float(lr):.3e}, {throughput:.0f} playlists/s"
+
+    stop = False
+    if epoch % every == 0 or epoch == epochs:
+        scores, results = task.validate()
+        line += f"; validation {task.describe(scores)}"
+        if scores["score"] > float(best_score.numpy()):
+            best_score.assign(scores["score"])
+            best_epoch.assign(epoch)
+            if rank == 0:
+                managers[1].save(checkpoint_number=epoch)
+                if results is not None:
+                    write_json(results, out / "validation_results.json")  # the best epoch's, official format
+                write_export(out / "export", weights_by_path(task.model), task.export(epoch, scores))
+                line += " (best)"
+        stop = epoch - int(best_epoch.numpy()) >= patience
+        if rank == 0:
+            with writer.as_default(step=epoch):
+                for name, value in scores.items():
+                    if isinstance(value, (int, float)):
+                        tf.summary.scalar(f"validation/{name}", value)
+    if rank == 0:
+        managers[0].save(checkpoint_number=epoch)
+        with writer.as_default(step=epoch):
+            for name, value in metrics.items():
+                tf.summary.scalar(f"loss/{name}", value)
+            tf.summary.scalar("learning_rate", float(lr))
+            tf.summary.scalar("playlists_per_second", throughput)
+        writer.flush()
+        print(line, flush=True)
+    if stop and rank == 0:
+        print(f"{tag} early stop: no improvement for {patience} epochs (best {float(best_score.numpy()):.4f} "
+              f"at epoch {int(best_epoch.numpy())})", flush=True)
+    return stop
+
+
+def finish(hvd, task: Task, counters: Counters, out: Path) -> int:
+    """Every rank's weight checksum compared (a collective call); the closing lines on rank 0."""
+    import tensorflow as tf
+
+    tag = f"[{task.name}]"
     # Data parallelism keeps every rank's weights identical; check it rather than assume it.
     checksums = hvd.allgather_object(float(sum(tf.reduce_sum(tf.abs(v)) for v in task.variables)), name="checksums")
-    if rank == 0:
+    if hvd.rank() == 0:
         print(f"{tag} weight checksums by rank: {checksums}", flush=True)
-        print(f"{tag} done: best validation score {float(best_score.numpy()):.4f} at epoch {int(best_epoch.numpy())}; "
-              f"export in {out / 'export'}", flush=True)
+        print(f"{tag} done: best validation score {float(counters.best_score.numpy()):.4f} at epoch "
+              f"{int(counters.best_epoch.numpy())}; export in {out / 'export'}", flush=True)
     if len(set(checksums)) != 1:
-        fail("ranks finished with different weights", rank)
+        fail("ranks finished with different weights", hvd.rank())
         return 1
     return 0
 

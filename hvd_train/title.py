@@ -25,8 +25,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvd_train.common import (ConfigError, Validator, check_trainer_config, compute_dtype, fail, read_export,
-                              steps_per_epoch)
+from hvd_train import elastic
+from hvd_train.common import (ConfigError, Validator, check_trainer_config, compute_dtype, fail, per_rank_batch,
+                              read_export, steps_per_epoch)
 from hvd_train.loop import Task, run, start
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "title.yaml"
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     started = start(args.config, args.set, args.work, check_config)
     if isinstance(started, int):
         return started
-    hvd, config, manifest, batch_size = started
+    hvd, config, manifest, _ = started  # the per-rank batch: shard() below
     import tensorflow as tf
 
     from data.pipeline import eval_dataset, training_dataset
@@ -91,19 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     model = TitleBERT(tokenizer.size, sizes["songs"], sizes["tags"], tokenizer.songs_cls_id, tokenizer.tags_cls_id,
                       tokenizer.sep_id, tokenizer.pad_id, **model_cfg, compute_dtype=compute_dtype(config))
     if args.stage == "finetune" and args.init:
-        problem = load_pretrained(model, args.init) if rank == 0 else None
-        problem = hvd.broadcast_object(problem, root_rank=0, name="init")
+        # Elastic mode: every worker checks for itself (no collective call before hvd.elastic.run).
+        problem = load_pretrained(model, args.init) if rank == 0 or elastic.enabled() else None
+        if not elastic.enabled():
+            problem = hvd.broadcast_object(problem, root_rank=0, name="init")
         if problem:
             return fail(problem, rank)  # the pretrained weights reach every rank with the loop's broadcast
-    steps = steps_per_epoch(manifest, size, batch_size)
     mode = "title_mlm" if args.stage == "pretrain" else "title_finetune"
     loss_cfg = config["loss"]
     rank_from = int(loss_cfg["rank_from_epoch"]) if args.stage == "finetune" and loss_cfg["rank_weight"] else None
-
-    def batches(epoch):
-        return training_dataset(args.work, mode, rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),
-                                shuffle_buffer=int(train_cfg["shuffle_buffer"]),
-                                mask_rate=float(config["pretrain"]["mask_rate"])).repeat().take(steps)
 
     if args.stage == "pretrain":
         smoothing = float(config["pretrain"]["label_smoothing"])
@@ -113,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
             value, accuracy = mlm_loss(model.mlm_logits(batch["title_in"], training=True), batch["title_labels"], smoothing)
             return value, {"mlm": value, "accuracy": accuracy}
 
-        validation_titles = eval_dataset(args.work, int(val_cfg["batch_size"]), rank, size).unbatch().filter(
-            lambda r: tf.reduce_any(r["title"] >= 0)).map(
-            lambda r: {"id": r["id"], "title": tf.boolean_mask(r["title"], r["title"] >= 0)})
+        def make_validate(rank, size):
+            validation_titles = eval_dataset(args.work, int(val_cfg["batch_size"]), rank, size).unbatch().filter(
+                lambda r: tf.reduce_any(r["title"] >= 0)).map(
+                lambda r: {"id": r["id"], "title": tf.boolean_mask(r["title"], r["title"] >= 0)})
+            return lambda: validate(validation_titles)
 
-        def validate():
+        def validate(validation_titles):
             from data.pipeline import PAD, title_masking
 
             masked = validation_titles.map(lambda r: title_masking(
@@ -155,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
 
         title_only = lambda b: (tf.reduce_all(b["songs"] < 0, axis=1) & tf.reduce_all(b["tags"] < 0, axis=1)  # noqa: E731
                                 & tf.reduce_any(b["title"] >= 0, axis=1))
-        validator = Validator(args.work, rank, size, int(val_cfg["batch_size"]),
-                              predict=lambda b: model.recommend_logits(b["title"]), keep=title_only)
 
-        def validate():
-            return validator.gather_and_score(hvd)
+        def make_validate(rank, size):
+            validator = Validator(args.work, rank, size, int(val_cfg["batch_size"]),
+                                  predict=lambda b: model.recommend_logits(b["title"]), keep=title_only)
+            return lambda: validator.gather_and_score(hvd)
 
         describe = lambda s: (f"title-only questions: music {s['music_ndcg']:.4f} tag {s['tag_ndcg']:.4f} "  # noqa: E731
                               f"score {s['score']:.4f} (n={s['n']})")
@@ -175,9 +174,20 @@ def main(argv: list[str] | None = None) -> int:
                 "epoch": epoch, "validation": {k: v for k, v in scores.items() if isinstance(v, float)},
                 "trained_with": config}
 
-    task = Task(name=name, model=model, variables=variables, loss=loss, batches=batches, steps=steps,
-                batch_size=batch_size, hidden=int(model_cfg["hidden"]), validate=validate, export=export,
-                describe=describe,
+    def shard(rank, size):
+        """What depends on this rank's place among `size` ranks (rebuilt when an elastic world changes)."""
+        batch_size = per_rank_batch(train_cfg, size)
+        steps = steps_per_epoch(manifest, size, batch_size)
+
+        def batches(epoch):
+            return training_dataset(args.work, mode, rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),
+                                    shuffle_buffer=int(train_cfg["shuffle_buffer"]),
+                                    mask_rate=float(config["pretrain"]["mask_rate"])).repeat().take(steps)
+
+        return {"batches": batches, "steps": steps, "batch_size": batch_size, "validate": make_validate(rank, size)}
+
+    task = Task(name=name, model=model, variables=variables, loss=loss, **shard(rank, size),
+                hidden=int(model_cfg["hidden"]), export=export, describe=describe, reshard=shard,
                 loss_variants=lambda epoch: bool(rank_from and epoch >= rank_from))
     return run(hvd, task, config, manifest, args.work, args.out)
 
