@@ -147,14 +147,35 @@ def run_peers(run: Path, out: Path, tune: bool, tune_questions: int | None) -> d
     return systems
 
 
+STAGE_DIRS = {"dae": "dae", "title_pretrain": "title-pretrain", "title_finetune": "title"}
+
+
+def training_seconds(run: Path) -> tuple[dict, str]:
+    """Wall seconds of each training stage: quickstart's timings.json, or, for a run folder made without it,
+    the span of the stage folder's file times (the trainer writes workdir.json once it has started and its
+    checkpoints, export and TensorBoard events until it ends). That estimate leaves out the start-up before
+    workdir.json (horovodrun, TensorFlow import: 25-30 s per stage on a tiny run here), and is labelled."""
+    path = run / "timings.json"
+    timings = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if all(k in timings for k in STAGE_DIRS):
+        return {k: float(timings[k]) for k in STAGE_DIRS}, "timings.json"
+    spans = {}
+    for stage, folder in STAGE_DIRS.items():
+        times = [f.stat().st_mtime for f in (run / folder).rglob("*") if f.is_file()]
+        start = run / folder / "workdir.json"
+        spans[stage] = (max(times) - start.stat().st_mtime) if times and start.is_file() else None
+    return spans, "the run folders' file times (no timings.json; start-up not included)"
+
+
 def run_neural(run: Path, out: Path) -> dict:
-    timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
+    stages, source = training_seconds(run)
 
     def total(*keys):
-        return sum(timings[k] for k in keys) if all(k in timings for k in keys) else None
+        return sum(stages[k] for k in keys) if all(stages.get(k) is not None for k in keys) else None
 
     train = {"ensemble": total("dae", "title_pretrain", "title_finetune"), "dae": total("dae"),
              "title": total("title_pretrain", "title_finetune")}
+    timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
     systems = {}
     for name, flags in NEURAL.items():
         rerun = out / f"results/{name}.json"
@@ -166,7 +187,8 @@ def run_neural(run: Path, out: Path) -> dict:
         same = load_results(rerun) == load_results(official)
         if not same:
             log(f"warning: {name}: the rerun's recommendations differ from {official} (scored: {official})")
-        systems[name] = {"kind": "neural", "results": str(official), "train_s": train[name],
+        systems[name] = {"kind": "neural", "results": str(official), "train_s": train[name], "train_s_from": source,
+                         "training_stages_s": stages,
                          "inference_s": usage["wall_s"], "peak_rss_gb": usage["peak_rss_gb"],
                          "rerun_identical": same}
     systems["popular_official"] = {"kind": "baseline", "results": str(run / "results/popular.json"), "train_s": None,
@@ -278,11 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         s["scores"] = evaluate(answers, load_results(s["results"]), questions)
     timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
     notes = ["Peers are tuned on validation questions, as the ensemble's blend weights were: all scores are "
-             "validation scores."]
+             "validation scores.",
+             f"Timings are wall seconds on this {os.cpu_count()}-core machine, shared with other jobs while they ran."]
     if not args.skip_ensemble:
-        notes.append(f"The neural systems also need the preprocessing (mpirun -np 2): "
-                     f"{_fmt(timings.get('preprocess'))} s; their training ran under horovodrun -np 2 "
-                     f"(quickstart's short schedule), on a machine shared with other jobs.")
+        source = systems["ensemble"]["train_s_from"]
+        pre = timings.get("preprocess")
+        notes.append("Neural training: horovodrun -np 2, quickstart's short schedule; seconds from " + source + ". "
+                     + (f"They also need the preprocessing (mpirun -np 2): {pre} s." if pre is not None else
+                        "They also need the preprocessing (mpirun -np 2), not timed in this run folder."))
     summary = {"scale": args.scale, "seed": args.seed, "quickstart_epochs": args.epochs, "run": str(run), "peer_outputs": str(out),
                "questions": len(questions), "train_playlists": train_count, "cpus": os.cpu_count(),
                "quickstart_timings": timings, "systems": systems, "notes": notes,
