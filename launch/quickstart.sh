@@ -11,14 +11,14 @@
 #   --out     run folder (default runs/quickstart-SCALE); finished stages found there are reused
 #   --np      MPI/Horovod ranks for preprocessing and training (default 2)
 #   --dae-epochs, --pretrain-epochs, --finetune-epochs
-#             training epochs (defaults 3, 5, 3: a short schedule for one machine, with short warmups;
+#             training epochs (defaults 2, 3, 3: a short schedule for one machine, with short warmups;
 #             configs/dae.yaml and configs/title.yaml hold the full 300/100-epoch schedules)
 #
 # Every stage prints where its outputs go; $out/timings.json holds the wall seconds of each stage's last
 # run. Trainers resume from their checkpoints when rerun, so a rerun (or a run with more epochs) continues
 # where the last one stopped.
 set -euo pipefail
-scale=small seed=0 data="" out="" np=2 dae_epochs=3 pretrain_epochs=5 finetune_epochs=3
+scale=small seed=0 data="" out="" np=2 dae_epochs=2 pretrain_epochs=3 finetune_epochs=3
 usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case "$1" in
