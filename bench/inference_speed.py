@@ -1,0 +1,109 @@
+"""Ensemble inference wall time and peak memory at full vocabulary size (melon scale by default).
+
+    python -m bench.inference_speed [--scale melon] [--seed 0] [--keep DIR]
+
+Generates (or reuses, in --keep DIR) the synthetic data set, its official split and the work directory
+(``mpirun -np 2 python -m data.preprocess``). Training both models at melon scale takes hours on this
+machine, so the benchmark exports *untrained* default-config models of the work directory's exact sizes
+(the DAE with its full song/tag/artist vocabularies, the title BERT with its full output table), written
+by the trainers' own export code; inference cost does not depend on the weights' values. Then it times
+``python -m inference --dae --title`` on the data set's ``test.json`` (10,740 questions at melon scale),
+in its own process, and reads its peak resident memory (``wait4``). Ratios against the 5-minute /
+8 GB budget. Writes ``bench/results/inference_<scale>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import REPO, save_result
+
+BUDGET_SECONDS, BUDGET_BYTES = 300.0, 8 * 1024**3
+
+
+def run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def untrained_exports(work: Path, out: Path) -> tuple[Path, Path]:
+    """Default-config DAE and title BERT of WORKDIR's sizes, exported as the trainers export them."""
+    import tensorflow as tf
+
+    from data.title import TitleTokenizer
+    from hvd_train.common import load_config, write_export
+    from hvd_train.dae import export_config
+    from models.dae import DAE
+    from models.title import TitleBERT
+    from models.weights import weights_by_path
+
+    manifest = json.loads((work / "manifest.json").read_text())
+    sizes = manifest["sizes"]
+    tf.random.set_seed(0)
+    dae_config = load_config(REPO / "configs/dae.yaml")
+    dae = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **dae_config["model"])
+    write_export(out / "dae/export", weights_by_path(dae),
+                 export_config(dae_config, manifest, 0, {"music_ndcg": 0.0, "tag_ndcg": 0.0, "score": 0.0}))
+    title_config = load_config(REPO / "configs/title.yaml")
+    tok = TitleTokenizer(work / "title.model")
+    title = TitleBERT(tok.size, sizes["songs"], sizes["tags"], tok.songs_cls_id, tok.tags_cls_id, tok.sep_id,
+                      tok.pad_id, **title_config["model"])
+    write_export(out / "title/export", weights_by_path(title), {
+        "model": "title_finetune", "model_config": title_config["model"], "sizes": sizes,
+        "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],
+        "tokenizer_sha256": manifest["files"]["title.model"]["sha256"], "epoch": 0, "trained_with": title_config})
+    return out / "dae", out / "title"
+
+
+def timed_inference(cmd: list[str]) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    err = proc.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    return {"seconds": round(seconds, 1), "peak_rss_gb": round(usage.ru_maxrss * 1024 / 1024**3, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.inference_speed", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", default="melon", choices=("tiny", "small", "melon"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", type=Path, help="reuse/keep the data, split and work directory here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or Path(tmp)
+        data, split, work = root / "data", root / "split", root / "work"
+        if not (data / "synth_info.json").exists():
+            run([sys.executable, "-m", "data.synth", "--scale", args.scale, "--seed", str(args.seed), "--out", str(data), "--force"])
+        if not (split / "answers/val.json").exists():
+            run([sys.executable, "-m", "data.split", str(data / "train.json"), "--out", str(split), "--force"])
+        if not (work / "manifest.json").exists():
+            run(["mpirun", "-np", "2", "--oversubscribe", sys.executable, "-m", "data.preprocess", "--split", str(split),
+                 "--meta", str(data), "--out", str(work), "--force"])
+        dae, title = untrained_exports(work, Path(tmp) / "models")
+        questions = data / "test.json"
+        n = len(json.loads(questions.read_text()))
+        measured = timed_inference([sys.executable, "-m", "inference", "--questions", str(questions), "--work", str(work),
+                                    "--dae", str(dae), "--title", str(title), "--out", str(Path(tmp) / "results.json"),
+                                    "--no-progress"])
+        sizes = json.loads((work / "manifest.json").read_text())["sizes"]
+    result = {"scale": args.scale, "questions": n, "vocabulary": {k: sizes[k] for k in ("songs", "tags", "artists")},
+              **measured, "seconds_over_budget": round(measured["seconds"] / BUDGET_SECONDS, 2),
+              "memory_over_budget": round(measured["peak_rss_gb"] * 1024**3 / BUDGET_BYTES, 2)}
+    print(json.dumps(result, indent=1))
+    save_result(f"inference_{args.scale}", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
