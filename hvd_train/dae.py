@@ -13,7 +13,9 @@ config.json; RUNDIR/validation_results.json holds the best epoch's validation re
 epochs scores top-100 songs / top-10 tags on the work directory's
 validation questions, leaving out given items and songs released after the playlist's update, with
 the official nDCG; training stops early, on all ranks together, when the score has not improved for
-the configured patience. Running the same command again resumes from the latest checkpoint.
+the configured patience. Running the same command again resumes from the latest checkpoint. Started by
+horovodrun in elastic mode (--min-np/--max-np/--host-discovery-script) it keeps training while workers
+leave and join (hvd_train/elastic.py).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
         --init PRETRAIN_RUNDIR --out RUNDIR [--set section.key=value ...]
 
 The Horovod machinery is the DAE trainer's (hvd_train/loop.py): warmup scaled by world size, state
-broadcast from rank 0, rank-0 checkpoints/TensorBoard/export, resume, early stopping.
+broadcast from rank 0, rank-0 checkpoints/TensorBoard/export, resume, early stopping, and elastic training
+under horovodrun's --min-np/--max-np/--host-discovery-script (hvd_train/elastic.py).
 
 * pretrain: masked-piece prediction on the training titles (15% of pieces, 80/10/10), softmax
   cross-entropy with label smoothing 0.1; validated by masked-piece loss and accuracy on the validation

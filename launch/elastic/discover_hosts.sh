@@ -30,6 +30,7 @@ done
 [[ -r $file ]] || die "cannot read hosts file $file"
 
 n=0
+found=()  # printed only once the whole file has been read: bad input prints nothing on stdout
 while IFS= read -r line || [[ -n $line ]]; do
     n=$((n + 1))
     raw=$line
@@ -43,6 +44,6 @@ while IFS= read -r line || [[ -n $line ]]; do
     else
         die "$file: line $n: expected HOST:SLOTS, 'HOST slots=SLOTS' or a number, got '$raw'"
     fi
-    if ((10#$slots > 0)); then printf '%s:%d\n' "$host" "$((10#$slots))"; fi
+    if ((10#$slots > 0)); then found+=("$host:$((10#$slots))"); fi
 done <"$file"
-exit 0
+((${#found[@]} == 0)) || printf '%s\n' "${found[@]}"
