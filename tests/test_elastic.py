@@ -1,6 +1,7 @@
 """Elastic training under real horovodrun (--min-np/--max-np/--host-discovery-script): workers leave and join
 while the DAE and the title BERT train, through launch/elastic/discover_hosts.sh and a hosts file the tests
-edit; and the discovery script itself (shellcheck, --help, its hosts-file format)."""
+edit; a worker killed mid-training costs only the steps since the last commit; and the discovery script
+itself (shellcheck, --help, its hosts-file format)."""
 
 from __future__ import annotations
 
@@ -166,6 +167,47 @@ def test_title_pretraining_takes_in_a_second_worker(workdirs, tmp_path):
     final = checksums(text, "title_pretrain")
     assert len(final) == 2 and len(set(final)) == 1
     assert (out / "export/weights.npz").is_file()
+
+
+def worker_on(host: str, out: Path) -> int:
+    """The pid of the training worker (python .../dae.py ... --out OUT) that horovodrun started for ``host``."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (len(argv) > 1 and argv[1].endswith(b"hvd_train/dae.py") and str(out).encode() in argv
+                and f"HOROVOD_HOSTNAME={host}".encode() in environ):
+            found.append(int(proc.name))
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.slow
+def test_a_dead_worker_costs_only_the_steps_since_the_last_commit(workdirs, tmp_path):
+    """Two "hosts" that are both this machine: the worker of one is killed mid-training. Horovod blacklists its
+    host; the other rolls back to the last commit, re-shards for one worker and finishes, as rank 0."""
+    hosts, out = tmp_path / "hosts", tmp_path / "run"
+    hosts.write_text("localhost:1\n127.0.0.1:1\n", encoding="utf-8")
+    epochs = 6
+    script = [str(REPO / "hvd_train/dae.py"), "--work", str(workdirs[0]), "--out", str(out), *FAST,
+              "--set", f"train.epochs={epochs}"]
+    job = ElasticJob(tmp_path, hosts, 2, script)
+    try:
+        job.wait_for(r"\[dae\] epoch 2: loss")
+        time.sleep(1.0)  # into epoch 3
+        os.kill(worker_on("127.0.0.1", out), signal.SIGKILL)
+        job.wait_for(r"\[dae\] world changed: 2 -> 1 ranks at step \d+ \(epoch \d+, \d+ of 12 steps done, now \d+ of "
+                     r"\d+\); global batch 64 \(64 x 1 ranks\); learning-rate scale 2 -> 1")
+        assert job.finish() == 0, job.tail()
+    finally:
+        job.kill()
+    text = job.text()
+    assert [e for e, _ in epoch_lines(text, "dae")] == list(range(1, epochs + 1))
+    assert len(checksums(text, "dae")) == 1
+    assert list((out / "checkpoints").glob(f"ckpt-{epochs}.index")) and (out / "export/weights.npz").is_file()
 
 
 # --------------------------------------------------------------------------------- the discovery script
