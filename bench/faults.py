@@ -54,7 +54,7 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def rank_pids(out: Path) -> list[int]:
     pids = []
-    for pid in subprocess.run(["pgrep", "-f", f"--out {out}"], capture_output=True, text=True).stdout.split():
+    for pid in subprocess.run(["pgrep", "-f", "--", f"--out {out}"], capture_output=True, text=True).stdout.split():
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
         except OSError:

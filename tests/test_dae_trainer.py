@@ -55,7 +55,9 @@ def test_two_ranks_stay_in_sync_loss_falls_and_lr_follows_the_formula(work, tmp_
     assert len(checksums) == 2 and len(set(checksums)) == 1  # identical weights on both ranks
     epochs = epoch_lines(out)
     assert [e for e, _, _ in epochs] == [1, 2, 3]
-    assert epochs[-1][1] < 0.5 * epochs[0][1]  # the loss falls
+    assert epochs[-1][1] < 0.85 * epochs[0][1]  # the loss falls (softmax item loss: from about log(vocabulary))
+    scores = [float(x) for x in re.findall(r"validation music [0-9.]+ tag [0-9.]+ score ([0-9.]+)", out)]
+    assert len(scores) == 3 and scores[-1] > scores[0]  # and the model learns
     steps = int(re.search(r"(\d+) steps per epoch", out).group(1))
     assert "global batch 128 (64 x 2 ranks)" in out and "linear scaling over 2 ranks" in out
     for epoch, _, lr in epochs:  # scale 2 (linear) x 48^-0.5 x min(s^-0.5, s x 20^-1.5) at the last step

@@ -38,7 +38,7 @@ def train(np_: int, work, out, *extra, gloo: bool = False, check: bool = True) -
 def rank_pids(out) -> list[int]:
     """The training ranks' processes (python hvd_train/dae.py ... --out OUT), not the launchers'."""
     pids = []
-    for pid in subprocess.run(["pgrep", "-f", f"--out {out}"], capture_output=True, text=True).stdout.split():
+    for pid in subprocess.run(["pgrep", "-f", "--", f"--out {out}"], capture_output=True, text=True).stdout.split():
         try:
             argv = open(f"/proc/{pid}/cmdline").read().split("\0")
         except OSError:
