@@ -104,11 +104,12 @@ def _padded(rows: list[list[int]]) -> np.ndarray:
     return out
 
 
-def _probabilities(logits, item_loss: str) -> np.ndarray:
-    """The model's probabilities: a distribution over the items (softmax-trained) or per-item (BCE-trained)."""
+def _probabilities(logits, item_loss: str):
+    """The model's probabilities (a tensor): a distribution over the items (softmax-trained) or per item
+    (BCE-trained)."""
     import tensorflow as tf
 
-    return (tf.nn.softmax(logits) if item_loss == "softmax" else tf.sigmoid(logits)).numpy()
+    return tf.nn.softmax(logits) if item_loss == "softmax" else tf.sigmoid(logits)
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -181,7 +182,7 @@ class Ensemble:
         tags = _padded([r["tags"][: self.max_tags] for r in records])
         artists = _padded([list(dict.fromkeys(a for s in r["songs"][: self.max_songs]
                                               for a in self.index["song_artists"][s])) for r in records])
-        song_logits, tag_logits, _ = self.dae(tf.constant(songs), tf.constant(tags), tf.constant(artists))
+        song_logits, tag_logits = self.dae(tf.constant(songs), tf.constant(tags), tf.constant(artists), heads=2)
         return _probabilities(song_logits, self.dae_output), _probabilities(tag_logits, self.dae_output)
 
     def _title_probabilities(self, records: list[dict]):
@@ -191,25 +192,41 @@ class Ensemble:
         return _probabilities(song_logits, self.title_output), _probabilities(tag_logits, self.title_output)
 
     @staticmethod
-    def _propose(probabilities: np.ndarray, blocked: np.ndarray, k: int, weight: np.ndarray, into: np.ndarray,
-                 proposed: np.ndarray) -> None:
-        """Add ``weight * p`` of each row's top-k unblocked items to ``into`` and mark them ``proposed``."""
-        top = _top(np.where(blocked, -np.inf, probabilities), k)
-        valid = ~np.take_along_axis(blocked, top, axis=1)
-        rows = np.broadcast_to(np.arange(len(top))[:, None], top.shape)[valid]
-        cols = top[valid]
-        into[rows, cols] += np.take_along_axis(probabilities, top, axis=1)[valid] * np.broadcast_to(weight[:, None], top.shape)[valid]
-        proposed[rows, cols] = True
+    def _propose(probabilities, blocked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's top-k unblocked items: (indices, probabilities), index -1 where fewer exist.
+        Masking and top-k run where the probabilities are (the GPU when there is one)."""
+        import tensorflow as tf
+
+        masked = tf.where(tf.constant(blocked), tf.constant(-np.inf, probabilities.dtype), probabilities)
+        top = tf.math.top_k(masked, k=min(k, blocked.shape[1]))
+        values, indices = top.values.numpy(), top.indices.numpy()
+        missing = ~np.isfinite(values)
+        return np.where(missing, -1, indices), np.where(missing, 0.0, values)
 
     @staticmethod
-    def _rank(score: np.ndarray, proposed: np.ndarray, blocked: np.ndarray, n: int) -> np.ndarray:
-        """Per row, the n best proposed items by score, then unblocked items in vocabulary (= popularity)
-        order; -1 where a row has fewer than n unblocked items."""
-        size = score.shape[1]
-        key = np.where(proposed, score, -1.0 - np.arange(size)[None, :] / size)
-        key = np.where(blocked, -np.inf, key)
-        top = _top(key, n)
-        return np.where(np.isfinite(np.take_along_axis(key, top, axis=1)), top, -1)
+    def _rank(candidates: np.ndarray, scores: np.ndarray, blocked: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: candidates (-1 = none; an item proposed twice has its scores summed) best first, then
+        unblocked items in vocabulary (= popularity) order; -1 where a row has fewer than n unblocked items.
+        Returns (indices [rows, n], scores [rows, n]; 0 for the popularity fill)."""
+        order = np.argsort(candidates, axis=1, kind="stable")
+        items, values = np.take_along_axis(candidates, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        twice = (items[:, 1:] == items[:, :-1]) & (items[:, 1:] >= 0)  # each model proposes an item at most once
+        values[:, :-1] += np.where(twice, values[:, 1:], 0.0)
+        items[:, 1:][twice] = -1
+        key = np.where(items >= 0, values, -np.inf)
+        best = _top(key, n)
+        chosen = np.take_along_axis(items, best, axis=1)
+        chosen_scores = np.take_along_axis(key, best, axis=1)
+        chosen[~np.isfinite(chosen_scores)] = -1
+        chosen_scores[chosen < 0] = 0.0
+        for row in np.flatnonzero((chosen < 0).any(axis=1)):  # fill with the most popular unblocked items
+            taken = set(chosen[row][chosen[row] >= 0].tolist())
+            fill = [c for c in np.flatnonzero(~blocked[row])[: n + len(taken)].tolist() if c not in taken]
+            have = len(taken)
+            for c in fill[: n - have]:
+                chosen[row, have] = c
+                have += 1
+        return chosen, chosen_scores
 
     # -------------------------------------------------------------- recommendations
     def recommend(self, questions: list[dict], progress: bool = True, scores: bool = False) -> list[dict]:
@@ -233,31 +250,34 @@ class Ensemble:
             n = np.array([len(q["songs"]) + len(q["tags"]) for q in qs], dtype=np.float64)
             runs_dae = (n > 0) & (self.dae is not None)
             runs_title = np.array([bool(r["title"]) for r in rs]) & (self.title is not None)
-            song_score, song_proposed = np.zeros(blocked_songs.shape), np.zeros(blocked_songs.shape, dtype=bool)
-            tag_score, tag_proposed = np.zeros(blocked_tags.shape), np.zeros(blocked_tags.shape, dtype=bool)
-            for runs, model, song_weight, tag_weight in (
+            song_items = np.full((len(qs), 2 * s.candidate_songs), -1)
+            song_scores = np.zeros(song_items.shape)
+            tag_items = np.full((len(qs), 2 * s.candidate_tags), -1)
+            tag_scores = np.zeros(tag_items.shape)
+            for slot, (runs, model, song_weight, tag_weight) in enumerate((
                     (runs_dae, self._dae_probabilities, n / (w + n), np.ones(len(qs))),
-                    (runs_title, self._title_probabilities, np.where(n > 0, w / (w + n), 1.0), np.full(len(qs), v))):
+                    (runs_title, self._title_probabilities, np.where(n > 0, w / (w + n), 1.0), np.full(len(qs), v)))):
                 rows = np.flatnonzero(runs)
                 if not len(rows):
                     continue
                 p_songs, p_tags = model([rs[i] for i in rows])
-                sub_songs, sub_song_proposed = song_score[rows], song_proposed[rows]
-                self._propose(p_songs, blocked_songs[rows], s.candidate_songs, song_weight[rows], sub_songs, sub_song_proposed)
-                song_score[rows], song_proposed[rows] = sub_songs, sub_song_proposed
-                sub_tags, sub_tag_proposed = tag_score[rows], tag_proposed[rows]
-                self._propose(p_tags, blocked_tags[rows], s.candidate_tags, tag_weight[rows], sub_tags, sub_tag_proposed)
-                tag_score[rows], tag_proposed[rows] = sub_tags, sub_tag_proposed
+                for p, blocked, k, weight, items, item_scores in (
+                        (p_songs, blocked_songs, s.candidate_songs, song_weight, song_items, song_scores),
+                        (p_tags, blocked_tags, s.candidate_tags, tag_weight, tag_items, tag_scores)):
+                    top, values = self._propose(p, blocked[rows], k)
+                    columns = slice(slot * k, slot * k + top.shape[1])
+                    items[rows, columns] = top
+                    item_scores[rows, columns] = values * weight[rows, None]
             used["dae"] += int(runs_dae.sum())
             used["title"] += int(runs_title.sum())
             used["popular only"] += int((~runs_dae & ~runs_title).sum())
-            songs = self._rank(song_score, song_proposed, blocked_songs, SONGS_PER_PLAYLIST)
-            tags = self._rank(tag_score, tag_proposed, blocked_tags, TAGS_PER_PLAYLIST)
+            songs, chosen_song_scores = self._rank(song_items, song_scores, blocked_songs, SONGS_PER_PLAYLIST)
+            tags, chosen_tag_scores = self._rank(tag_items, tag_scores, blocked_tags, TAGS_PER_PLAYLIST)
             for i, q in enumerate(qs):
                 result = {"id": q["id"], "songs": self._song_ids(songs[i], q, days[i]), "tags": self._tags(tags[i], q)}
                 if scores:
-                    result["song_scores"] = song_score[i, songs[i][songs[i] >= 0]].tolist()
-                    result["tag_scores"] = tag_score[i, tags[i][tags[i] >= 0]].tolist()
+                    result["song_scores"] = chosen_song_scores[i][songs[i] >= 0].tolist()
+                    result["tag_scores"] = chosen_tag_scores[i][tags[i] >= 0].tolist()
                 results.append(result)
         log.info("questions: %d; the DAE answered %d, the title model %d, popularity alone %d",
                  len(questions), used["dae"], used["title"], used["popular only"])

@@ -44,15 +44,16 @@ class DAE(tf.Module):
             parts.append(tf.where(ids == PAD, self.pad_id, ids + offset))
         return tf.concat(parts, axis=1)
 
-    def __call__(self, songs, tags, artists, training: bool = False):
-        """Logits (songs [batch, n_songs], tags [batch, n_tags], artists [batch, n_artists])."""
+    def __call__(self, songs, tags, artists, training: bool = False, heads: int = 3):
+        """Logits (songs [batch, n_songs], tags [batch, n_tags], artists [batch, n_artists]); with ``heads=2``
+        only songs and tags (inference does not need the artists head)."""
         ids = self.tokens(songs, tags, artists)
         mask = ids != self.pad_id
         x = tf.gather(self.embedding, ids) * math.sqrt(self.hidden) * tf.cast(mask, tf.float32)[..., None]
         h = self.encoder(tf.cast(x, self.compute_dtype), mask, training, outputs=3)  # only the CLS outputs are read
         h = tf.cast(h, tf.float32)  # the output heads (and the loss) stay in float32
         out = []
-        for position, (offset, size, bias) in enumerate(zip(self.offsets, self.sizes, self.biases)):
+        for position, (offset, size, bias) in enumerate(zip(self.offsets[:heads], self.sizes, self.biases)):
             table = self.embedding[offset:offset + size]
             out.append(tf.matmul(h[:, position], table, transpose_b=True) + bias)
         return tuple(out)
