@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bench.faults import rank_pids
 from conftest import REPO
 from hvd_train.common import read_export
 
@@ -33,20 +34,6 @@ def train(np_: int, work, out, *extra, gloo: bool = False, check: bool = True) -
     if check and proc.returncode != 0:
         raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
-
-
-def rank_pids(out) -> list[int]:
-    """The training ranks' processes (python hvd_train/dae.py ... --out OUT), not the launchers'."""
-    pids = []
-    for pid in subprocess.run(["pgrep", "-f", "--", f"--out {out}"], capture_output=True, text=True).stdout.split():
-        try:
-            argv = open(f"/proc/{pid}/cmdline").read().split("\0")
-        except OSError:
-            continue
-        if len(argv) > 1 and argv[1].endswith("hvd_train/dae.py"):
-            pids.append(int(pid))
-    assert len(pids) == 2, pids
-    return pids
 
 
 @pytest.mark.slow
@@ -80,7 +67,9 @@ def test_a_killed_rank_ends_the_job_quickly_and_the_rerun_resumes(workdirs, tmp_
             assert job.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
             time.sleep(0.5)
         time.sleep(1.0)  # mid-epoch
-        victim = rank_pids(out)[-1]
+        ranks = rank_pids(out)
+        assert len(ranks) == 2, ranks
+        victim = ranks[-1]
         killed_at = time.time()
         os.kill(victim, signal.SIGKILL)
         job.wait(timeout=60)
