@@ -173,6 +173,8 @@ def test_tiny_benchmark_scores_every_system_by_question_type(tiny_benchmark):
         assert sum(row["n"] for row in scores["by_type"].values()) == scores["n"] == 400
         if s["kind"] != "baseline":
             assert s["inference_s"] > 0 and s["peak_rss_gb"] > 0
+        if s["kind"] == "neural":
+            assert s["train_s"] > 0 and 0 <= s["rerun_differing_questions"] <= 400
     peers = summary["systems"]
     assert peers["item_cf"]["scores"]["score"] > 2 * peers["popular"]["scores"]["score"]
     assert peers["als"]["scores"]["score"] > 2 * peers["popular"]["scores"]["score"]
