@@ -260,7 +260,7 @@ def chart(summary: dict, path: Path) -> None:
                       for k in kinds])
     ax.set_ylabel("score (0.85 song nDCG@100 + 0.15 tag nDCG@10)")
     ax.set_title(f"Melon playlist continuation, synthetic {summary['scale']} scale, "
-                 f"{summary['questions']} validation questions")
+                 f"{summary['questions']} validation questions (hatched: peers and baselines)")
     ax.legend(ncol=4, fontsize=8, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
