@@ -97,6 +97,16 @@ def load_title(rundir: Path, manifest: dict, workdir: Path, tokenizer):
     return model, config
 
 
+def blend_weights(n: np.ndarray, w: float, v: float) -> tuple:
+    """Per question with n given songs + tags: the weights of (DAE songs, title songs, DAE tags, title tags).
+
+    Songs: ``n/(w+n)`` for the DAE and ``w/(w+n)`` for the title model (1 when nothing is given: the title
+    model alone); tags: 1 for the DAE and ``v`` for the title model.
+    """
+    n = np.asarray(n, dtype=np.float64)
+    return n / (w + n), np.where(n > 0, w / (w + n), 1.0), np.ones_like(n), np.full_like(n, v)
+
+
 def _padded(rows: list[list[int]]) -> np.ndarray:
     out = np.full((len(rows), max(1, max((len(r) for r in rows), default=0))), -1, dtype=np.int32)
     for i, r in enumerate(rows):
@@ -219,6 +229,10 @@ class Ensemble:
         chosen_scores = np.take_along_axis(key, best, axis=1)
         chosen[~np.isfinite(chosen_scores)] = -1
         chosen_scores[chosen < 0] = 0.0
+        if chosen.shape[1] < n:  # fewer candidate slots than wanted (a small candidate setting)
+            short = n - chosen.shape[1]
+            chosen = np.pad(chosen, ((0, 0), (0, short)), constant_values=-1)
+            chosen_scores = np.pad(chosen_scores, ((0, 0), (0, short)))
         for row in np.flatnonzero((chosen < 0).any(axis=1)):  # fill with the most popular unblocked items
             taken = set(chosen[row][chosen[row] >= 0].tolist())
             fill = [c for c in np.flatnonzero(~blocked[row])[: n + len(taken)].tolist() if c not in taken]
@@ -254,9 +268,10 @@ class Ensemble:
             song_scores = np.zeros(song_items.shape)
             tag_items = np.full((len(qs), 2 * s.candidate_tags), -1)
             tag_scores = np.zeros(tag_items.shape)
+            dae_songs, title_songs, dae_tags, title_tags = blend_weights(n, w, v)
             for slot, (runs, model, song_weight, tag_weight) in enumerate((
-                    (runs_dae, self._dae_probabilities, n / (w + n), np.ones(len(qs))),
-                    (runs_title, self._title_probabilities, np.where(n > 0, w / (w + n), 1.0), np.full(len(qs), v)))):
+                    (runs_dae, self._dae_probabilities, dae_songs, dae_tags),
+                    (runs_title, self._title_probabilities, title_songs, title_tags))):
                 rows = np.flatnonzero(runs)
                 if not len(rows):
                     continue

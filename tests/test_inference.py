@@ -139,3 +139,19 @@ def test_one_playlist_from_the_command_line(runs, tiny_data):
     assert lines[0].startswith("playlist: title '새벽 감성 발라드', 1 songs, tags ['힐링']")
     assert sum(1 for line in lines if line.strip()[:1].isdigit()) == 5 + 10  # 5 songs shown, then 10 tags
     assert f"({song})" not in proc.stdout  # the given song is never recommended
+
+
+@pytest.mark.slow
+def test_a_question_with_nothing_usable_gets_date_filtered_popularity(runs, tmp_path):
+    work, dae, title = runs
+    question = {"id": 7, "plylst_title": "🎵", "songs": [], "tags": [], "like_cnt": 0,
+                "updt_date": "2019-01-01 00:00:00.000"}  # the emoji-only title normalises to nothing
+    q_file = tmp_path / "q.json"
+    q_file.write_text(json.dumps([question], ensure_ascii=False), encoding="utf-8")
+    infer(work, dae, title, q_file, tmp_path / "r.json")
+    result = load(tmp_path / "r.json")[0]
+    vocab = load(work / "vocab.json")
+    with np.load(work / "release_dates.npz") as f:
+        release = f["release_dates"]
+    assert result["songs"] == [s for s, _ in vocab["songs"] if release[s] <= 20190101][:100]
+    assert result["tags"] == [t for t, _ in vocab["tags"]][:10]
