@@ -252,15 +252,34 @@ def trace_step(hvd, task: Task, config: dict, optimizer, counters: Counters, sca
     nan_from = faults["nan_loss_from_step"]
     rank = hvd.rank()
 
-    def step(batch):
+    sparse_as_dense = bool(hardware["sparse_as_dense"])
+
+    def forward(batch):
         with tf.GradientTape() as tape:
             loss, parts = task.loss(batch, epoch_for_loss)
             if nan_from is not None and rank == int(faults["nan_loss_rank"]):  # fault injection (drills, tests)
                 loss += tf.where(optimizer.iterations + 1 >= int(nan_from), float("nan"), 0.0)
             scaled = loss * loss_scale
-        tape = hvd.DistributedGradientTape(tape, compression=compression,
-                                           sparse_as_dense=bool(hardware["sparse_as_dense"]))
-        gradients = [_unscale(g, loss_scale) for g in tape.gradient(scaled, task.variables)]
+        return loss, parts, scaled, tape
+
+    # XLA compiles this rank's forward and backward pass; Horovod's collectives stay outside the cluster
+    # (they are not XLA ops), so under XLA the gradients are allreduced one by one after it.
+    def local_gradients(batch):
+        loss, parts, scaled, tape = forward(batch)
+        return loss, parts, tape.gradient(scaled, task.variables)
+
+    compiled = tf.function(local_gradients, jit_compile=True) if hardware["xla"] else None
+
+    def step(batch):
+        if compiled is not None:
+            loss, parts, local = compiled(batch)
+            reduced = [hvd.allreduce(tf.convert_to_tensor(g) if sparse_as_dense else g, op=hvd.Average,
+                                     compression=compression) for g in local]
+        else:
+            loss, parts, scaled, tape = forward(batch)
+            tape = hvd.DistributedGradientTape(tape, compression=compression, sparse_as_dense=sparse_as_dense)
+            reduced = tape.gradient(scaled, task.variables)
+        gradients = [_unscale(g, loss_scale) for g in reduced]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(_values(g))) for g in gradients])
         finite &= tf.reduce_all(tf.math.is_finite(loss))
         # every rank must take the same decision: one allreduce of "bad here"
@@ -285,7 +304,7 @@ def trace_step(hvd, task: Task, config: dict, optimizer, counters: Counters, sca
         skipped = tf.cond(bad, skip, apply)
         return loss, parts, lr, skipped
 
-    return tf.function(step, input_signature=[task.batches(1).element_spec], jit_compile=bool(hardware["xla"]) or None)
+    return tf.function(step, input_signature=[task.batches(1).element_spec])
 
 
 def finish_epoch(hvd, task: Task, config: dict, out: Path, counters: Counters, writer, managers, epoch: int,
