@@ -251,7 +251,13 @@ def top_unseen(scores: np.ndarray, seen: np.ndarray, blocked: np.ndarray | None,
     scores[rows[keep], cols[keep]] = -np.inf
     if blocked is not None:
         scores[blocked] = -np.inf
-    part = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]
+    return top_rows(scores, k)
+
+
+def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the indices of the k largest scores (all of them when a row has fewer), best first."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
 

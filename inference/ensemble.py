@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from evaluate.ndcg import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST
+from hvd_train.common import top_rows
 
 log = logging.getLogger("inference")
 
@@ -122,14 +123,6 @@ def _probabilities(logits, item_loss: str):
     return tf.nn.softmax(logits) if item_loss == "softmax" else tf.sigmoid(logits)
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Per row, the indices of the k largest finite scores, best first (fewer where fewer are finite)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
-
-
 class Ensemble:
     """Everything inference needs from a work directory and the two run directories, loaded once."""
 
@@ -224,7 +217,7 @@ class Ensemble:
         values[:, :-1] += np.where(twice, values[:, 1:], 0.0)
         items[:, 1:][twice] = -1
         key = np.where(items >= 0, values, -np.inf)
-        best = _top(key, n)
+        best = top_rows(key, n)
         chosen = np.take_along_axis(items, best, axis=1)
         chosen_scores = np.take_along_axis(key, best, axis=1)
         chosen[~np.isfinite(chosen_scores)] = -1
