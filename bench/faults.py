@@ -64,6 +64,14 @@ def rank_pids(out: Path) -> list[int]:
     return sorted(pids)
 
 
+def kill_and_time(job: subprocess.Popen, pid: int, timeout: float) -> float:
+    """SIGKILL one rank; the seconds until the launcher ``job`` exits (TimeoutExpired past ``timeout``)."""
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+    job.wait(timeout=timeout)
+    return time.time() - killed_at
+
+
 def killed_run(cmd: list[str], out: Path, when: str) -> dict:
     """Start the run, SIGKILL a rank (``when`` = "mid-epoch" or "checkpointing"), time the job's exit."""
     job = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -85,16 +93,13 @@ def killed_run(cmd: list[str], out: Path, when: str) -> dict:
         else:  # wait for the next checkpoint write and kill rank 0 in the middle of it
             caught, deadline = False, time.time() + 900
             while time.time() < deadline and job.poll() is None:
-                if any(p.name.endswith("_temp") or "_temp" in p.name for p in checkpoints.iterdir()):
+                if any("_temp" in p.name for p in checkpoints.iterdir()):
                     caught = True
                     break
                 time.sleep(0.005)
             victim = rank_pids(out)[0]
         steps_done = [int(m) for m in re.findall(r"\| *(\d+)/\d+ \[", "".join(output))]
-        killed_at = time.time()
-        os.kill(victim, signal.SIGKILL)
-        job.wait(timeout=300)
-        exit_seconds = time.time() - killed_at
+        exit_seconds = kill_and_time(job, victim, 300)
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bench.faults import rank_pids
+from bench.faults import kill_and_time, rank_pids
 from conftest import REPO
 from hvd_train.common import read_export
 
@@ -69,11 +69,7 @@ def test_a_killed_rank_ends_the_job_quickly_and_the_rerun_resumes(workdirs, tmp_
         time.sleep(1.0)  # mid-epoch
         ranks = rank_pids(out)
         assert len(ranks) == 2, ranks
-        victim = ranks[-1]
-        killed_at = time.time()
-        os.kill(victim, signal.SIGKILL)
-        job.wait(timeout=60)
-        exited_after = time.time() - killed_at
+        exited_after = kill_and_time(job, ranks[-1], 60)
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
