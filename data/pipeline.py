@@ -90,7 +90,9 @@ def title_masking(record: dict, seed, mask_id: int, first_piece_id: int, n_piece
     r = tf.random.stateless_uniform([n], seeds[1])
     random_piece = tf.random.stateless_uniform([n], seeds[2], minval=first_piece_id, maxval=n_pieces, dtype=tf.int32)
     masked = tf.where(chosen & (r < 0.8), mask_id, tf.where(chosen & (r < 0.9), random_piece, title))
-    return {"id": record["id"], "title_in": masked, "title_labels": tf.where(chosen, title, PAD)}
+    return {"id": record["id"], "title_in": masked, "title_labels": tf.where(chosen, title, PAD),
+            "title_positions": tf.cast(tf.where(chosen)[:, 0], tf.int32)}  # where to predict: the model computes
+    # the tied 6,000-piece softmax only there (as BERT's max_predictions_per_seq), not at every position
 
 
 def _song_artists(workdir: Path) -> tf.RaggedTensor:

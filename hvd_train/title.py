@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from data.pipeline import eval_dataset, training_dataset
     from data.title import TitleTokenizer
     from models.dae import ITEM_LOSSES, multi_hot, ranking_bce
-    from models.title import TitleBERT, mlm_loss
+    from models.title import TitleBERT, labels_at, mlm_loss
 
     rank, size = hvd.rank(), hvd.size()
     train_cfg, model_cfg, val_cfg = config["train"], config["model"], config["validation"]
@@ -107,8 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         smoothing = float(config["pretrain"]["label_smoothing"])
         variables = [v for v in model.trainable_variables if not v.name.startswith("output")]  # fine-tuning head only
 
+        def predicted_pieces(batch, training=False):
+            """(logits, labels) at the chosen pieces only."""
+            positions = batch["title_positions"]
+            return (model.mlm_logits(batch["title_in"], training, positions=positions),
+                    labels_at(batch["title_labels"], positions, model.max_length - 3))
+
         def loss(batch, epoch):
-            value, accuracy = mlm_loss(model.mlm_logits(batch["title_in"], training=True), batch["title_labels"], smoothing)
+            value, accuracy = mlm_loss(*predicted_pieces(batch, training=True), smoothing)
             return value, {"mlm": value, "accuracy": accuracy}
 
         def make_validate(rank, size):
@@ -123,12 +129,13 @@ def main(argv: list[str] | None = None) -> int:
             masked = validation_titles.map(lambda r: title_masking(
                 r, tf.stack([tf.constant(12345, tf.int64), r["id"]]), tokenizer.mask_id, tokenizer.first_piece_id,
                 tokenizer.size, float(config["pretrain"]["mask_rate"]))).padded_batch(
-                int(val_cfg["batch_size"]), padding_values={"id": tf.constant(PAD, tf.int64), "title_in": PAD, "title_labels": PAD})
+                int(val_cfg["batch_size"]), padding_values={"id": tf.constant(PAD, tf.int64), "title_in": PAD, "title_labels": PAD,
+                                                            "title_positions": PAD})
             total = {"loss": 0.0, "correct": 0.0, "chosen": 0.0}
             for batch in masked:
-                logits = model.mlm_logits(batch["title_in"])
-                value, accuracy = mlm_loss(logits, batch["title_labels"], smoothing)
-                chosen = float(tf.reduce_sum(tf.cast(batch["title_labels"] >= 0, tf.float32)))
+                logits, labels = predicted_pieces(batch)
+                value, accuracy = mlm_loss(logits, labels, smoothing)
+                chosen = float(tf.reduce_sum(tf.cast(labels >= 0, tf.float32)))
                 total["loss"] += float(value) * chosen
                 total["correct"] += float(accuracy) * chosen
                 total["chosen"] += chosen
@@ -178,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     def shard(rank, size):
         """What depends on this rank's place among `size` ranks (rebuilt when an elastic world changes)."""
         batch_size = per_rank_batch(train_cfg, size)
-        steps = steps_per_epoch(manifest, size, batch_size)
+        steps = steps_per_epoch(manifest, size, batch_size, train_cfg.get("steps_per_epoch"))
 
         def batches(epoch):
             return training_dataset(args.work, mode, rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),

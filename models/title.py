@@ -4,7 +4,8 @@ Input ``[songs CLS, tags CLS] + pieces + [SEP]``, padded: piece embeddings (the 
 specials included) scaled by sqrt(hidden) plus learned position embeddings, no segment embeddings;
 the pre-norm encoder of models/layers.py with ReLU FFNs (the reference found ReLU better here).
 
-* Pretraining (``mlm_logits``): masked-piece prediction at every position, tied to the piece embeddings.
+* Pretraining (``mlm_logits``): masked-piece prediction, tied to the piece embeddings, at the chosen
+  positions only when they are given (the piece softmax is most of the cost at every position).
 * Fine-tuning (``recommend_logits``): the songs-CLS output scores every vocabulary song and the tags-CLS
   output every tag, through a separate (songs + tags) x hidden output table with biases. Only the two
   CLS positions are computed in the last block.
@@ -56,11 +57,15 @@ class TitleBERT(tf.Module):
         x *= tf.cast(mask, tf.float32)[..., None]
         return tf.cast(self.encoder(tf.cast(x, self.compute_dtype), mask, training, outputs=outputs), tf.float32)
 
-    def mlm_logits(self, pieces, training: bool = False):
-        """[batch, length, n_pieces] logits for each input piece position (CLS and SEP positions dropped)."""
+    def mlm_logits(self, pieces, training: bool = False, positions=None):
+        """[batch, length, n_pieces] logits for each input piece position (CLS and SEP positions dropped), or
+        [batch, predictions, n_pieces] at ``positions`` ([batch, predictions] piece indices padded with -1)."""
         h = self.encode(pieces, training)
         length = tf.minimum(tf.shape(pieces)[1], self.max_length - 3)
-        return tf.tensordot(h[:, 2: 2 + length], self.pieces, [[2], [1]]) + self.piece_bias
+        h = h[:, 2: 2 + length]
+        if positions is not None:
+            h = tf.gather(h, tf.clip_by_value(positions, 0, length - 1), batch_dims=1)
+        return tf.tensordot(h, self.pieces, [[2], [1]]) + self.piece_bias
 
     def recommend_logits(self, pieces, training: bool = False):
         """(songs [batch, n_songs], tags [batch, n_tags]) logits from the two CLS outputs."""
@@ -68,6 +73,14 @@ class TitleBERT(tf.Module):
         songs = tf.matmul(h[:, 0], self.output_table[: self.n_songs], transpose_b=True) + self.output_bias[: self.n_songs]
         tags = tf.matmul(h[:, 1], self.output_table[self.n_songs:], transpose_b=True) + self.output_bias[self.n_songs:]
         return songs, tags
+
+
+def labels_at(labels, positions, max_pieces: int):
+    """The pipeline's full-length ``title_labels`` at its ``title_positions`` (-1 for padding and for positions
+    past ``max_pieces``, which the model truncates away): the labels for ``mlm_logits(..., positions=...)``."""
+    valid = (positions >= 0) & (positions < tf.minimum(tf.shape(labels)[1], max_pieces))
+    picked = tf.gather(labels, tf.clip_by_value(positions, 0, tf.shape(labels)[1] - 1), batch_dims=1)
+    return tf.where(valid, picked, PAD)
 
 
 def mlm_loss(logits, labels, label_smoothing: float = 0.1):

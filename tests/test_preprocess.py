@@ -154,8 +154,10 @@ def test_title_masking(workdirs):
     tok = TitleTokenizer(workdirs[0] / "title.model")
     chosen = masked = total = 0
     for batch in training_dataset(workdirs[0], "title_mlm", 0, 1, 0, 64, seed=3):
-        inp, labels = batch["title_in"].numpy(), batch["title_labels"].numpy()
+        inp, labels, positions = batch["title_in"].numpy(), batch["title_labels"].numpy(), batch["title_positions"].numpy()
         picked = labels != PAD
+        for row, where in zip(picked, positions):  # the positions list exactly the chosen pieces
+            assert where[where != PAD].tolist() == np.flatnonzero(row).tolist()
         assert (picked.sum(axis=1) >= 1).all()  # at least one piece per title
         chosen += picked.sum()
         masked += (inp[picked] == tok.mask_id).sum()

@@ -33,6 +33,21 @@ def test_shapes_and_cls_only_path_is_exact():
     assert m.mlm_logits(pieces).shape == (2, 3, 50)
 
 
+def test_mlm_at_chosen_positions_equals_the_full_logits_there():
+    from models.title import labels_at
+
+    m = model()
+    pieces = tf.constant([[10, 11, 12, 13], [20, 21, -1, -1]])
+    labels = tf.constant([[-1, 31, -1, 33], [40, -1, -1, -1]])
+    positions = tf.constant([[1, 3], [0, -1]])
+    full = m.mlm_logits(pieces).numpy()
+    at = m.mlm_logits(pieces, positions=positions).numpy()
+    np.testing.assert_allclose(at[0], full[0, [1, 3]], atol=1e-5)
+    np.testing.assert_allclose(at[1, 0], full[1, 0], atol=1e-5)
+    assert labels_at(labels, positions, 50).numpy().tolist() == [[31, 33], [40, -1]]
+    assert labels_at(labels, positions, 2).numpy().tolist() == [[31, -1], [40, -1]]  # past the truncation: dropped
+
+
 def test_padding_does_not_change_a_title_s_outputs():
     m = model()
     alone = m.recommend_logits(tf.constant([[20]]))[0]
