@@ -80,6 +80,8 @@ def check_trainer_config(config: dict, model_keys: tuple, extra=None) -> None:
         for key in ("mixed_precision", "xla", "sparse_as_dense"):
             if not isinstance(config["hardware"][key], bool):
                 raise ConfigError(f"hardware.{key} must be true or false")
+        if config["train"].get("steps_per_epoch") is not None and int(config["train"]["steps_per_epoch"]) <= 0:
+            raise ConfigError("train.steps_per_epoch must be positive or null")
         if int(config["train"]["max_bad_steps"]) <= 0:
             raise ConfigError("train.max_bad_steps must be positive")
         if "elastic" in config and int(config["elastic"]["commit_every_steps"]) <= 0:
@@ -114,11 +116,13 @@ def per_rank_batch(train: dict, size: int) -> int:
     return int(train["batch_size"])
 
 
-def steps_per_epoch(manifest: dict, size: int, batch: int) -> int:
-    """The same number of steps on every rank: what the rank with the fewest records can fill."""
+def steps_per_epoch(manifest: dict, size: int, batch: int, cap: int | None = None) -> int:
+    """The same number of steps on every rank: what the rank with the fewest records can fill, or at most
+    ``cap`` (``train.steps_per_epoch``: shorter epochs on a time budget, each on a fresh shuffle)."""
     shards = manifest["shards"]["train"]
     fewest = min(sum(s["records"] for s in shards[rank::size]) for rank in range(size))
-    return max(1, fewest // batch)
+    full = max(1, fewest // batch)
+    return min(full, int(cap)) if cap else full
 
 
 # ------------------------------------------------------------------ learning rate

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     def shard(rank, size):
         """What depends on this rank's place among `size` ranks (rebuilt when an elastic world changes)."""
         batch_size = per_rank_batch(train_cfg, size)
-        steps = steps_per_epoch(manifest, size, batch_size)
+        steps = steps_per_epoch(manifest, size, batch_size, train_cfg.get("steps_per_epoch"))
         validator = Validator(args.work, rank, size, int(val_cfg["batch_size"]),
                               predict=lambda b: model(b["songs"], b["tags"], b["artists"], training=False)[:2])
 
