@@ -162,6 +162,19 @@ def check_results(answers: list[dict], results: list[dict]) -> None:
                 )
 
 
+def _question_ndcgs(gt: dict, results: list[dict]) -> dict:
+    return {r["id"]: (ndcg(gt[r["id"]]["songs"], r["songs"][:SONGS_PER_PLAYLIST]),
+                      ndcg(gt[r["id"]]["tags"], r["tags"][:TAGS_PER_PLAYLIST])) for r in results}
+
+
+def question_scores(answers: list[dict], results: list[dict]) -> dict:
+    """Each question's own score (0.85 music nDCG + 0.15 tag nDCG) by playlist id, after the same checks as
+    ``evaluate``: for paired comparisons of two systems on the same questions."""
+    check_results(answers, results)
+    return {pid: MUSIC_WEIGHT * music + TAG_WEIGHT * tag
+            for pid, (music, tag) in _question_ndcgs({a["id"]: a for a in answers}, results).items()}
+
+
 def evaluate(answers: list[dict], results: list[dict], questions: list[dict] | None = None) -> dict:
     """Scores of ``results`` against ``answers``: music_ndcg, tag_ndcg, score, n, and by_type with questions."""
     check_results(answers, results)
@@ -174,11 +187,8 @@ def evaluate(answers: list[dict], results: list[dict], questions: list[dict] | N
         if set(qtype) != set(gt):
             raise InvalidResults("the questions file holds other playlist ids than the answers file")
     sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
-    for r in results:
-        a = gt[r["id"]]
-        music = ndcg(a["songs"], r["songs"][:SONGS_PER_PLAYLIST])
-        tag = ndcg(a["tags"], r["tags"][:TAGS_PER_PLAYLIST])
-        for key in ("all", qtype.get(r["id"])):
+    for pid, (music, tag) in _question_ndcgs(gt, results).items():
+        for key in ("all", qtype.get(pid)):
             if key is not None:
                 sums[key][0] += music
                 sums[key][1] += tag

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from conftest import load, run_module
-from evaluate.ndcg import InvalidResults, evaluate, ndcg, question_type
+from evaluate.ndcg import InvalidResults, evaluate, ndcg, question_scores, question_type
 
 
 def answer(i, songs, tags):
@@ -85,6 +85,22 @@ def test_by_type_breakdown_adds_up():
     assert set(by) == {"songs-only", "tags-only", "title-only"}
     assert by["songs-only"]["music_ndcg"] == pytest.approx(1.0) and by["tags-only"]["music_ndcg"] == 0.0
     assert sum(b["n"] * b["score"] for b in by.values()) / 3 == pytest.approx(scores["score"])
+
+
+def test_question_scores_average_to_the_score_and_pair_up():
+    from bench.title_pretraining import paired_bootstrap
+
+    answers = [answer(1, [1000], ["x0"]), answer(2, [7], ["y"]), answer(3, [1001], ["q"])]
+    good = [result(i, SONGS, TAGS) for i in (1, 2, 3)]
+    worse = [result(i, SONGS[::-1], TAGS[::-1]) for i in (1, 2, 3)]
+    per = question_scores(answers, good)
+    assert sorted(per) == [1, 2, 3] and per[1] == pytest.approx(1.0)
+    assert sum(per.values()) / 3 == pytest.approx(evaluate(answers, good)["score"])
+    d = paired_bootstrap(per, question_scores(answers, worse), [1, 2, 3])
+    assert d["mean_difference"] > 0 and d["ci95"][0] <= d["mean_difference"] <= d["ci95"][1]
+    assert d["first_better"] == 2 and d["second_better"] == 0  # question 2: neither finds song 7 or tag y
+    with pytest.raises(InvalidResults):
+        question_scores(answers, good[:2])
 
 
 def test_cli_json_and_exit_codes(tmp_path):
