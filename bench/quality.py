@@ -2,6 +2,7 @@
 
     python -m bench.quality --scale small|tiny|melon [--out-root runs] [--results-dir bench/results]
                             [--skip-ensemble] [--no-tune] [--tune-questions N] [--seed 0] [--epochs D P F]
+                            [--steps-per-epoch N]
 
 1. Data, split and models: ``bash launch/quickstart.sh --scale SCALE --out OUT_ROOT/quickstart-SCALE``
    (synthetic data, the official split, preprocessing, DAE and title BERT training, ensemble inference,
@@ -41,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import REPO
+from bench.common import REPO, results_dir
 from bench.peers import GRIDS
 from data.melon import load_playlists, load_results
 from evaluate.ndcg import QUESTION_TYPES, evaluate
@@ -100,7 +101,8 @@ def _quickstart_finished(run: Path) -> bool:
                                                         for m in ("ensemble", "dae", "title", "popular"))
 
 
-def prepare(run: Path, scale: str, seed: int, skip_ensemble: bool, epochs: list[int] | None = None) -> None:
+def prepare(run: Path, scale: str, seed: int, skip_ensemble: bool, epochs: list[int] | None = None,
+            steps_per_epoch: int | None = None) -> None:
     """The data, the split and (unless skip_ensemble) the trained models and their results in ``run``."""
     if skip_ensemble:
         if not _synth_matches(run / "data", scale, seed):
@@ -118,6 +120,8 @@ def prepare(run: Path, scale: str, seed: int, skip_ensemble: bool, epochs: list[
     cmd = ["bash", "launch/quickstart.sh", "--scale", scale, "--seed", str(seed), "--out", str(run)]
     if epochs:
         cmd += ["--dae-epochs", str(epochs[0]), "--pretrain-epochs", str(epochs[1]), "--finetune-epochs", str(epochs[2])]
+    if steps_per_epoch:
+        cmd += ["--steps-per-epoch", str(steps_per_epoch)]
     measured(cmd, log_path)
 
 
@@ -278,11 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-root", type=Path, default=REPO / "runs",
                         help="holds quickstart-SCALE (data, split, models) and quality-SCALE (peer results, logs); "
                              "default: the repository's runs/")
-    parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results",
+    parser.add_argument("--results-dir", type=Path, default=results_dir(),
                         help="where quality_SCALE.json/.md/.png go")
     parser.add_argument("--skip-ensemble", action="store_true", help="peers only: no model training or inference")
     parser.add_argument("--epochs", type=int, nargs=3, metavar=("DAE", "PRETRAIN", "FINETUNE"),
-                        help="quickstart's training epochs when it has to train (default: quickstart's 3 5 3)")
+                        help="quickstart's training epochs when it has to train (default: quickstart's 2 20 3)")
+    parser.add_argument("--steps-per-epoch", type=int,
+                        help="quickstart's --steps-per-epoch: cap each training epoch (time-budget runs at melon scale)")
     parser.add_argument("--no-tune", action="store_true", help="use bench/peers.py's default settings")
     parser.add_argument("--tune-questions", type=int, default=1000,
                         help="tune on the first N validation questions (0: all)")
@@ -291,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     run, out = out_root / f"quickstart-{args.scale}", out_root / f"quality-{args.scale}"
     started = time.perf_counter()
 
-    prepare(run, args.scale, args.seed, args.skip_ensemble, args.epochs)
+    prepare(run, args.scale, args.seed, args.skip_ensemble, args.epochs, args.steps_per_epoch)
     systems = run_peers(run, out, tune=not args.no_tune, tune_questions=args.tune_questions or None)
     if not args.skip_ensemble:
         systems.update(run_neural(run, out))
@@ -311,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_ensemble:
         source = systems["ensemble"]["train_s_from"]
         pre = timings.get("preprocess")
-        notes.append("Neural training: horovodrun -np 2, quickstart's short schedule; seconds from " + source + ". "
+        budget = f", epochs capped at {args.steps_per_epoch} steps" if args.steps_per_epoch else ""
+        notes.append(f"Neural training: horovodrun -np 2, quickstart's short schedule{budget}; seconds from " + source + ". "
                      + (f"They also need the preprocessing (mpirun -np 2): {pre} s." if pre is not None else
                         "They also need the preprocessing (mpirun -np 2), not timed in this run folder."))
     for name, s in systems.items():
@@ -320,17 +327,18 @@ def main(argv: list[str] | None = None) -> int:
                          f"{s['rerun_differing_questions']} of {len(questions)} questions (the inference code changed "
                          f"since quickstart ran); the rerun scores {s['scores']['score']:.4f}, quickstart's file "
                          f"{s['quickstart_score']:.4f}.")
-    summary = {"scale": args.scale, "seed": args.seed, "quickstart_epochs": args.epochs, "run": str(run), "peer_outputs": str(out),
+    summary = {"scale": args.scale, "seed": args.seed, "quickstart_epochs": args.epochs,
+               "steps_per_epoch": args.steps_per_epoch, "run": str(run), "peer_outputs": str(out),
                "questions": len(questions), "train_playlists": train_count, "cpus": os.cpu_count(),
                "quickstart_timings": timings, "systems": systems, "notes": notes,
                "wall_s": time.perf_counter() - started}
-    results_dir = args.results_dir
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / f"quality_{args.scale}.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    (results_dir / f"quality_{args.scale}.md").write_text(report_markdown(summary), encoding="utf-8")
-    chart(summary, results_dir / f"quality_{args.scale}.png")
+    out_dir = args.results_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"quality_{args.scale}.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    (out_dir / f"quality_{args.scale}.md").write_text(report_markdown(summary), encoding="utf-8")
+    chart(summary, out_dir / f"quality_{args.scale}.png")
     print(report_markdown(summary))
-    log(f"written {results_dir}/quality_{args.scale}.{{json,md,png}} in {summary['wall_s']:.0f} s")
+    log(f"written {out_dir}/quality_{args.scale}.{{json,md,png}} in {summary['wall_s']:.0f} s")
     return 0
 
 
