@@ -133,3 +133,15 @@ def test_resuming_on_another_work_directory_is_refused(workdirs, tiny_data, tmp_
     mpirun(1, "--split", split, "--meta", tiny_data, "--out", other)
     refused = train(1, other, tmp_path / "run", "--set", "train.epochs=2", check=False, timeout=180)
     assert refused.returncode != 0 and "trained on another work directory" in refused.stdout + refused.stderr
+
+
+def test_steps_per_epoch_is_what_the_fewest_rank_fills_or_the_cap():
+    from hvd_train.common import ConfigError, check_trainer_config, load_config, steps_per_epoch
+
+    manifest = {"shards": {"train": [{"records": r} for r in (300, 260, 290, 250)]}}
+    assert steps_per_epoch(manifest, 1, 100) == 11  # 1,100 records
+    assert steps_per_epoch(manifest, 2, 100) == 5  # ranks hold 590 and 510: the smaller fills 5
+    assert steps_per_epoch(manifest, 2, 100, cap=3) == 3 and steps_per_epoch(manifest, 2, 100, cap=50) == 5
+    config = load_config(REPO / "configs/dae.yaml", ["train.steps_per_epoch=0"])
+    with pytest.raises(ConfigError, match="train.steps_per_epoch must be positive or null"):
+        check_trainer_config(config, ("hidden", "blocks", "heads", "ffn"))
