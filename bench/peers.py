@@ -260,14 +260,27 @@ class Items:
 
 
 def _top_positive(scores: np.ndarray, blocked: np.ndarray, k: int) -> list[np.ndarray]:
-    """Per row, the column indices of the k best unblocked scores that are > 0, best first."""
-    scores = np.where(blocked, -np.inf, scores)
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    top = np.take_along_axis(part, order, axis=1)
-    keep = np.take_along_axis(scores, top, axis=1) > 0
-    return [row[m] for row, m in zip(top, keep)]
+    """Per row, the column indices of the k best unblocked scores that are > 0, best first, ties by column.
+
+    Each row's k-th best is at least the k-th best of every 16th column, so only the columns at or above
+    that cheap threshold are ranked: exact, and far quicker than a partition of every column."""
+    out = []
+    for row, row_blocked in zip(scores, blocked):
+        row = np.where(row_blocked, 0, row)
+        sample = row[::16]
+        threshold = np.partition(sample, len(sample) - k)[len(sample) - k] if len(sample) > k else 0
+        cols = np.flatnonzero((row >= threshold) & (row > 0))
+        out.append(_best(cols, row[cols], k))
+    return out
+
+
+def _best(cols: np.ndarray, vals: np.ndarray, k: int) -> np.ndarray:
+    """The columns of the k largest values, largest first, ties by smaller column."""
+    if len(vals) > k:
+        threshold = vals[np.argpartition(-vals, k - 1)[:k]].min()  # every column tied at it competes
+        chosen = vals >= threshold
+        cols, vals = cols[chosen], vals[chosen]
+    return cols[np.lexsort((cols, -vals))][:k]
 
 
 def _batch_size(columns: int) -> int:
@@ -296,40 +309,60 @@ class ItemCF:
         self.counts = np.asarray(x.sum(axis=0)).ravel()
         norms = np.sqrt(self.counts)
         norms[norms == 0] = 1.0
-        self.xn = (x @ sp.diags((1.0 / norms).astype(np.float32))).tocsr()  # L2-normalised columns
-        self.xn_t = self.xn.T.tocsr()  # items x playlists: one item's playlists are one row
+        xn = (x @ sp.diags((1.0 / norms).astype(np.float32))).tocsr()  # L2-normalised columns
+        self.xn_t = xn.T.tocsr()  # items x playlists: one item's playlists are one row
+        targets = self.items.n_songs + self.items.n_tags  # only songs and tags are ever recommended
+        self.xn_targets = xn[:, :targets].tocsr()  # playlists x targets
+        self.targets_t = self.xn_t[:targets]  # targets x playlists
+
+    def _query(self, columns: list, title_weight: float, used: np.ndarray | None = None):
+        """Questions x items (or x ``used`` items): 1 per song and tag, the title keywords' weight per word."""
+        import scipy.sparse as sp
+
+        position = None if used is None else {int(c): i for i, c in enumerate(used)}
+        rows, cols, vals = [], [], []
+        for r, (songs, tags, words) in enumerate(columns):
+            weight = title_weight if songs or tags else 1.0  # a title-only question: its words
+            for c, v in [(c, 1.0) for c in songs + tags] + [(c, weight) for c in words]:
+                rows.append(r), cols.append(c if position is None else position[c]), vals.append(v)
+        width = self.items.size if used is None else len(used)
+        return sp.csr_matrix((np.array(vals, dtype=np.float32), (rows, cols)), shape=(len(columns), width))
+
+    def _scores(self, columns: list, setting: dict, similarity: dict) -> np.ndarray:
+        """Questions x targets, dense: ``sum_i w_i * cos(i, j) ** alpha``, times ``n_j ** beta``.
+
+        For ``alpha = 1`` the sum is ``((Q X^T) X)``: the question's weight on each playlist, then those
+        playlists' items, with no item-item matrix. At melon scale a question's items share playlists with
+        about half of all songs, so the product is accumulated densely. Otherwise the rows of ``X^T X`` that
+        the batch uses are made once per batch (``similarity``) and raised to ``alpha``."""
+        if setting["alpha"] == 1.0:
+            playlists = (self._query(columns, setting["title_weight"]) @ self.xn_t).T.toarray()  # playlists x Q
+            scores = np.ascontiguousarray((self.targets_t @ playlists).T)
+        else:
+            if "rows" not in similarity:
+                used = np.array(sorted({c for cols in columns for part in cols for c in part}), dtype=np.int64)
+                similarity["used"] = used
+                similarity["rows"] = (self.xn_t[used] @ self.xn_targets).tocsr()
+            sim = similarity["rows"].copy()
+            sim.data = np.power(sim.data, setting["alpha"], dtype=np.float32)
+            scores = (self._query(columns, setting["title_weight"], similarity["used"]) @ sim).toarray()
+        if setting["beta"]:
+            scores *= np.power(self.counts[:scores.shape[1]], setting["beta"], dtype=np.float32)[None, :]
+        return scores
 
     def recommend(self, questions: list[dict], settings: list[dict]) -> list[list[dict]]:
         """Results for each settings dict (``alpha``, ``beta``, ``title_weight``), sharing each batch's
         similarities."""
-        import scipy.sparse as sp
-
-        items, n_songs, n_tags = self.items, self.items.n_songs, self.items.n_tags
+        items, n_songs = self.items, self.items.n_songs
         out = [[] for _ in settings]
-        batch = _batch_size(items.size)
+        batch = _batch_size(items.n_songs + items.n_tags)
         for start in range(0, len(questions), batch):
             qs = questions[start:start + batch]
             blocked_songs, blocked_tags = items.blocked(self.ctx, qs)
             columns = [items.columns(q) for q in qs]
-            used = np.array(sorted({c for cols in columns for part in cols for c in part}), dtype=np.int64)
-            position = {int(c): i for i, c in enumerate(used)}
-            similarity = (self.xn_t[used] @ self.xn).tocsr() if len(used) else sp.csr_matrix((0, items.size))
-            # only the song and tag columns are ever recommended
-            similarity = similarity[:, :n_songs + n_tags].tocsr()
+            similarity = {}
             for k, setting in enumerate(settings):
-                sim = similarity.copy()
-                sim.data = np.power(sim.data, setting["alpha"], dtype=np.float32)
-                rows, cols, vals = [], [], []
-                for r, (songs, tags, words) in enumerate(columns):
-                    for c in songs + tags:
-                        rows.append(r), cols.append(position[c]), vals.append(1.0)
-                    weight = setting["title_weight"] if songs or tags else 1.0  # a title-only question: its words
-                    for c in words:
-                        rows.append(r), cols.append(position[c]), vals.append(weight)
-                query = sp.csr_matrix((np.array(vals, dtype=np.float32), (rows, cols)), shape=(len(qs), len(used)))
-                scores = (query @ sim).toarray()
-                if setting["beta"]:
-                    scores *= np.power(self.counts[:n_songs + n_tags], setting["beta"], dtype=np.float32)[None, :]
+                scores = self._scores(columns, setting, similarity)
                 song_top = _top_positive(scores[:, :n_songs], blocked_songs, SONGS_PER_PLAYLIST)
                 tag_top = _top_positive(scores[:, n_songs:], blocked_tags, TAGS_PER_PLAYLIST)
                 out[k].extend(_to_results(self.ctx, items, qs, song_top, tag_top))

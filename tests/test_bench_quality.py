@@ -99,6 +99,49 @@ def test_item_cf_without_the_popularity_correction_still_ranks_the_neighbours_fi
     assert results[101]["songs"][:2] == [2, 4]
 
 
+def test_item_cf_scores_through_the_playlists_equal_the_item_item_similarity_sum():
+    """alpha = 1 takes the (Q X^T) X route; it must be the module docstring's sum of cosines."""
+    import numpy as np
+
+    from bench.peers import ItemCF
+
+    model = ItemCF(TRAIN, QUESTIONS, meta())
+    columns = [model.items.columns(q) for q in QUESTIONS]
+    setting = {"alpha": 1.0, "beta": 0.5, "title_weight": 0.5}
+    fast = model._scores(columns, setting, {})
+    xn = model.xn_t.T.toarray()
+    cosine = xn.T @ xn
+    expected = np.zeros_like(fast)
+    for r, (songs, tags, words) in enumerate(columns):
+        weight = 0.5 if songs or tags else 1.0
+        for c in songs + tags:
+            expected[r] += cosine[c, :fast.shape[1]]
+        for c in words:
+            expected[r] += weight * cosine[c, :fast.shape[1]]
+    expected *= model.counts[:fast.shape[1]] ** 0.5
+    np.testing.assert_allclose(fast, expected, rtol=1e-5, atol=1e-6)
+    # the same setting through the explicit similarity rows (the alpha != 1 route, at alpha 1)
+    rows = model._scores(columns, {**setting, "alpha": 1.0 + 1e-9}, {})
+    np.testing.assert_allclose(rows, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_top_positive_is_the_brute_force_ranking_with_ties_by_column():
+    import numpy as np
+
+    from bench.peers import _top_positive
+
+    rng = np.random.default_rng(0)
+    for width, k in [(5000, 100), (3000, 10), (40, 100), (2000, 100)]:
+        scores = rng.integers(0, 6, size=(8, width)).astype(np.float32)  # many ties, many zeros
+        scores[0] = 0.0  # nothing positive
+        scores[1, :] = 0.0
+        scores[1, width - 1] = 1.0  # one positive score, at a column the sample skips
+        blocked = rng.random((8, width)) < 0.3
+        for row, got in zip(range(8), _top_positive(scores, blocked, k)):
+            ranked = sorted((-s, c) for c, s in enumerate(scores[row]) if s > 0 and not blocked[row, c])
+            assert got.tolist() == [c for _, c in ranked[:k]]
+
+
 def test_genre_popular_recommends_the_dominant_genre():
     results = by_id(genre_popular(TRAIN, QUESTIONS, meta()))
     # the dance songs by popularity (12: twice, 13 and 14 once; 10 and 11 are given), then the fill
