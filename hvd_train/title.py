@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from data.pipeline import eval_dataset, training_dataset
     from data.title import TitleTokenizer
     from models.dae import ITEM_LOSSES, multi_hot, ranking_bce
-    from models.title import TitleBERT, labels_at, mlm_loss
+    from models.title import TitleBERT, mlm_loss
 
     rank, size = hvd.rank(), hvd.size()
     train_cfg, model_cfg, val_cfg = config["train"], config["model"], config["validation"]
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             """(logits, labels) at the chosen pieces only."""
             positions = batch["title_positions"]
             return (model.mlm_logits(batch["title_in"], training, positions=positions),
-                    labels_at(batch["title_labels"], positions, model.max_length - 3))
+                    model.mlm_labels(batch["title_labels"], positions))
 
         def loss(batch, epoch):
             value, accuracy = mlm_loss(*predicted_pieces(batch, training=True), smoothing)

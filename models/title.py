@@ -39,9 +39,14 @@ class TitleBERT(tf.Module):
         self.output_bias = tf.Variable(tf.zeros([n_songs + n_tags]), name="output_bias")
         self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
 
+    @property
+    def max_pieces(self) -> int:
+        """Title pieces the model reads: max_length less the two CLS tokens and SEP; later pieces are cut."""
+        return self.max_length - 3
+
     def tokens(self, pieces):
         """[batch, length] pieces padded with -1 -> [batch, 2 + length + 1] token ids with CLS and SEP."""
-        pieces = pieces[:, : self.max_length - 3]
+        pieces = pieces[:, : self.max_pieces]
         batch, length = tf.shape(pieces)[0], tf.shape(pieces)[1]
         lengths = tf.reduce_sum(tf.cast(pieces != PAD, tf.int32), axis=1)
         body = tf.concat([tf.where(pieces == PAD, self.pad_id, pieces), tf.fill([batch, 1], self.pad_id)], axis=1)
@@ -61,11 +66,15 @@ class TitleBERT(tf.Module):
         """[batch, length, n_pieces] logits for each input piece position (CLS and SEP positions dropped), or
         [batch, predictions, n_pieces] at ``positions`` ([batch, predictions] piece indices padded with -1)."""
         h = self.encode(pieces, training)
-        length = tf.minimum(tf.shape(pieces)[1], self.max_length - 3)
+        length = tf.minimum(tf.shape(pieces)[1], self.max_pieces)
         h = h[:, 2: 2 + length]
         if positions is not None:
             h = tf.gather(h, tf.clip_by_value(positions, 0, length - 1), batch_dims=1)
         return tf.tensordot(h, self.pieces, [[2], [1]]) + self.piece_bias
+
+    def mlm_labels(self, labels, positions):
+        """The labels that go with ``mlm_logits(..., positions=positions)`` (:func:`labels_at`)."""
+        return labels_at(labels, positions, self.max_pieces)
 
     def recommend_logits(self, pieces, training: bool = False):
         """(songs [batch, n_songs], tags [batch, n_tags]) logits from the two CLS outputs."""

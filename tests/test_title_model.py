@@ -46,6 +46,7 @@ def test_mlm_at_chosen_positions_equals_the_full_logits_there():
     np.testing.assert_allclose(at[1, 0], full[1, 0], atol=1e-5)
     assert labels_at(labels, positions, 50).numpy().tolist() == [[31, 33], [40, -1]]
     assert labels_at(labels, positions, 2).numpy().tolist() == [[31, -1], [40, -1]]  # past the truncation: dropped
+    assert m.mlm_labels(labels, positions).numpy().tolist() == labels_at(labels, positions, m.max_pieces).numpy().tolist()
 
 
 def test_padding_does_not_change_a_title_s_outputs():
