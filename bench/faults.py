@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.common import REPO, save_result
+from bench.common import REPO, run, save_result
 
 SMALL = ["train.batch_size=64", "train.warmup_steps=100", "validation.every_epochs=1", "model.hidden=64",
          "model.ffn=128", "validation.batch_size=256"]
@@ -43,13 +43,6 @@ def command(np_: int, work: Path, out: Path, epochs: int, overrides: list[str]) 
 
 def best_score(log: str) -> float:
     return float(re.search(r"done: best validation score ([0-9.]+)", log).group(1))
-
-
-def run(cmd: list[str]) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def rank_pids(out: Path) -> list[int]:
@@ -131,16 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         started = time.time()
         clean = run(command(args.np, args.work, tmp / "clean", args.epochs, args.set))
-        report["uninterrupted"] = {"best_score": best_score(clean.stdout), "seconds": round(time.time() - started, 1)}
+        report["uninterrupted"] = {"best_score": best_score(clean["output"]), "seconds": round(time.time() - started, 1)}
         print(f"uninterrupted: best score {report['uninterrupted']['best_score']:.4f}", flush=True)
         for when in ("mid-epoch", "checkpointing"):
             out = tmp / when
             cmd = command(args.np, args.work, out, args.epochs, args.set)
             drill = killed_run(cmd, out, when)
             resumed = run(cmd)
-            match = re.search(r"resumed from \S+: epoch (\d+), step (\d+)", resumed.stdout)
+            match = re.search(r"resumed from \S+: epoch (\d+), step (\d+)", resumed["output"])
             drill["resumed_from"] = {"epoch": int(match.group(1)), "step": int(match.group(2))} if match else None
-            drill["final_best_score"] = best_score(resumed.stdout)
+            drill["final_best_score"] = best_score(resumed["output"])
             drill["score_ratio_vs_uninterrupted"] = round(drill["final_best_score"] / report["uninterrupted"]["best_score"], 4)
             report[when] = drill
             print(f"{when}: {drill}", flush=True)

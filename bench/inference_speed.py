@@ -16,22 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bench.common import REPO, save_result
+from bench.common import REPO, run, save_result
 
 BUDGET_SECONDS, BUDGET_BYTES = 300.0, 8 * 1024**3
-
-
-def run(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
 def untrained_exports(work: Path, out: Path) -> tuple[Path, Path]:
@@ -63,17 +54,6 @@ def untrained_exports(work: Path, out: Path) -> tuple[Path, Path]:
     return out / "dae", out / "title"
 
 
-def timed_inference(cmd: list[str]) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    err = proc.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return {"seconds": round(seconds, 1), "peak_rss_gb": round(usage.ru_maxrss * 1024 / 1024**3, 2)}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.inference_speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="melon", choices=("tiny", "small", "melon"))
@@ -93,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         dae, title = untrained_exports(work, Path(tmp) / "models")
         questions = data / "test.json"
         n = len(json.loads(questions.read_text()))
-        measured = timed_inference([sys.executable, "-m", "inference", "--questions", str(questions), "--work", str(work),
-                                    "--dae", str(dae), "--title", str(title), "--out", str(Path(tmp) / "results.json"),
-                                    "--no-progress"])
+        usage = run([sys.executable, "-m", "inference", "--questions", str(questions), "--work", str(work),
+                     "--dae", str(dae), "--title", str(title), "--out", str(Path(tmp) / "results.json"), "--no-progress"])
+        measured = {"seconds": round(usage["wall_s"], 1), "peak_rss_gb": round(usage["peak_rss_gb"], 2)}
         sizes = json.loads((work / "manifest.json").read_text())["sizes"]
     result = {"scale": args.scale, "questions": n, "vocabulary": {k: sizes[k] for k in ("songs", "tags", "artists")},
               **measured, "seconds_over_budget": round(measured["seconds"] / BUDGET_SECONDS, 2),

@@ -17,21 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, save_result
+from bench.common import REPO, run, save_result
 
 BUDGET_SECONDS, BUDGET_BYTES = 300.0, 8 * 1024**3
-
-
-def run(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
 def preprocess(n: int, split: Path, data: Path, out: Path) -> dict:

@@ -37,12 +37,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.common import REPO, results_dir
+from bench.common import REPO, results_dir, run
 from bench.peers import GRIDS
 from data.melon import load_playlists, load_results
 from evaluate.ndcg import QUESTION_TYPES, evaluate
@@ -67,18 +66,9 @@ def log(message: str) -> None:
 
 
 def measured(cmd: list[str], log_path: Path, env: dict | None = None) -> dict:
-    """Run ``cmd`` from the repository root, output to ``log_path``; its wall seconds and peak RSS."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log(" ".join(cmd[2:] if cmd[:2] == [sys.executable, "-m"] else cmd))
-    with open(log_path, "w", encoding="utf-8") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise SystemExit(f"failed ({os.waitstatus_to_exitcode(status)}): {' '.join(cmd)}\n{tail}")
-    return {"wall_s": wall, "peak_rss_gb": usage.ru_maxrss * 1024 / 1024**3}  # ru_maxrss: kB on Linux
+    """Run ``cmd`` (bench.common.run), output to ``log_path``; its wall seconds and peak RSS."""
+    usage = run(cmd, log_path, env, name="bench.quality")
+    return {"wall_s": usage["wall_s"], "peak_rss_gb": usage["peak_rss_gb"]}
 
 
 def _env() -> dict:

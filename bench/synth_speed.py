@@ -11,14 +11,11 @@ the ratio of time and memory to the melon-scale budget (180 s, 6 GB) measured in
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bench.common import REPO, save_result
+from bench.common import run, save_result
 from data.synth import scale_sizes
 
 BUDGET_SECONDS, BUDGET_BYTES = 180.0, 6 * 1024**3
@@ -26,17 +23,12 @@ BUDGET_SECONDS, BUDGET_BYTES = 180.0, 6 * 1024**3
 
 def measure(scale: str, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "data.synth", "--scale", scale, "--seed", str(seed),
-                                 "--out", tmp], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"data.synth --scale {scale} failed:\n{proc.stderr.read().decode()}")
+        usage = run([sys.executable, "-m", "data.synth", "--scale", scale, "--seed", str(seed), "--out", tmp])
+        wall = usage["wall_s"]
         size = sum(f.stat().st_size for f in Path(tmp).rglob("*.json"))
     sizes = scale_sizes(scale)
     playlists = sizes["train"] + sizes["val"] + sizes["test"]
-    peak = usage.ru_maxrss * 1024  # kilobytes on Linux
+    peak = usage["peak_rss_gb"] * 1024**3
     return {"scale": scale, "playlists": playlists, "songs": sizes["songs"], "wall_s": round(wall, 1),
             "peak_rss_gb": round(peak / 1024**3, 2), "playlists_per_s": round(playlists / wall),
             "output_mb": round(size / 1024**2), "time_vs_budget": round(wall / BUDGET_SECONDS, 3),

@@ -21,31 +21,22 @@ costs the inference only. Writes ``bench/results/title_pretraining.json`` and pr
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO, save_result
+from bench.common import REPO, run, save_result
 from data.melon import load_playlists, load_results
 from evaluate.ndcg import evaluate, question_scores, question_type
 from evaluate.table import markdown
-
-
-def _run(cmd: list[str], log: Path) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[bench.title_pretraining] {' '.join(cmd)}  (log: {log})", flush=True)
-    with log.open("w") as f:
-        if subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode != 0:
-            raise SystemExit(f"failed: {' '.join(cmd)}; see {log}")
 
 
 def train(stage: str, work: Path, out: Path, epochs: int, np_: int, init: Path | None = None) -> None:
     cmd = ["horovodrun", "-np", str(np_), sys.executable, "hvd_train/title.py", stage, "--work", str(work),
            "--out", str(out), "--set", f"train.epochs={epochs}", "--set", "train.warmup_steps=300",
            "--set", f"validation.every_epochs={5 if stage == 'pretrain' else 1}"]
-    _run(cmd + (["--init", str(init)] if init else []), out.with_suffix(".log"))
+    run(cmd + (["--init", str(init)] if init else []), out.with_suffix(".log"), name="bench.title_pretraining")
 
 
 def paired_bootstrap(a: dict, b: dict, ids: list, resamples: int = 2000, seed: int = 0) -> dict:
@@ -76,13 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
     questions_file = split / "questions/val.json"
     results = {"popular": out / "results/popular.json"}
-    _run([sys.executable, "-m", "inference.popular", "--train", str(split / "orig/train.json"),
-          "--questions", str(questions_file), "--out", str(results["popular"])], out / "logs/popular.log")
+    run([sys.executable, "-m", "inference.popular", "--train", str(split / "orig/train.json"),
+         "--questions", str(questions_file), "--out", str(results["popular"])], out / "logs/popular.log",
+        name="bench.title_pretraining")
     for name in ("pretrained", "scratch"):
         results[name] = out / f"results/{name}.json"
-        _run([sys.executable, "-m", "inference", "--questions", str(questions_file), "--work", str(work),
-              "--title", str(out / f"finetune-{name}"), "--out", str(results[name]), "--no-progress"],
-             out / f"logs/inference-{name}.log")
+        run([sys.executable, "-m", "inference", "--questions", str(questions_file), "--work", str(work),
+             "--title", str(out / f"finetune-{name}"), "--out", str(results[name]), "--no-progress"],
+            out / f"logs/inference-{name}.log", name="bench.title_pretraining")
 
     answers, questions = load_playlists(split / "answers/val.json"), load_playlists(questions_file)
     loaded = {name: load_results(path) for name, path in results.items()}

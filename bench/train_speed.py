@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, save_result
+from bench.common import REPO, run, save_result
 
 
 
@@ -34,10 +33,8 @@ def trainer_throughput(np_: int, work: Path, epochs: int, batch: int, extra: lis
         cmd = ["horovodrun", "-np", str(np_), sys.executable, str(REPO / "hvd_train/dae.py"), "--work", str(work),
                "--out", out, "--set", f"train.epochs={epochs}", "--set", f"train.batch_size={batch}",
                "--set", f"validation.every_epochs={epochs}", *extra]
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    rates = re.findall(r"\[dae\] epoch \d+: .* ([0-9]+) playlists/s", proc.stdout)
+        output = run(cmd)["output"]
+    rates = re.findall(r"\[dae\] epoch \d+: .* ([0-9]+) playlists/s", output)
     return float(rates[-1])
 
 
