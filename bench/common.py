@@ -34,7 +34,11 @@ _LAUNCHER = """
 import os, sys
 pid = os.fork()
 if pid == 0:
-    os.execvp(sys.argv[2], sys.argv[2:])
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    except OSError as e:
+        print(f"cannot run {sys.argv[2]}: {e.strerror}", file=sys.stderr, flush=True)
+        os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as f:
     f.write(str(usage.ru_maxrss))

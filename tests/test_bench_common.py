@@ -30,5 +30,5 @@ def test_output_and_log_and_failure(tmp_path):
     assert log.read_text() == out["output"]
     with pytest.raises(SystemExit, match=r"failed \(3\).*\n.*last words"):
         run([sys.executable, "-c", "import sys; print('last words'); sys.exit(3)"])
-    with pytest.raises(SystemExit, match=r"failed \(\d+\): no-such-command"):
+    with pytest.raises(SystemExit, match=r"failed \(127\): no-such-command\ncannot run no-such-command: No such file"):
         run(["no-such-command"])
