@@ -82,6 +82,8 @@ def check_trainer_config(config: dict, model_keys: tuple, extra=None) -> None:
                 raise ConfigError(f"hardware.{key} must be true or false")
         if config["train"].get("steps_per_epoch") is not None and int(config["train"]["steps_per_epoch"]) <= 0:
             raise ConfigError("train.steps_per_epoch must be positive or null")
+        if float(config["train"]["weight_decay"]) < 0:
+            raise ConfigError("train.weight_decay must be >= 0")
         if int(config["train"]["max_bad_steps"]) <= 0:
             raise ConfigError("train.max_bad_steps must be positive")
         if "elastic" in config and int(config["elastic"]["commit_every_steps"]) <= 0:
@@ -192,16 +194,21 @@ def fail(message: str, rank: int | None = None) -> int:
 class Validator:
     """Top-100 songs / top-10 tags for this rank's share of the validation questions, in the official format.
 
-    ``predict(batch) -> (song_logits, tag_logits)``; ``keep(batch) -> bool per question`` picks the questions
-    a model answers (all by default). Given songs/tags and songs released after the playlist's update are
-    never recommended.
+    Only the questions of the protocol's tuning part (evaluate/protocol.py) are answered and scored: the
+    best epoch and early stopping are choices, and the report part stays untouched by them.
+    ``predict(batch) -> (song_logits, tag_logits)``; ``keep(batch) -> bool per question`` further picks the
+    questions a model answers (all by default). Given songs/tags and songs released after the playlist's
+    update are never recommended.
     """
 
     def __init__(self, workdir: Path, rank: int, size: int, batch: int, predict, keep=None):
+        from data.melon import load_playlists
         from data.pipeline import eval_dataset
+        from evaluate.protocol import parts
 
         vocab = json.loads((Path(workdir) / "vocab.json").read_text(encoding="utf-8"))
         self.workdir, self.predict, self.keep = Path(workdir), predict, keep
+        self.tuning_ids = np.array(sorted(parts(load_playlists(self.workdir / "eval/questions.json"))["tune"]))
         self.song_ids = np.array([s for s, _ in vocab["songs"]])
         self.tags = [t for t, _ in vocab["tags"]]
         release = np.load(self.workdir / "release_dates.npz", allow_pickle=False)["release_dates"]
@@ -223,13 +230,15 @@ class Validator:
 
     def results(self) -> list[dict]:
         out = []
-        for batch in self.dataset:
-            if self.keep is not None:
-                import tensorflow as tf
+        import tensorflow as tf
 
-                batch = {k: tf.boolean_mask(v, self.keep(batch)) for k, v in batch.items()}
-                if int(batch["id"].shape[0]) == 0:
-                    continue
+        for batch in self.dataset:
+            keep = np.isin(batch["id"].numpy(), self.tuning_ids)
+            if self.keep is not None:
+                keep &= np.asarray(self.keep(batch))
+            batch = {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
+            if int(batch["id"].shape[0]) == 0:
+                continue
             song_logits, tag_logits = self.predict(batch)
             future = self.song_release[None, :] > batch["updt_date"].numpy()[:, None]
             songs = top_unseen(song_logits.numpy(), batch["songs"].numpy(), future, 100)
