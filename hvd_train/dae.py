@@ -27,7 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvd_train.common import Validator, check_trainer_config, compute_dtype, per_rank_batch, steps_per_epoch
+from hvd_train.common import ConfigError, Validator, check_trainer_config, compute_dtype, per_rank_batch, steps_per_epoch
 from hvd_train.loop import Task, run, start
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "dae.yaml"
@@ -43,7 +43,15 @@ def parse_args(argv):
 
 
 def check_config(config: dict) -> None:
-    check_trainer_config(config, ("hidden", "blocks", "heads", "ffn"))
+    def dae_keys(config):
+        from models.dae import TARGETS
+
+        if config["loss"]["targets"] not in TARGETS:
+            raise ConfigError(f"loss.targets must be one of {list(TARGETS)}")
+        if not isinstance(config["model"]["tied_output"], bool):
+            raise ConfigError("model.tied_output must be true or false")
+
+    check_trainer_config(config, ("hidden", "blocks", "heads", "ffn"), dae_keys)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     def loss(batch, epoch):
         rank_weight = float(loss_cfg["rank_weight"]) if rank_from and epoch >= rank_from else 0.0
         return dae_loss(model, batch, float(loss_cfg["tag_weight"]), float(loss_cfg["artist_weight"]), rank_weight,
-                        training=True, item_loss=loss_cfg["item_loss"])
+                        training=True, item_loss=loss_cfg["item_loss"], targets=loss_cfg["targets"])
 
     def shard(rank, size):
         """What depends on this rank's place among `size` ranks (rebuilt when an elastic world changes)."""
@@ -89,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     task = Task(
         name="dae", model=model, variables=list(model.trainable_variables), loss=loss, **shard(rank, size),
         hidden=int(model_cfg["hidden"]), reshard=shard,
+        decayed=[v for v in (model.embedding, model.output_table) if v is not None],
         export=lambda epoch, scores: export_config(config, manifest, epoch, scores),
         describe=lambda s: f"music {s['music_ndcg']:.4f} tag {s['tag_ndcg']:.4f} score {s['score']:.4f}",
         loss_variants=lambda epoch: bool(rank_from and epoch >= rank_from),

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -50,6 +50,7 @@ class Task:
     loss_variants: Callable = lambda epoch: 0  # epoch -> a small key: a new graph is traced per key (e.g. ranking on)
     # (rank, size) -> {batches, steps, batch_size, validate} for another world size (elastic training re-shards)
     reshard: Callable | None = None
+    decayed: list = field(default_factory=list)  # the variables train.weight_decay applies to
 
 
 class Counters(NamedTuple):
@@ -253,6 +254,8 @@ def trace_step(hvd, task: Task, config: dict, optimizer, counters: Counters, sca
     rank = hvd.rank()
 
     sparse_as_dense = bool(hardware["sparse_as_dense"])
+    weight_decay = float(config["train"]["weight_decay"])
+    decayed = task.decayed if weight_decay else []
 
     def forward(batch):
         with tf.GradientTape() as tape:
@@ -288,6 +291,8 @@ def trace_step(hvd, task: Task, config: dict, optimizer, counters: Counters, sca
 
         def apply():
             optimizer.apply(gradients, task.variables, lr)
+            for variable in decayed:  # decoupled weight decay (AdamW, Loshchilov & Hutter 2019)
+                variable.assign_sub(lr * weight_decay * variable)
             if mixed:  # dynamic loss scaling: grow after 2000 good steps in a row
                 good_steps.assign_add(1)
                 if_grow = good_steps >= 2000

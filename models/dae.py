@@ -4,7 +4,8 @@ Input tokens ``[songs CLS, tags CLS, artists CLS] + songs + tags + artists`` fro
 (rows: songs, tags, artists, then the three CLS tokens and PAD), init N(0, hidden^-0.5), scaled by
 sqrt(hidden), pads zeroed; no position or segment embeddings (the input is a set). A pre-norm
 Transformer encoder; the songs-CLS output scores every song as ``h · E_songsᵀ + b`` (output weights
-tied to the input table), tags-CLS every tag, artists-CLS every artist; sigmoid probabilities.
+tied to the input table, or with ``tied_output=False`` a table of their own), tags-CLS every tag,
+artists-CLS every artist; sigmoid probabilities.
 
 Batches are the pipeline's (data/pipeline.py): vocabulary indices padded with -1. With
 ``compute_dtype=tf.float16`` the encoder runs in half precision; embeddings, heads and loss stay float32.
@@ -23,8 +24,8 @@ PAD = -1
 
 class DAE(tf.Module):
     def __init__(self, n_songs: int, n_tags: int, n_artists: int, hidden: int = 240, blocks: int = 1, heads: int = 2,
-                 ffn: int = 960, activation: str = "gelu", dropout: float = 0.1, compute_dtype=tf.float32,
-                 name: str = "dae"):
+                 ffn: int = 960, activation: str = "gelu", dropout: float = 0.1, tied_output: bool = True,
+                 compute_dtype=tf.float32, name: str = "dae"):
         super().__init__(name=name)
         self.sizes = (n_songs, n_tags, n_artists)
         self.offsets = (0, n_songs, n_songs + n_tags)
@@ -33,6 +34,10 @@ class DAE(tf.Module):
         self.pad_id = first_special + 3
         self.hidden, self.compute_dtype = hidden, compute_dtype
         self.embedding = tf.Variable(tf.random.normal([self.pad_id + 1, hidden], stddev=hidden ** -0.5), name="embedding")
+        # the output heads' item rows [songs + tags + artists, hidden]: the input table's (tied, the reference)
+        # or a table of their own (untied: input and output roles of an item learnt apart)
+        self.output_table = None if tied_output else tf.Variable(
+            tf.random.normal([first_special, hidden], stddev=hidden ** -0.5), name="output_table")
         self.biases = [tf.Variable(tf.zeros([n]), name=f"bias_{kind}") for n, kind in zip(self.sizes, ("songs", "tags", "artists"))]
         self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
 
@@ -54,7 +59,7 @@ class DAE(tf.Module):
         h = tf.cast(h, tf.float32)  # the output heads (and the loss) stay in float32
         out = []
         for position, (offset, size, bias) in enumerate(zip(self.offsets[:heads], self.sizes, self.biases)):
-            table = self.embedding[offset:offset + size]
+            table = (self.embedding if self.output_table is None else self.output_table)[offset:offset + size]
             out.append(tf.matmul(h[:, position], table, transpose_b=True) + bias)
         return tuple(out)
 
@@ -87,20 +92,35 @@ def ranking_bce(logits, targets, k: int = 100):
     return bce(top.values, tf.gather(targets, top.indices, batch_dims=1))
 
 
+def hide_given(logits, given_ids):
+    """``logits`` [batch, n] with the given items' entries (``given_ids`` [batch, length], padded -1) set to
+    -1e9: the items a question already holds are never an answer, in training as at inference."""
+    return logits - 1e9 * tf.minimum(multi_hot(given_ids, tf.shape(logits)[1]), 1.0)
+
+
+TARGETS = ("all", "hidden")
+
+
 def dae_loss(model: DAE, batch: dict, tag_weight: float, artist_weight: float, rank_weight: float, training: bool,
-             item_loss: str = "bce"):
+             item_loss: str = "bce", targets: str = "all"):
     """(total loss, {part: value}) for a pipeline batch: songs + w_t tags + w_a artists (+ ranking), each part
-    the mean sigmoid BCE (``item_loss="bce"``, the reference) or the multinomial log-likelihood ("softmax")."""
+    the mean sigmoid BCE (``item_loss="bce"``, the reference) or the multinomial log-likelihood ("softmax").
+
+    ``targets="all"`` (the reference) reconstructs each playlist's whole set, the kept input items included;
+    ``"hidden"`` scores only what the corruption left out, the given items' logits masked out of every head
+    (``hide_given``), as a question's answer never holds what it gives."""
     loss = ITEM_LOSSES[item_loss]
-    song_logits, tag_logits, artist_logits = model(batch["songs_in"], batch["tags_in"], batch["artists_in"], training)
-    song_targets = multi_hot(batch["songs"], model.sizes[0])
-    parts = {
-        "songs": loss(song_logits, song_targets),
-        "tags": loss(tag_logits, multi_hot(batch["tags"], model.sizes[1])),
-        "artists": loss(artist_logits, multi_hot(batch["artists"], model.sizes[2])),
-    }
+    given = {"songs": batch["songs_in"], "tags": batch["tags_in"], "artists": batch["artists_in"]}
+    logits = dict(zip(("songs", "tags", "artists"), model(given["songs"], given["tags"], given["artists"], training)))
+    wanted = {}
+    for (kind, size) in zip(("songs", "tags", "artists"), model.sizes):
+        wanted[kind] = multi_hot(batch[kind], size)
+        if targets == "hidden":
+            logits[kind] = hide_given(logits[kind], given[kind])
+            wanted[kind] = tf.maximum(wanted[kind] - multi_hot(given[kind], size), 0.0)
+    parts = {kind: loss(logits[kind], wanted[kind]) for kind in logits}
     total = parts["songs"] + tag_weight * parts["tags"] + artist_weight * parts["artists"]
     if rank_weight:
-        parts["ranking"] = ranking_bce(song_logits, song_targets)
+        parts["ranking"] = ranking_bce(logits["songs"], wanted["songs"])
         total += rank_weight * parts["ranking"]
     return total, parts

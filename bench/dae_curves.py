@@ -1,0 +1,99 @@
+"""The DAE's validation curve under each generalisation lever: which setting to keep, and why.
+
+    python -m bench.dae_curves [--run runs/quickstart-small] [--out runs/dae-curves] [--epochs 6] [--np 2]
+                               [--variants NAME ...]
+
+Each variant is the main job's DAE command (``horovodrun -np N hvd_train/dae.py`` on RUN/work) with a few
+``--set`` overrides (:data:`VARIANTS`), trained for E epochs with validation after every epoch. Validation
+scores the protocol's *tuning* questions only (evaluate/protocol.py), so picking the best variant and
+epoch here spends nothing of the report part. Per epoch it records the training loss, the learning rate
+and the validation score, from the trainer's own epoch lines. Finished variants in OUT are reused (the
+trainer resumes; a finished run only re-validates nothing and prints its closing lines), so a rerun with
+new variants costs only those. Writes ``bench/results/dae_curves.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from bench.common import REPO, results_dir, run, save_result
+
+# The main job's DAE schedule before this benchmark: warmup 300 steps (longer than a 2-epoch run on small).
+BASE = ["train.warmup_steps=300"]
+VARIANTS = {
+    "reference": BASE,
+    "warmup 60": ["train.warmup_steps=60", "train.lr_scaling=none"],
+    "hidden targets": BASE + ["loss.targets=hidden"],
+    "hidden, warmup 60": ["train.warmup_steps=60", "train.lr_scaling=none", "loss.targets=hidden"],
+    "hidden, weight decay 1": BASE + ["loss.targets=hidden", "train.weight_decay=1.0"],
+    "hidden, untied output": BASE + ["loss.targets=hidden", "model.tied_output=false"],
+}
+
+EPOCH_LINE = re.compile(r"\[dae\] epoch (\d+): loss ([\d.]+), lr ([\d.e+-]+), (\d+) playlists/s; validation music "
+                        r"([\d.]+) tag ([\d.]+) score ([\d.]+)")
+
+
+def curve(output: str) -> list[dict]:
+    """The epoch lines of a trainer's output: epoch, loss, lr, playlists/s, validation scores."""
+    rows = []
+    for m in EPOCH_LINE.finditer(output):
+        epoch, loss, lr, speed, music, tag, score = m.groups()
+        rows.append({"epoch": int(epoch), "loss": float(loss), "lr": float(lr), "playlists_per_s": int(speed),
+                     "music_ndcg": float(music), "tag_ndcg": float(tag), "score": float(score)})
+    return rows
+
+
+def train(work: Path, out: Path, overrides: list[str], epochs: int, np_: int) -> list[dict]:
+    cmd = ["horovodrun", "-np", str(np_), sys.executable, "hvd_train/dae.py", "--work", str(work), "--out", str(out),
+           "--set", f"train.epochs={epochs}", "--set", "validation.every_epochs=1"]
+    for item in overrides:
+        cmd += ["--set", item]
+    log = out.with_suffix(".log")
+    previous = log.read_text(encoding="utf-8") if log.is_file() else ""
+    result = run(cmd, log, name="bench.dae_curves")
+    rows = {r["epoch"]: r for r in curve(previous) + curve(result["output"])}  # a resumed run adds its epochs
+    log.write_text(previous + result["output"], encoding="utf-8")
+    return [rows[e] for e in sorted(rows)]
+
+
+def markdown(curves: dict) -> str:
+    epochs = max(len(c["epochs"]) for c in curves.values())
+    head = "| variant | overrides | " + " | ".join(f"epoch {e}" for e in range(1, epochs + 1)) + " | best |"
+    lines = [head, "| --- | --- |" + " ---: |" * (epochs + 1)]
+    for name, c in curves.items():
+        scores = [r["score"] for r in c["epochs"]]
+        best = max(scores) if scores else float("nan")
+        cells = [f"**{s:.4f}**" if s == best else f"{s:.4f}" for s in scores] + [""] * (epochs - len(scores))
+        lines.append(f"| {name} | `{' '.join(c['overrides'])}` | " + " | ".join(cells) + f" | {best:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.dae_curves", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, default=REPO / "runs/quickstart-small", help="a quickstart run folder")
+    parser.add_argument("--out", type=Path, default=REPO / "runs/dae-curves")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--np", type=int, default=2, dest="np_")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    args = parser.parse_args(argv)
+    path = results_dir() / "dae_curves.json"
+    import json
+
+    curves = json.loads(path.read_text(encoding="utf-8"))["curves"] if path.is_file() else {}
+    for name in args.variants:
+        folder = args.out / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        rows = train(args.run / "work", folder, VARIANTS[name], args.epochs, args.np_)
+        curves[name] = {"overrides": VARIANTS[name], "run": str(folder), "epochs": rows}
+        print(f"{name}: " + ", ".join(f"{r['score']:.4f}" for r in rows), flush=True)
+        save_result("dae_curves", {"work": str(args.run / "work"), "np": args.np_, "questions": "the protocol's "
+                                   "tuning part of the validation questions", "curves": curves})
+    (results_dir() / "dae_curves.md").write_text(markdown(curves), encoding="utf-8")
+    print(markdown(curves))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

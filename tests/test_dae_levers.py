@@ -1,0 +1,71 @@
+"""The DAE's generalisation levers on hand-made batches: hidden targets, the untied output table, and the
+decoupled weight decay of the training step (in process; the trainer's real ranks are tested elsewhere)."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from models.dae import DAE, dae_loss, hide_given, multi_hot
+
+SIZES = (30, 6, 8)
+
+
+def batch():
+    """Two playlists: songs 0-5 (given 0, 1) with tags 0, 1 (given 0); songs 10-13 (given 10), no tags."""
+    pad = lambda rows: tf.constant([r + [-1] * (6 - len(r)) for r in rows], tf.int32)  # noqa: E731
+    return {"songs_in": pad([[0, 1], [10]]), "tags_in": pad([[0], []]), "artists_in": pad([[0], [3]]),
+            "songs": pad([[0, 1, 2, 3, 4, 5], [10, 11, 12, 13]]), "tags": pad([[0, 1], []]),
+            "artists": pad([[0, 1], [3, 4]])}
+
+
+def test_hide_given_masks_only_the_given_items():
+    logits = tf.zeros([2, 5])
+    out = hide_given(logits, tf.constant([[1, 3, -1], [-1, -1, -1]])).numpy()
+    assert (out[0, [1, 3]] < -1e8).all() and (out[0, [0, 2, 4]] == 0).all() and (out[1] == 0).all()
+
+
+def test_hidden_targets_score_only_what_the_corruption_left_out():
+    tf.random.set_seed(0)
+    model = DAE(*SIZES, hidden=16, blocks=1, heads=2, ffn=32, dropout=0.0)
+    b = batch()
+    logits = model(b["songs_in"], b["tags_in"], b["artists_in"])[0]
+    _, parts = dae_loss(model, b, 0.0, 0.0, 0.0, training=False, item_loss="softmax", targets="hidden")
+    # by hand: the multinomial log-likelihood of the hidden songs under a softmax over the non-given songs
+    expected = []
+    for row, given, wanted in ((0, [0, 1], [2, 3, 4, 5]), (1, [10], [11, 12, 13])):
+        z = logits[row].numpy().astype(np.float64)
+        z[given] = -np.inf
+        log_p = z - np.log(np.exp(z - z[np.isfinite(z)].max())[np.isfinite(z)].sum()) - z[np.isfinite(z)].max()
+        expected.append(-log_p[wanted].mean())
+    np.testing.assert_allclose(float(parts["songs"]), np.mean(expected), rtol=1e-5)
+    _, everything = dae_loss(model, b, 0.0, 0.0, 0.0, training=False, item_loss="softmax", targets="all")
+    assert abs(float(everything["songs"]) - float(parts["songs"])) > 1e-3  # the switch changes the loss
+
+
+def test_hidden_targets_give_no_gradient_to_the_given_items_output_rows():
+    tf.random.set_seed(1)
+    model = DAE(*SIZES, hidden=16, blocks=1, heads=2, ffn=32, dropout=0.0, tied_output=False)
+    b = {k: v[:1] for k, v in batch().items()}  # the first playlist alone: songs 0, 1 given
+    with tf.GradientTape() as tape:
+        loss, _ = dae_loss(model, b, 0.15, 0.15, 0.0, training=True, item_loss="softmax", targets="hidden")
+    grad = tf.convert_to_tensor(tape.gradient(loss, model.output_table)).numpy()
+    assert np.abs(grad[[0, 1]]).max() < 1e-6  # masked: their logits are out of the softmax
+    assert np.abs(grad[[2, 11]]).max() > 1e-6  # a hidden target pulls, a non-target pushes
+
+
+def test_untied_output_table_is_its_own_variable():
+    tied, untied = DAE(*SIZES, hidden=16, ffn=32), DAE(*SIZES, hidden=16, ffn=32, tied_output=False)
+    assert tied.output_table is None
+    assert untied.output_table.shape == (sum(SIZES), 16)
+    assert len(untied.trainable_variables) == len(tied.trainable_variables) + 1
+    b = batch()
+    with tf.GradientTape() as tape:
+        loss, _ = dae_loss(untied, b, 0.15, 0.15, 0.0, training=True, item_loss="softmax")
+    grad = tf.convert_to_tensor(tape.gradient(loss, untied.embedding)).numpy()
+    assert np.abs(grad[[20, 25]]).max() == 0  # songs in no playlist of the batch: the input table is untouched
+
+
+def test_multi_hot_ignores_padding():
+    out = multi_hot(tf.constant([[2, 0, -1], [-1, -1, -1]]), 4).numpy()
+    np.testing.assert_array_equal(out, [[1, 0, 1, 0], [0, 0, 0, 0]])
