@@ -1,11 +1,14 @@
 """Score a results file as the official Kakao Arena evaluator does.
 
-    python -m evaluate --gt ANSWERS --rec RESULTS [--questions QUESTIONS] [--json] [--out SCORES_JSON]
+    python -m evaluate --gt ANSWERS --rec RESULTS [--questions QUESTIONS] [--part tune|report] [--json]
+                       [--out SCORES_JSON]
 
 Prints music nDCG@100, tag nDCG@10 and score = 0.85 music + 0.15 tag; with ``--questions`` also the
 scores by question type (songs-only, songs+tags, tags-only, title-only, empty). ``--json`` prints one
 object: ``music_ndcg``, ``tag_ndcg``, ``score``, ``n`` and, with questions, ``by_type`` (type -> the
-same four keys). ``--out FILE`` also writes that object to FILE, atomically (a temporary file renamed
+same four keys). ``--part report`` (or ``tune``) scores only that part of the questions
+(evaluate/protocol.py; needs ``--questions``): the README's quality figures are the report part's.
+``--out FILE`` also writes that object to FILE, atomically (a temporary file renamed
 into place), so a failed evaluation leaves no file and an old FILE untouched; prefer it to redirecting
 stdout, which leaves an empty file behind when the evaluation fails.
 
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from data.melon import MelonDataError, load_playlists, load_results, write_json
 from evaluate.ndcg import InvalidResults, evaluate
+from evaluate.protocol import parts, select
 
 
 def format_table(scores: dict) -> str:
@@ -37,14 +41,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gt", type=Path, required=True, help="answers file (e.g. SPLIT/answers/val.json)")
     parser.add_argument("--rec", type=Path, required=True, help="results file to score")
     parser.add_argument("--questions", type=Path, help="questions file: adds scores by question type")
+    parser.add_argument("--part", choices=("tune", "report"), help="score only this part of the questions "
+                        "(evaluate/protocol.py); needs --questions")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", type=Path, help="also write the JSON object to this file (atomically)")
     args = parser.parse_args(argv)
+    if args.part and not args.questions:
+        parser.error("--part needs --questions (the parts are made by question type)")
     try:
         answers = load_playlists(args.gt)
         results = load_results(args.rec)
         questions = load_playlists(args.questions) if args.questions else None
+        if args.part:
+            ids = parts(questions)[args.part]
+            answers, results, questions = select(answers, ids), select(results, ids), select(questions, ids)
         scores = evaluate(answers, results, questions)
+        if args.part:
+            scores["part"] = args.part
         if args.out:
             write_json(scores, args.out)
     except MelonDataError as e:  # names the file, record and field itself

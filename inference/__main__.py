@@ -1,12 +1,13 @@
 """Ensemble inference on a questions file: a single-device job (the first GPU when there is one, else CPU).
 
     python -m inference --questions QUESTIONS --work WORKDIR --dae RUNDIR --title RUNDIR --out RESULTS \
-        [--config configs/ensemble.yaml]
+        [--neighbours RUNDIR] [--blend BLEND_JSON] [--config configs/ensemble.yaml]
 
 QUESTIONS is any file in the official format (the local split's questions, or the real val.json /
-test.json). WORKDIR is the work directory both models were trained on (data.preprocess); --dae and
---title are their run directories (or their export folders). Either model may be left out; the blend is
-described in inference/ensemble.py. Writes RESULTS atomically: exactly 100 songs and 10 tags per question,
+test.json). WORKDIR is the work directory the models were trained on (data.preprocess); --dae, --title
+and --neighbours (python -m inference.neighbours) are their run directories (or their export folders).
+Any may be left out; --blend takes the weights fitted by python -m inference.fit_blend for exactly these
+models, and without it the two BERTs are blended as the reference design did (inference/ensemble.py). Writes RESULTS atomically: exactly 100 songs and 10 tags per question,
 ids those of the questions.
 """
 
@@ -27,31 +28,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="the work directory the models were trained on")
     parser.add_argument("--dae", type=Path, help="DAE run directory (hvd_train/dae.py --out)")
     parser.add_argument("--title", type=Path, help="fine-tuned title BERT run directory (hvd_train/title.py finetune --out)")
+    parser.add_argument("--neighbours", type=Path, help="neighbour run directory (python -m inference.neighbours --out)")
+    parser.add_argument("--blend", type=Path, help="blend weights per question type (python -m inference.fit_blend)")
     parser.add_argument("--out", type=Path, required=True, help="results file to write")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.dae is None and args.title is None:
-        parser.error("give --dae, --title or both")
+    if args.dae is None and args.title is None and args.neighbours is None:
+        parser.error("give at least one of --dae, --title, --neighbours")
 
     from data.melon import MelonDataError, load_playlists, write_json
     from data.preprocess import WorkdirError
+    from inference.blend import BlendError
     from inference.ensemble import Ensemble, ExportError, Settings
+    from inference.neighbours import ExportError as NeighbourError
 
     started = time.perf_counter()
     try:
         settings = Settings.load(args.config)
         questions = load_playlists(args.questions)
-        ensemble = Ensemble(args.work, args.dae, args.title, settings)
-    except (MelonDataError, WorkdirError, ExportError, ValueError, OSError) as e:
+        ensemble = Ensemble(args.work, args.dae, args.title, settings, args.neighbours, args.blend)
+    except (MelonDataError, WorkdirError, ExportError, NeighbourError, BlendError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     log.info("device: %s; models: %s", gpus[0].name if gpus else "CPU",
-             ", ".join(name for name, m in (("DAE", ensemble.dae), ("title BERT", ensemble.title)) if m is not None))
+             ", ".join(name for name, m in (("DAE", ensemble.dae), ("title BERT", ensemble.title),
+                                            ("neighbours", ensemble.neighbours)) if m is not None))
     try:
         results = ensemble.recommend(questions, progress=not args.no_progress)
         write_json(results, args.out)

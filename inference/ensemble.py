@@ -1,18 +1,25 @@
-"""The ensemble: the DAE and the title BERT blended into 100 songs and 10 tags per question.
+"""The ensemble: the DAE, the title BERT, an item-neighbour model and popularity, blended into 100 songs
+and 10 tags per question.
 
 Per question (configs/ensemble.yaml holds the numbers):
 
-* the DAE runs when the question gives songs or tags, the title model when its normalised title is not
-  empty; each proposes its top candidates (500 songs / 50 tags) after removing the given songs/tags and
-  the songs released after the playlist's ``updt_date`` (corrected release dates, data/vocab.py);
-* song score ``p_dae * n/(w+n) + p_title * w/(w+n)`` with n = number of given songs + tags and w the title
-  weight; tag score ``q_dae + v * q_title``; a model that does not propose an item contributes 0;
+* each member proposes its top candidates (500 songs / 50 tags) after removing the given songs/tags and
+  the songs released after the playlist's ``updt_date`` (corrected release dates, data/vocab.py): the
+  DAE when the question gives songs or tags, the title model when its normalised title is not empty, the
+  neighbour model (inference/neighbours.py) when it gives songs, tags or title words, popularity always;
+* with a fitted blend (``--blend``, inference/blend.py: weights per question type, fitted on the
+  protocol's tuning questions by ``python -m inference.fit_blend``) an item's score is the weighted sum
+  of each member's score divided by that member's best score on the question;
+* without one, the reference design's blend of the two BERTs: song score
+  ``p_dae * n/(w+n) + p_title * w/(w+n)`` with n = number of given songs + tags and w the title weight;
+  tag score ``q_dae + v * q_title``; a model that does not propose an item contributes 0;
 * the rest (a question with nothing usable, or too few candidates) is filled with the most frequent
   training songs released by the update date and the most frequent tags, so that every question gets
   exactly 100 unique songs and 10 unique tags.
 
 The models are read from their run directories' exports (weights.npz + config.json, no pickle) and must
-have been trained on the same work directory: the vocabulary and tokenizer hashes are checked.
+have been trained on the same work directory: the vocabulary and tokenizer hashes are checked, and so is
+a blend file's.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from evaluate.ndcg import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST
+from evaluate.ndcg import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, question_type
 from hvd_train.common import top_rows
+from inference.blend import Candidates
 
 log = logging.getLogger("inference")
 
@@ -126,9 +134,11 @@ def _probabilities(logits, item_loss: str):
 class Ensemble:
     """Everything inference needs from a work directory and the two run directories, loaded once."""
 
-    def __init__(self, workdir: Path, dae_run: Path | None, title_run: Path | None, settings: Settings):
+    def __init__(self, workdir: Path, dae_run: Path | None, title_run: Path | None, settings: Settings,
+                 neighbours_run: Path | None = None, blend_path: Path | None = None):
         from data.preprocess import index_of, verify_workdir
         from data.title import TitleTokenizer
+        from inference import blend
 
         self.workdir, self.settings = Path(workdir), settings
         self.manifest = verify_workdir(self.workdir, check_shards=False)
@@ -136,11 +146,13 @@ class Ensemble:
         self.index = index_of(vocab)
         self.song_ids = np.array([s for s, _ in vocab["songs"]], dtype=np.int64)
         self.tags = [t for t, _ in vocab["tags"]]
+        self.song_counts = np.array([c for _, c in vocab["songs"]], dtype=np.float64)
+        self.tag_counts = np.array([c for _, c in vocab["tags"]], dtype=np.float64)
         self.max_title_pieces = int(self.manifest["config"]["max_title_pieces"])
         with np.load(self.workdir / "release_dates.npz", allow_pickle=False) as f:
             self.release_dates = f["release_dates"]
         self.tokenizer = TitleTokenizer(self.workdir / "title.model")
-        self.dae = self.title = None
+        self.dae = self.title = self.neighbours = None
         self.max_songs = self.max_tags = None
         if dae_run is not None:
             self.dae, config = load_dae(dae_run, self.manifest, self.workdir)
@@ -150,6 +162,16 @@ class Ensemble:
         if title_run is not None:
             self.title, config = load_title(title_run, self.manifest, self.workdir, self.tokenizer)
             self.title_output = config["trained_with"]["loss"].get("item_loss", "bce")
+        if neighbours_run is not None:
+            from inference.neighbours import load_neighbours
+
+            self.neighbours = load_neighbours(neighbours_run, self.manifest, self.workdir)
+        self.blend = None if blend_path is None else blend.load(blend_path, self.manifest, self.members())
+
+    def members(self) -> list[str]:
+        """The members a fitted blend weighs: the loaded models, then popularity."""
+        loaded = (("dae", self.dae), ("title", self.title), ("neighbours", self.neighbours))
+        return [name for name, model in loaded if model is not None] + ["popular"]
 
     # -------------------------------------------------------------- questions
     def release_by_song(self, questions: list[dict]) -> np.ndarray:
@@ -185,7 +207,13 @@ class Ensemble:
         tags = _padded([r["tags"][: self.max_tags] for r in records])
         artists = _padded([list(dict.fromkeys(a for s in r["songs"][: self.max_songs]
                                               for a in self.index["song_artists"][s])) for r in records])
+        from models.dae import hide_given
+
         song_logits, tag_logits = self.dae(tf.constant(songs), tf.constant(tags), tf.constant(artists), heads=2)
+        # the given items are never an answer: the probabilities are over the rest (every given item, not only
+        # the first max_songs the model read)
+        song_logits = hide_given(song_logits, tf.constant(_padded([r["songs"] for r in records])))
+        tag_logits = hide_given(tag_logits, tf.constant(_padded([r["tags"] for r in records])))
         return _probabilities(song_logits, self.dae_output), _probabilities(tag_logits, self.dae_output)
 
     def _title_probabilities(self, records: list[dict]):
@@ -235,17 +263,66 @@ class Ensemble:
                 have += 1
         return chosen, chosen_scores
 
+    def _popular(self, blocked: np.ndarray, counts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's k most frequent unblocked items (vocabulary order) and their training counts."""
+        top, values = self._propose(np.broadcast_to(counts, blocked.shape).astype(np.float32), blocked, k)
+        return top, values
+
     # -------------------------------------------------------------- recommendations
+    def candidates(self, qs: list[dict], rs: list[dict], blocked_songs: np.ndarray, blocked_tags: np.ndarray,
+                   popular: bool) -> dict[str, Candidates]:
+        """Every member's proposals for one batch of questions (``rs``: their records), by member name;
+        ``popular``: popularity as a member too (a fitted blend weighs it)."""
+        s = self.settings
+        n = np.array([len(q["songs"]) + len(q["tags"]) for q in qs])
+        has_title = np.array([bool(r["title"]) for r in rs])
+        models = {"dae": (self.dae, n > 0, self._dae_probabilities),
+                  "title": (self.title, has_title, self._title_probabilities)}
+        out = {}
+        for name, (model, runs, probabilities) in models.items():
+            if model is None:
+                continue
+            c = Candidates(np.full((len(qs), s.candidate_songs), -1), np.zeros((len(qs), s.candidate_songs)),
+                           np.full((len(qs), s.candidate_tags), -1), np.zeros((len(qs), s.candidate_tags)))
+            rows = np.flatnonzero(runs)
+            if len(rows):
+                p_songs, p_tags = probabilities([rs[i] for i in rows])
+                top, values = self._propose(p_songs, blocked_songs[rows], s.candidate_songs)
+                c.song_items[rows, :top.shape[1]], c.song_scores[rows, :top.shape[1]] = top, values
+                top, values = self._propose(p_tags, blocked_tags[rows], s.candidate_tags)
+                c.tag_items[rows, :top.shape[1]], c.tag_scores[rows, :top.shape[1]] = top, values
+            out[name] = c
+        if self.neighbours is not None:
+            out["neighbours"] = self.neighbours.candidates(rs, blocked_songs, blocked_tags, s.candidate_songs,
+                                                           s.candidate_tags)
+        if popular:
+            out["popular"] = Candidates(*self._popular(blocked_songs, self.song_counts, SONGS_PER_PLAYLIST),
+                                        *self._popular(blocked_tags, self.tag_counts, TAGS_PER_PLAYLIST))
+        return out
+
+    def _weights(self, qs: list[dict], members: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per member, the (song, tag) weight of each question: the fitted blend's for its type, or the
+        reference design's formula."""
+        if self.blend is None:
+            n = np.array([len(q["songs"]) + len(q["tags"]) for q in qs], dtype=np.float64)
+            dae_songs, title_songs, dae_tags, title_tags = blend_weights(
+                n, self.settings.title_weight, self.settings.title_tag_weight)
+            return {"dae": (dae_songs, dae_tags), "title": (title_songs, title_tags)}
+        types = [question_type(q) for q in qs]
+        return {m: (np.array([self.blend[t][m][0] for t in types]), np.array([self.blend[t][m][1] for t in types]))
+                for m in members}
+
     def recommend(self, questions: list[dict], progress: bool = True, scores: bool = False) -> list[dict]:
         """Results in the official format (``scores=True`` adds ``song_scores``/``tag_scores`` for display)."""
         from tqdm import tqdm
 
         from data.vocab import updt_day
+        from inference.blend import normalised
 
         release = self.release_by_song(questions)
         records = self.encode(questions)
-        s, w, v = self.settings, self.settings.title_weight, self.settings.title_tag_weight
-        results, used = [], {"dae": 0, "title": 0, "popular only": 0}
+        s = self.settings
+        results, used = [], {}
         for start in tqdm(range(0, len(questions), s.batch_size), desc="ensemble", unit="batch", disable=not progress):
             qs, rs = questions[start:start + s.batch_size], records[start:start + s.batch_size]
             days = np.array([updt_day(q["updt_date"]) for q in qs])
@@ -254,31 +331,17 @@ class Ensemble:
             for i, r in enumerate(rs):
                 blocked_songs[i, r["songs"]] = True
                 blocked_tags[i, r["tags"]] = True
-            n = np.array([len(q["songs"]) + len(q["tags"]) for q in qs], dtype=np.float64)
-            runs_dae = (n > 0) & (self.dae is not None)
-            runs_title = np.array([bool(r["title"]) for r in rs]) & (self.title is not None)
-            song_items = np.full((len(qs), 2 * s.candidate_songs), -1)
-            song_scores = np.zeros(song_items.shape)
-            tag_items = np.full((len(qs), 2 * s.candidate_tags), -1)
-            tag_scores = np.zeros(tag_items.shape)
-            dae_songs, title_songs, dae_tags, title_tags = blend_weights(n, w, v)
-            for slot, (runs, model, song_weight, tag_weight) in enumerate((
-                    (runs_dae, self._dae_probabilities, dae_songs, dae_tags),
-                    (runs_title, self._title_probabilities, title_songs, title_tags))):
-                rows = np.flatnonzero(runs)
-                if not len(rows):
-                    continue
-                p_songs, p_tags = model([rs[i] for i in rows])
-                for p, blocked, k, weight, items, item_scores in (
-                        (p_songs, blocked_songs, s.candidate_songs, song_weight, song_items, song_scores),
-                        (p_tags, blocked_tags, s.candidate_tags, tag_weight, tag_items, tag_scores)):
-                    top, values = self._propose(p, blocked[rows], k)
-                    columns = slice(slot * k, slot * k + top.shape[1])
-                    items[rows, columns] = top
-                    item_scores[rows, columns] = values * weight[rows, None]
-            used["dae"] += int(runs_dae.sum())
-            used["title"] += int(runs_title.sum())
-            used["popular only"] += int((~runs_dae & ~runs_title).sum())
+            proposals = self.candidates(qs, rs, blocked_songs, blocked_tags, popular=self.blend is not None)
+            weights = self._weights(qs, list(proposals))
+            scale = normalised if self.blend is not None else (lambda x: x)
+            for name, c in proposals.items():
+                used[name] = used.get(name, 0) + int((c.song_items[:, 0] >= 0).sum())
+            song_items = np.concatenate([c.song_items for c in proposals.values()] + [np.full((len(qs), 1), -1)], axis=1)
+            tag_items = np.concatenate([c.tag_items for c in proposals.values()] + [np.full((len(qs), 1), -1)], axis=1)
+            song_scores = np.concatenate([scale(c.song_scores) * weights[m][0][:, None] for m, c in proposals.items()]
+                                         + [np.zeros((len(qs), 1))], axis=1)
+            tag_scores = np.concatenate([scale(c.tag_scores) * weights[m][1][:, None] for m, c in proposals.items()]
+                                        + [np.zeros((len(qs), 1))], axis=1)
             songs, chosen_song_scores = self._rank(song_items, song_scores, blocked_songs, SONGS_PER_PLAYLIST)
             tags, chosen_tag_scores = self._rank(tag_items, tag_scores, blocked_tags, TAGS_PER_PLAYLIST)
             for i, q in enumerate(qs):
@@ -287,8 +350,9 @@ class Ensemble:
                     result["song_scores"] = chosen_song_scores[i][songs[i] >= 0].tolist()
                     result["tag_scores"] = chosen_tag_scores[i][tags[i] >= 0].tolist()
                 results.append(result)
-        log.info("questions: %d; the DAE answered %d, the title model %d, popularity alone %d",
-                 len(questions), used["dae"], used["title"], used["popular only"])
+        log.info("questions: %d; members that proposed: %s; %s", len(questions),
+                 ", ".join(f"{m} {k}" for m, k in used.items()),
+                 "blend: fitted per question type" if self.blend is not None else "blend: the reference design's")
         return results
 
     def _song_ids(self, indices: np.ndarray, question: dict, day: int) -> list[int]:

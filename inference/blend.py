@@ -1,0 +1,179 @@
+"""Blend weights per question type, fitted on the protocol's tuning questions, stored with the run.
+
+Each member of the ensemble (inference/ensemble.py: ``dae``, ``title``, ``neighbours``, ``popular``)
+proposes, per question, up to K candidate songs and tags with non-negative scores. A fitted blend scores
+an item by ``sum_m w[type][m] * s_m(item) / max_j s_m(j)``: each member's scores divided by its own best
+score on that question (so members on different scales blend), weighted per question type
+(:data:`evaluate.ndcg.QUESTION_TYPES`) and separately for songs and tags. A member that does not run on
+a question (the DAE without given items, the title model without a title) adds nothing.
+
+:func:`fit` chooses the weights that maximise the mean song nDCG@100 (tag nDCG@10) of each question type's
+tuning questions over a grid on the simplex (steps of 1/``steps``), members absent from a type left out.
+A member that never helps gets weight 0, so on the tuning questions the blend is never worse than its
+best member alone on any type; a type with fewer than :data:`MIN_QUESTIONS` tuning questions takes the
+weights fitted on all of them.
+
+The blend file (JSON) records the work directory's vocabulary and tokenizer hashes and the members; the
+ensemble refuses one made for another work directory or other members.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evaluate.ndcg import IDCG, QUESTION_TYPES
+
+KINDS = ("songs", "tags")
+CUTOFF = {"songs": 100, "tags": 10}
+MIN_QUESTIONS = 30
+
+
+class BlendError(ValueError):
+    """A blend file that does not fit this work directory or these members."""
+
+
+@dataclass
+class Candidates:
+    """One member's proposals for Q questions: ``items`` [Q, K] int (vocabulary index, -1 = none) and
+    ``scores`` [Q, K] float (>= 0; 0 where items is -1), for songs and for tags."""
+    song_items: np.ndarray
+    song_scores: np.ndarray
+    tag_items: np.ndarray
+    tag_scores: np.ndarray
+
+    def kind(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        return (self.song_items, self.song_scores) if kind == "songs" else (self.tag_items, self.tag_scores)
+
+
+def normalised(scores: np.ndarray) -> np.ndarray:
+    """[Q, K] scores divided by each row's largest (rows without a positive score stay 0)."""
+    top = scores.max(axis=1, keepdims=True) if scores.shape[1] else np.zeros((scores.shape[0], 1))
+    return np.where(top > 0, scores / np.where(top > 0, top, 1.0), 0.0)
+
+
+def simplex(members: int, steps: int) -> np.ndarray:
+    """[G, members] weight vectors with entries in multiples of 1/steps summing to 1."""
+    points = [p for p in itertools.product(range(steps + 1), repeat=members) if sum(p) == steps]
+    return np.array(points, dtype=np.float64) / steps
+
+
+class Pool:
+    """Every question's candidates of one kind, merged: one row per (question, distinct item) with each
+    member's normalised score, whether the item is in the answer, and the question's ideal DCG."""
+
+    def __init__(self, candidates: list[Candidates], kind: str, truth: list[set], answer_sizes: np.ndarray):
+        width = 1 + max(int(c.kind(kind)[0].max(initial=-1)) for c in candidates)
+        keys, members, values = [], [], []
+        for m, c in enumerate(candidates):
+            items, scores = c.kind(kind)
+            rows = np.repeat(np.arange(items.shape[0]), items.shape[1])
+            valid = items.reshape(-1) >= 0
+            keys.append(rows[valid] * width + items.reshape(-1)[valid])
+            members.append(np.full(int(valid.sum()), m))
+            values.append(normalised(scores).reshape(-1)[valid])
+        keys = np.concatenate(keys)
+        unique, inverse = np.unique(keys, return_inverse=True)
+        self.scores = np.zeros((len(unique), len(candidates)))
+        np.add.at(self.scores, (inverse, np.concatenate(members)), np.concatenate(values))
+        self.rows = unique // width
+        truth_keys = np.array(sorted(r * width + i for r, items in enumerate(truth) for i in items if i < width),
+                              dtype=np.int64)
+        self.relevant = np.isin(unique, truth_keys)
+        self.cutoff = CUTOFF[kind]
+        self.idcg = np.array(IDCG)[np.minimum(answer_sizes, self.cutoff)]
+        self.n_rows = len(truth)
+        starts = np.searchsorted(self.rows, np.arange(self.n_rows))
+        self.position = np.arange(len(unique)) - starts[self.rows]
+        self.width = int(self.position.max(initial=-1)) + 1
+
+    def ndcg(self, weights: np.ndarray, rows: np.ndarray) -> float:
+        """Mean nDCG over ``rows`` (question indices) of the blend with member ``weights`` [M]."""
+        pick = np.isin(self.rows, rows)
+        dense = np.full((self.n_rows, max(self.width, 1)), -np.inf)
+        relevant = np.zeros(dense.shape, dtype=bool)
+        dense[self.rows[pick], self.position[pick]] = self.scores[pick] @ weights
+        relevant[self.rows[pick], self.position[pick]] = self.relevant[pick]
+        dense, relevant = dense[rows], relevant[rows]
+        k = min(self.cutoff, dense.shape[1])
+        top = np.argpartition(-dense, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(dense, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        hits = np.take_along_axis(relevant, top, axis=1) & np.isfinite(np.take_along_axis(dense, top, axis=1))
+        dcg = (hits / np.log(np.arange(k) + 2.0)).sum(axis=1)
+        idcg = self.idcg[rows]
+        return float(np.mean(np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 0.0)))
+
+
+def fit(candidates: dict[str, Candidates], truth: dict[str, list[set]], answer_sizes: dict[str, np.ndarray],
+        types: list[str], steps: int = 10) -> dict:
+    """Weights ``{type: {member: [song_w, tag_w]}}`` and the tuning table (see the module docstring).
+
+    ``candidates``: member -> its Candidates for the Q tuning questions; ``truth``: kind -> Q sets of
+    vocabulary indices in the answers; ``answer_sizes``: kind -> [Q] answer lengths (out-of-vocabulary
+    answers included: they count in the ideal DCG); ``types``: the Q question types."""
+    names = list(candidates)
+    types = np.array(types)
+    weights = {t: {m: [0.0, 0.0] for m in names} for t in QUESTION_TYPES}
+    table = {t: {} for t in QUESTION_TYPES}
+    for k, kind in enumerate(KINDS):
+        pool = Pool([candidates[m] for m in names], kind, truth[kind], answer_sizes[kind])
+        every = np.arange(len(types))
+        fallback = _best(pool, names, every, steps)[0]
+        for t in QUESTION_TYPES:
+            rows = np.flatnonzero(types == t)
+            if len(rows) < MIN_QUESTIONS:
+                chosen, scores = fallback, {}
+            else:
+                chosen, scores = _best(pool, names, rows, steps)
+            for m, w in zip(names, chosen):
+                weights[t][m][k] = float(w)
+            if len(rows):
+                table[t][kind] = {"n": int(len(rows)), "blend": pool.ndcg(chosen, rows), **scores}
+    return {"weights": weights, "tuning": table}
+
+
+def _best(pool: Pool, names: list[str], rows: np.ndarray, steps: int) -> tuple[np.ndarray, dict]:
+    """The best weight vector over the grid for these rows, and each member's nDCG alone."""
+    active = [m for m in range(len(names)) if (pool.scores[np.isin(pool.rows, rows), m] > 0).any()]
+    alone = {names[m]: pool.ndcg(np.eye(len(names))[m], rows) for m in active}
+    if not active:
+        return np.zeros(len(names)), alone
+    best, best_score = None, -1.0
+    for point in simplex(len(active), steps):
+        w = np.zeros(len(names))
+        w[active] = point
+        score = pool.ndcg(w, rows)
+        if score > best_score + 1e-12:
+            best, best_score = w, score
+    return best, {"alone": alone}
+
+
+def identity(manifest: dict) -> dict:
+    return {name: manifest["files"][name]["sha256"] for name in ("vocab.json", "title.model")}
+
+
+def save(path: Path, fitted: dict, manifest: dict, members: list[str], extra: dict) -> None:
+    from data.melon import write_json
+
+    write_json({"workdir": identity(manifest), "members": members, **fitted, **extra}, Path(path))
+
+
+def load(path: Path, manifest: dict, members: list[str]) -> dict:
+    """The blend file's weights ``{type: {member: [song_w, tag_w]}}``, checked against this work directory
+    and these members (BlendError otherwise)."""
+    try:
+        blend = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise BlendError(f"{path}: cannot read the blend file ({e})") from None
+    if blend.get("workdir") != identity(manifest):
+        raise BlendError(f"{path}: fitted on another work directory (its vocabulary or tokenizer hash differs); "
+                         "fit the blend again on this one (python -m inference.fit_blend)")
+    if sorted(blend.get("members", [])) != sorted(members):
+        raise BlendError(f"{path}: fitted for the members {sorted(blend.get('members', []))}, but this ensemble "
+                         f"has {sorted(members)}; give the same models or fit the blend again")
+    return blend["weights"]

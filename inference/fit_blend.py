@@ -1,0 +1,107 @@
+"""Fit the ensemble's blend weights per question type on the protocol's tuning questions.
+
+    python -m inference.fit_blend --questions QUESTIONS --answers ANSWERS --work WORKDIR --out BLEND_JSON \
+        [--dae RUNDIR] [--title RUNDIR] [--neighbours RUNDIR] [--config configs/ensemble.yaml]
+
+Only the tuning part of QUESTIONS (evaluate/protocol.py) is read for the fit; the report part stays
+untouched. Every member proposes its candidates once (inference/ensemble.py), then inference/blend.py
+searches each question type's song and tag weights. BLEND_JSON holds the weights, the members, the work
+directory's hashes and the tuning table (each member alone and the blend, nDCG per type); give it to
+``python -m inference --blend``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from inference.ensemble import DEFAULT_CONFIG, log
+
+
+def tuning_candidates(ensemble, questions: list[dict]):
+    """Every member's Candidates over ``questions`` (batch by batch, concatenated) and their records."""
+    from data.vocab import updt_day
+    from inference.blend import Candidates
+
+    release = ensemble.release_by_song(questions)
+    records = ensemble.encode(questions)
+    parts: dict[str, list] = {}
+    size = ensemble.settings.batch_size
+    for start in range(0, len(questions), size):
+        qs, rs = questions[start:start + size], records[start:start + size]
+        days = np.array([updt_day(q["updt_date"]) for q in qs])
+        blocked_songs = release[None, :] > days[:, None]
+        blocked_tags = np.zeros((len(qs), len(ensemble.tags)), dtype=bool)
+        for i, r in enumerate(rs):
+            blocked_songs[i, r["songs"]] = True
+            blocked_tags[i, r["tags"]] = True
+        for name, c in ensemble.candidates(qs, rs, blocked_songs, blocked_tags, popular=True).items():
+            parts.setdefault(name, []).append(c)
+    joined = {}
+    for name, chunks in parts.items():
+        joined[name] = Candidates(*(np.concatenate([getattr(c, f) for c in chunks]) for f in
+                                    ("song_items", "song_scores", "tag_items", "tag_scores")))
+    return joined
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inference.fit_blend", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--questions", type=Path, required=True)
+    parser.add_argument("--answers", type=Path, required=True)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--dae", type=Path)
+    parser.add_argument("--title", type=Path)
+    parser.add_argument("--neighbours", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="the blend file to write (JSON)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    from data.melon import MelonDataError, load_playlists
+    from data.preprocess import WorkdirError
+    from evaluate.ndcg import question_type
+    from evaluate.protocol import parts, select
+    from inference import blend
+    from inference.ensemble import Ensemble, ExportError, Settings
+    from inference.neighbours import ExportError as NeighbourError
+
+    started = time.perf_counter()
+    try:
+        questions = load_playlists(args.questions)
+        answers = {a["id"]: a for a in load_playlists(args.answers)}
+        ensemble = Ensemble(args.work, args.dae, args.title, Settings.load(args.config), args.neighbours)
+    except (MelonDataError, WorkdirError, ExportError, NeighbourError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    tuning = select(questions, parts(questions)["tune"])
+    missing = [q["id"] for q in tuning if q["id"] not in answers]
+    if missing:
+        print(f"error: {args.answers} has no answer for question id {missing[0]} ({len(missing)} missing)",
+              file=sys.stderr)
+        return 2
+    candidates = tuning_candidates(ensemble, tuning)
+    truth = {"songs": [{ensemble.index["songs"][s] for s in answers[q["id"]]["songs"] if s in ensemble.index["songs"]}
+                       for q in tuning],
+             "tags": [{ensemble.index["tags"][t] for t in answers[q["id"]]["tags"] if t in ensemble.index["tags"]}
+                      for q in tuning]}
+    sizes = {kind: np.array([len(answers[q["id"]][kind]) for q in tuning]) for kind in ("songs", "tags")}
+    fitted = blend.fit(candidates, truth, sizes, [question_type(q) for q in tuning])
+    members = list(candidates)
+    blend.save(args.out, fitted, ensemble.manifest, members, {"tuning_questions": len(tuning),
+                                                             "questions_file": str(args.questions)})
+    for t, row in fitted["tuning"].items():
+        for kind, cell in row.items():
+            alone = ", ".join(f"{m} {v:.4f}" for m, v in cell.get("alone", {}).items())
+            weights = ", ".join(f"{m} {fitted['weights'][t][m][0 if kind == 'songs' else 1]:.1f}" for m in members)
+            log.info("%s %s (n=%d): blend %.4f [%s]; alone: %s", t, kind, cell["n"], cell["blend"], weights, alone)
+    log.info("wrote %s (%d tuning questions) in %.1f s", args.out, len(tuning), time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
