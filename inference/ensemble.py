@@ -307,7 +307,9 @@ class Ensemble:
             n = np.array([len(q["songs"]) + len(q["tags"]) for q in qs], dtype=np.float64)
             dae_songs, title_songs, dae_tags, title_tags = blend_weights(
                 n, self.settings.title_weight, self.settings.title_tag_weight)
-            return {"dae": (dae_songs, dae_tags), "title": (title_songs, title_tags)}
+            ones = np.ones(len(qs))  # any other member (the neighbours without a blend file): its own scores
+            return {"dae": (dae_songs, dae_tags), "title": (title_songs, title_tags),
+                    **{m: (ones, ones) for m in members if m not in ("dae", "title")}}
         types = [question_type(q) for q in qs]
         return {m: (np.array([self.blend[t][m][0] for t in types]), np.array([self.blend[t][m][1] for t in types]))
                 for m in members}

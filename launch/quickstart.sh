@@ -22,6 +22,7 @@
 # run. Trainers resume from their checkpoints when rerun, so a rerun (or a run with more epochs) continues
 # where the last one stopped.
 set -euo pipefail
+peer=item_cf  # the strongest peer of bench/results/quality_small.json, printed beside the ensemble
 scale=small seed=0 data="" out="" np=2 dae_epochs=2 pretrain_epochs=20 finetune_epochs=3 budget=()
 usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
@@ -99,18 +100,29 @@ stage "title BERT fine-tuning: horovodrun -np $np, $finetune_epochs epochs -> $o
 timed title_finetune horovodrun -np "$np" python hvd_train/title.py finetune --work "$work" --init "$out/title-pretrain" --out "$out/title" \
     --set train.epochs="$finetune_epochs" --set train.warmup_steps=300 --set validation.every_epochs=1 "${budget[@]}"
 
+stage "neighbour member: item-item CF over the training playlists -> $out/neighbours"
+timed neighbours python -m inference.neighbours --work "$work" --out "$out/neighbours"
+
 questions=$split/questions/val.json answers=$split/answers/val.json
+models=(--dae "$out/dae" --title "$out/title" --neighbours "$out/neighbours")
+stage "blend weights per question type, fitted on the tuning half of $questions -> $out/blend.json"
+timed blend python -m inference.fit_blend --questions "$questions" --answers "$answers" --work "$work" "${models[@]}" \
+    --out "$out/blend.json"
 mkdir -p "$out/results" "$out/scores"
 stage "recommendations for $questions -> $out/results/"
 timed popular python -m inference.popular --train "$split/orig/train.json" --questions "$questions" --out "$out/results/popular.json"
-timed ensemble python -m inference --questions "$questions" --work "$work" --dae "$out/dae" --title "$out/title" --out "$out/results/ensemble.json"
+timed ensemble python -m inference --questions "$questions" --work "$work" "${models[@]}" --blend "$out/blend.json" \
+    --out "$out/results/ensemble.json"
 python -m inference --questions "$questions" --work "$work" --dae "$out/dae" --out "$out/results/dae.json" --no-progress
 python -m inference --questions "$questions" --work "$work" --title "$out/title" --out "$out/results/title.json" --no-progress
+stage "the strongest classical peer, $peer (bench/peers.py, its tuned defaults) -> $out/results/$peer.json"
+timed peer python -m bench.peers "$peer" --split "$split" --meta "$data/song_meta.json" --out "$out/results/$peer.json"
 
-stage "evaluation on $answers -> $out/scores/"
+stage "evaluation on the report half of $answers (nothing was tuned on it) -> $out/scores/"
 tables=()
-for model in ensemble dae title popular; do
-    python -m evaluate --gt "$answers" --rec "$out/results/$model.json" --questions "$questions" --out "$out/scores/$model.json" >/dev/null
+for model in ensemble dae title "$peer" popular; do
+    python -m evaluate --gt "$answers" --rec "$out/results/$model.json" --questions "$questions" --part report \
+        --out "$out/scores/$model.json" >/dev/null
     tables+=("$model=$out/scores/$model.json")
 done
 python -m evaluate.table "${tables[@]}" | tee "$out/scores/table.md"

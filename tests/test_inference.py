@@ -155,3 +155,72 @@ def test_a_question_with_nothing_usable_gets_date_filtered_popularity(runs, tmp_
         release = f["release_dates"]
     assert result["songs"] == [s for s, _ in vocab["songs"] if release[s] <= 20190101][:100]
     assert result["tags"] == [t for t, _ in vocab["tags"]][:10]
+
+
+@pytest.fixture(scope="module")
+def blended(runs, tiny_split, tmp_path_factory):
+    """The neighbour member of the tiny work directory and a blend of all three models fitted on the tuning
+    half of the tiny validation questions."""
+    work, dae, title = runs
+    root = tmp_path_factory.mktemp("blended")
+    run_module("inference.neighbours", "--work", work, "--out", root / "neighbours")
+    proc = run_module("inference.fit_blend", "--questions", tiny_split / "questions/val.json", "--answers",
+                      tiny_split / "answers/val.json", "--work", work, "--dae", dae, "--title", title,
+                      "--neighbours", root / "neighbours", "--out", root / "blend.json")
+    return root / "neighbours", root / "blend.json", proc.stderr
+
+
+@pytest.mark.slow
+def test_a_fitted_blend_gives_valid_results_and_records_what_it_was_fitted_on(runs, blended, tiny_split, tmp_path):
+    from evaluate.protocol import parts
+
+    work, dae, title = runs
+    neighbours, blend_file, log = blended
+    questions = load(tiny_split / "questions/val.json")
+    blend = load(blend_file)
+    assert blend["members"] == ["dae", "title", "neighbours", "popular"]
+    assert blend["tuning_questions"] == len(parts(questions)["tune"]) < len(questions)
+    for weights in blend["weights"].values():  # song and tag weights on the simplex
+        for k in (0, 1):
+            assert sum(w[k] for w in weights.values()) == pytest.approx(1.0) or not any(w[k] for w in weights.values())
+    out = tmp_path / "r.json"
+    infer(work, dae, title, tiny_split / "questions/val.json", out, "--neighbours", neighbours, "--blend", blend_file)
+    results = load(out)
+    assert [r["id"] for r in results] == [q["id"] for q in questions]
+    for q, r in zip(questions, results):
+        assert len(set(r["songs"])) == 100 and len(set(r["tags"])) == 10
+        assert not set(r["songs"]) & set(q["songs"]) and not set(r["tags"]) & set(q["tags"])
+    report = json.loads(run_module("evaluate", "--gt", tiny_split / "answers/val.json", "--rec", out, "--questions",
+                                   tiny_split / "questions/val.json", "--part", "report", "--json").stdout)
+    assert report["part"] == "report" and report["n"] == len(parts(questions)["report"]) and report["score"] > 0
+
+
+@pytest.mark.slow
+def test_a_blend_for_other_members_is_refused(runs, blended, tiny_split, tmp_path):
+    work, dae, title = runs
+    neighbours, blend_file, _ = blended
+    proc = infer(work, dae, None, tiny_split / "questions/val.json", tmp_path / "r.json", "--neighbours", neighbours,
+                 "--blend", blend_file, check=False)
+    assert proc.returncode == 2 and "fitted for the members" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.slow
+def test_the_neighbour_member_alone_recommends_co_occurring_songs(runs, blended, tiny_split, tmp_path):
+    """A question made of one training playlist's first songs: the neighbour member ranks that playlist's
+    other songs above the popularity ranking does."""
+    work, _, _ = runs
+    neighbours, _, _ = blended
+    train = [p for p in load(tiny_split / "orig/train.json") if len(p["songs"]) >= 20][:10]
+    questions = [{**p, "id": 10_000 + i, "songs": p["songs"][:5], "tags": [], "updt_date": "2030-01-01 00:00:00.000"}
+                 for i, p in enumerate(train)]
+    q_file = tmp_path / "q.json"
+    q_file.write_text(json.dumps(questions, ensure_ascii=False), encoding="utf-8")
+    proc = run_module("inference", "--questions", q_file, "--work", work, "--neighbours", neighbours, "--out",
+                      tmp_path / "r.json", "--no-progress")
+    assert "neighbours" in proc.stderr
+    popular = [s for s, _ in load(work / "vocab.json")["songs"]]
+    hits = lambda ranked, p: len(set(ranked[:100]) & set(p["songs"][5:]))  # noqa: E731
+    ours = sum(hits(r["songs"], p) for r, p in zip(load(tmp_path / "r.json"), train))
+    theirs = sum(hits([s for s in popular if s not in p["songs"][:5]], p) for p in train)
+    assert ours > theirs
