@@ -74,7 +74,7 @@ def check_trainer_config(config: dict, model_keys: tuple, extra=None) -> None:
                     raise ConfigError(f"{section}.{key} must be positive")
         if config["model"]["activation"] not in ("gelu", "relu"):
             raise ConfigError("model.activation must be gelu or relu")
-        lr_scale(config["train"]["lr_scaling"], 1)
+        lr_scale(config["train"], 1)
         if config["hardware"]["gradient_compression"] not in ("none", "fp16"):
             raise ConfigError("hardware.gradient_compression must be none or fp16")
         for key in ("mixed_precision", "xla", "sparse_as_dense"):
@@ -128,13 +128,18 @@ def steps_per_epoch(manifest: dict, size: int, batch: int, cap: int | None = Non
 
 
 # ------------------------------------------------------------------ learning rate
-def lr_scale(scaling: str, size: int) -> float:
+def lr_scale(train: dict, size: int) -> float:
+    """The schedule's factor for ``size`` ranks: ``train.lr_scaling`` (linear, sqrt or none in the ranks)
+    times ``train.lr_multiplier``."""
+    scaling, multiplier = train["lr_scaling"], float(train["lr_multiplier"])
+    if multiplier <= 0:
+        raise ConfigError(f"train.lr_multiplier must be positive, got {multiplier}")
     if scaling == "linear":
-        return float(size)
+        return float(size) * multiplier
     if scaling == "sqrt":
-        return math.sqrt(size)
+        return math.sqrt(size) * multiplier
     if scaling == "none":
-        return 1.0
+        return multiplier
     raise ConfigError(f"train.lr_scaling must be linear, sqrt or none, got {scaling!r}")
 
 

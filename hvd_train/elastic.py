@@ -20,7 +20,7 @@ how :func:`hvd_train.loop.run` knows to hand over to :func:`run` here. The shape
   included. A worker that dies mid-step makes the others roll back to the last commit instead;
 * after a world change each worker re-shards: the training files are dealt again for its new rank and
   size (data/pipeline.py), steps per epoch and the per-rank batch are recomputed, so is the validation
-  share; the learning rate is scaled for the new size (``lr_scale(train.lr_scaling, hvd.size())``) and the
+  share; the learning rate is scaled for the new size (``lr_scale(train, hvd.size())``) and the
   training step traced again. The epoch in progress continues where it was, as a fraction: k of n steps
   done at the old size become round(k x n' / n) of n' at the new size, taken from the new shards (so in
   that one epoch some playlists may be seen twice and others not at all). Rank 0 prints a line naming the
@@ -173,7 +173,7 @@ def run(hvd, task, config: dict, manifest: dict, workdir: Path, out: Path) -> in
         if rank == 0 and world.writer is None:  # rank 0 at the start, or a worker that became rank 0 since
             world.writer, world.managers = rank0_outputs(checkpoint, config, out)
         t = world.task
-        scale = lr_scale(train_cfg["lr_scaling"], size)
+        scale = lr_scale(train_cfg, size)
         if rank == 0 and not state.announced:
             announce(hvd, t, config, out, optimizer, counters, state.resumed)
             print(f"{tag} elastic: state committed every {every_k} steps and at every epoch end; the world may "
@@ -182,7 +182,7 @@ def run(hvd, task, config: dict, manifest: dict, workdir: Path, out: Path) -> in
         if state.size != size:  # the world changed since the last commit
             done = min(t.steps, round(state.batch * t.steps / state.steps))
             if rank == 0:
-                old_scale, step = lr_scale(train_cfg["lr_scaling"], state.size), int(optimizer.iterations.numpy())
+                old_scale, step = lr_scale(train_cfg, state.size), int(optimizer.iterations.numpy())
                 now = float(learning_rate(step + 1, t.hidden, warmup, scale))
                 print(f"{tag} world changed: {state.size} -> {size} ranks at step {step} (epoch {state.epoch}, "
                       f"{state.batch} of {state.steps} steps done, now {done} of {t.steps}); global batch "

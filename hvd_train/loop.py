@@ -163,7 +163,7 @@ def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path)
     hvd.broadcast_variables(state, root_rank=0)
 
     tag = f"[{task.name}]"
-    scale = lr_scale(train_cfg["lr_scaling"], size)
+    scale = lr_scale(train_cfg, size)
     writer, managers = rank0_outputs(checkpoint, config, out) if rank == 0 else (None, None)
     if rank == 0:
         announce(hvd, task, config, out, optimizer, counters, resumed)
@@ -226,7 +226,7 @@ def announce(hvd, task: Task, config: dict, out: Path, optimizer, counters: Coun
 
     train_cfg, hardware = config["train"], config["hardware"]
     tag, size, warmup = f"[{task.name}]", hvd.size(), int(train_cfg["warmup_steps"])
-    scale = lr_scale(train_cfg["lr_scaling"], size)
+    scale = lr_scale(train_cfg, size)
     write_json(config, out / "config.json")
     print(f"{tag} {describe_horovod(hvd)}; mixed precision {'on' if hardware['mixed_precision'] else 'off'}, XLA "
           f"{'on' if hardware['xla'] else 'off'}, gradient compression {hardware['gradient_compression']}, "

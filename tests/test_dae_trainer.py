@@ -69,12 +69,18 @@ def test_two_ranks_stay_in_sync_loss_falls_and_lr_follows_the_formula(work, tmp_
 
 
 @pytest.mark.slow
-def test_lr_schedule_at_one_rank_and_sqrt_scaling(work, tmp_path):
-    out = train(1, work, tmp_path / "run", "--set", "train.epochs=1", "--set", "train.lr_scaling=sqrt").stdout
+def test_lr_schedule_at_one_rank_with_sqrt_scaling_a_multiplier_and_the_generalisation_levers(work, tmp_path):
+    """One rank, sqrt scaling and lr_multiplier 0.5, with hidden targets, an untied output table and weight
+    decay on: the schedule follows the formula and the export carries the untied table."""
+    out = train(1, work, tmp_path / "run", "--set", "train.epochs=1", "--set", "train.lr_scaling=sqrt",
+                "--set", "train.lr_multiplier=0.5", "--set", "loss.targets=hidden", "--set", "model.tied_output=false",
+                "--set", "train.weight_decay=0.5").stdout
     steps = int(re.search(r"(\d+) steps per epoch", out).group(1))
-    (_, _, lr), = epoch_lines(out)
-    assert "global batch 64 (64 x 1 ranks)" in out
-    assert lr == pytest.approx(math.sqrt(1) * 48 ** -0.5 * min(steps ** -0.5, steps * 20 ** -1.5), rel=1e-4)
+    (_, loss, lr), = epoch_lines(out)
+    assert "global batch 64 (64 x 1 ranks)" in out and math.isfinite(loss)
+    assert lr == pytest.approx(0.5 * math.sqrt(1) * 48 ** -0.5 * min(steps ** -0.5, steps * 20 ** -1.5), rel=1e-3)  # 4 digits
+    with np.load(tmp_path / "run/export/weights.npz") as weights:
+        assert any("output_table" in name for name in weights.files)
 
 
 @pytest.mark.slow
