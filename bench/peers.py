@@ -31,16 +31,33 @@ The peers:
     ``beta`` is an idf-style popularity correction of the target: plain cosine (``beta = 0``) divides every
     target by ``sqrt(n_j)`` and so floods the lists with one-off songs and tags, ``beta = alpha / 2``
     removes that division. Title keywords give title-only questions neighbours. The three knobs are tuned by
-    bench/quality.py on the validation questions (:data:`CF_GRID`).
+    bench/quality.py on the tuning part of the validation questions (:data:`CF_GRID`).
 ``als``
     implicit's ``AlternatingLeastSquares`` (CPU, conjugate gradient) on the playlist x item matrix of the
     training playlists and the questions (folded in by fitting on their given items), items songs, tags and
     title keywords (so title-only questions get factors too), confidence ``1 + alpha * x``. Songs and tags
     are ranked by ``user_factors @ item_factors.T``. A question with no known item gets ``popular``.
-    ``factors`` and the confidence ``alpha`` are tuned on the validation questions (:data:`ALS_GRID`);
+    ``factors`` and the confidence ``alpha`` are tuned on the tuning part (:data:`ALS_GRID`);
     ``iterations = 15`` (implicit's default) and ``regularization = 0.1`` are fixed: at small scale, 32
     factors and alpha 20, regularization 0.1, 1, 10 and 50 gave scores within 0.001 of each other, while
     factors (16: 0.15, 32: 0.19, 64: 0.18, 128: 0.17) and alpha matter.
+``ease``
+    EASE (Steck 2019, models/ease.py): item-item weights ``B = -P / diag(P)``, ``P = (X^T X + lam I)^-1``,
+    zero diagonal, over one item space of songs, tags and title keywords (``title_weight`` in ``X`` and in
+    the queries; keywords are input-only, never recommended) of the training playlists, restricted to the
+    ``n_items`` most frequent items. A question's scores are ``q @ B``; its positive-scored songs and tags
+    rank first. ``n_items`` and ``lam`` are tuned (:data:`EASE_GRID`); ``G`` is dense, so ``n_items`` is
+    the memory (and cubic time) knob.
+``playlist_cf``
+    Playlist-neighbour CF, the 2nd-place Kakao Arena recipe: every playlist is a vector of BM25-idf
+    weights over its songs, tags and title keywords (the keywords also times ``title_weight``),
+    L2-normalised; a question's ``k`` most cosine-similar training playlists n vote
+    ``sim_n ** power`` for each song and tag they hold. ``k``, ``power`` and ``title_weight`` are tuned
+    (:data:`PCF_GRID`).
+
+Tuning (``tune``) follows evaluate/protocol.py: every grid is scored on the *tuning* part of the validation
+questions only (``evaluate.protocol.parts``: half of each question type, fixed by id), never on the report
+part; ``--questions-limit N`` scores only the first N of the tuning part, for quick runs.
 
 Run one peer in its own process (bench/quality.py does, to measure its time and peak memory)::
 
@@ -75,6 +92,15 @@ CF_DEFAULTS = {"alpha": 1.0, "beta": 0.25, "title_weight": 1.0}
 CF_GRID = {"alpha": [0.5, 1.0, 2.0], "beta": [0.0, 0.25, 0.5], "title_weight": [0.5, 1.0, 2.0]}
 ALS_DEFAULTS = {"factors": 32, "regularization": 0.1, "alpha": 20.0, "iterations": 15}
 ALS_GRID = {"factors": [16, 32, 64], "alpha": [5.0, 20.0, 40.0]}
+# ease and playlist_cf: the best of `python -m bench.peers tune NAME` at small scale, on the 2,001 questions of
+# the protocol's tuning part. playlist_cf's best is inside its grid; ease's lam too, but its n_items is the
+# grid's top (tuning part 0.1713 / 0.1807 / 0.1822 at 5,000 / 10,000 / 20,000 with lam 1000): flattening,
+# and each doubling of n_items costs 8x the time of the inverse. ease's title_weight is fixed at 1: at 5,000
+# items and lam 1000, 0.5 / 1 / 2 scored 0.1709 / 0.1713 / 0.1698.
+EASE_DEFAULTS = {"n_items": 20000, "lam": 1000.0, "title_weight": 1.0}
+EASE_GRID = {"n_items": [5000, 10000, 20000], "lam": [300.0, 1000.0, 3000.0]}
+PCF_DEFAULTS = {"k": 400, "power": 1.0, "title_weight": 1.0}
+PCF_GRID = {"k": [100, 200, 400, 800], "power": [0.5, 1.0, 2.0], "title_weight": [0.5, 1.0, 2.0]}
 
 
 # ----------------------------------------------------------------------------------------------- filters
@@ -333,8 +359,9 @@ class ItemCF:
 
         For ``alpha = 1`` the sum is ``((Q X^T) X)``: the question's weight on each playlist, then those
         playlists' items, with no item-item matrix. At melon scale a question's items share playlists with
-        about half of all songs, so the product is accumulated densely. Otherwise the rows of ``X^T X`` that
-        the batch uses are made once per batch (``similarity``) and raised to ``alpha``."""
+        a large share of all songs (45% of the targets in a profile of 128 melon questions), so the product
+        is accumulated densely. Otherwise the rows of ``X^T X`` that the batch uses are made once per batch
+        (``similarity``) and raised to ``alpha``."""
         if setting["alpha"] == 1.0:
             playlists = (self._query(columns, setting["title_weight"]) @ self.xn_t).T.toarray()  # playlists x Q
             scores = np.ascontiguousarray((self.targets_t @ playlists).T)
@@ -438,9 +465,144 @@ def als(train: list[dict], questions: list[dict], song_meta: list[dict], factors
     return results
 
 
-PEERS = {"popular": popular, "genre_popular": genre_popular, "item_cf": item_cf, "als": als}
-DEFAULTS = {"popular": {}, "genre_popular": {}, "item_cf": CF_DEFAULTS, "als": ALS_DEFAULTS}
-GRIDS = {"item_cf": CF_GRID, "als": ALS_GRID}
+# ----------------------------------------------------------------------------------------------- EASE
+
+class EaseCF:
+    """EASE (models/ease.py) over songs, tags and title keywords of the training playlists.
+
+    ``x`` is the training playlists x items matrix (1 per song and tag, ``title_weight`` per title keyword);
+    EASE keeps its ``n_items`` most frequent columns. Only songs and tags are recommended: a kept title
+    keyword only feeds the scores."""
+
+    def __init__(self, train: list[dict], questions: list[dict], song_meta: list[dict], title_weight: float):
+        self.ctx = Context(train, questions, song_meta)
+        self.items = Items(train)
+        self.title_weight = title_weight
+        self.x = self.items.matrix(train, title_weight)
+
+    def fit(self, n_items: int, lam: float, g=None):
+        """EASE on the ``n_items`` most frequent columns; ``g`` a precomputed Gram of those columns (kept)."""
+        from models.ease import EASE, frequent_columns, gram, weights
+
+        columns = frequent_columns(self.x, n_items)
+        g = gram(self.x, columns) if g is None else g.copy()
+        return EASE(columns, weights(g, lam))
+
+    def recommend(self, questions: list[dict], model) -> list[dict]:
+        """Songs and tags by ``q @ B`` (positive scores only; the fill after), for a fitted ``model``."""
+        items, n_songs = self.items, self.items.n_songs
+        targets = n_songs + items.n_tags
+        kept = model.columns < targets  # the kept songs and tags (the rest are title keywords)
+        results = []
+        batch = _batch_size(targets)
+        for start in range(0, len(questions), batch):
+            qs = questions[start:start + batch]
+            scores = np.zeros((len(qs), targets), dtype=np.float32)
+            scores[:, model.columns[kept]] = model.scores(items.matrix(qs, self.title_weight))[:, kept]
+            blocked_songs, blocked_tags = items.blocked(self.ctx, qs)
+            song_top = _top_positive(scores[:, :n_songs], blocked_songs, SONGS_PER_PLAYLIST)
+            tag_top = _top_positive(scores[:, n_songs:], blocked_tags, TAGS_PER_PLAYLIST)
+            results.extend(_to_results(self.ctx, items, qs, song_top, tag_top))
+        return results
+
+
+def ease(train: list[dict], questions: list[dict], song_meta: list[dict], n_items: int = EASE_DEFAULTS["n_items"],
+         lam: float = EASE_DEFAULTS["lam"], title_weight: float = EASE_DEFAULTS["title_weight"],
+         timings: dict | None = None) -> list[dict]:
+    """EASE (see the module docstring): ``n_items`` kept columns, L2 penalty ``lam``."""
+    start = time.perf_counter()
+    peer = EaseCF(train, questions, song_meta, title_weight)
+    model = peer.fit(n_items, lam)
+    _timed(timings, "fit_s", start)
+    start = time.perf_counter()
+    results = peer.recommend(questions, model)
+    _timed(timings, "recommend_s", start)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------- playlist CF
+
+class PlaylistCF:
+    """Playlist-neighbour CF: each question's k most similar training playlists vote for their songs and tags.
+
+    A playlist's vector holds ``idf_j`` for each of its songs and tags and ``title_weight * idf_j`` for each
+    title keyword, L2-normalised; ``idf_j = log(1 + (P - n_j + 0.5) / (n_j + 0.5))`` (BM25's), P training
+    playlists, n_j of them holding j. Cosine similarity = dot product of the vectors."""
+
+    def __init__(self, train: list[dict], questions: list[dict], song_meta: list[dict]):
+        self.ctx = Context(train, questions, song_meta)
+        self.items = Items(train)
+        self.binary = self.items.matrix(train)
+        self.binary.data[:] = 1.0
+        counts = np.asarray(self.binary.sum(axis=0)).ravel()
+        self.idf = np.log1p((len(train) - counts + 0.5) / (counts + 0.5)).astype(np.float32)
+        self.targets = self.binary[:, :self.items.n_songs + self.items.n_tags].tocsr()  # train x targets
+
+    def vectors(self, x, title_weight: float):
+        """[rows, items] CSR: the binary rows ``x`` weighted by idf (title keywords also by ``title_weight``)
+        and L2-normalised (an empty row stays empty)."""
+        import scipy.sparse as sp
+
+        weight = self.idf.copy()
+        weight[self.items.n_songs + self.items.n_tags:] *= title_weight
+        w = (x @ sp.diags(weight)).tocsr()
+        norms = np.sqrt(np.asarray(w.multiply(w).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return (sp.diags((1.0 / norms).astype(np.float32)) @ w).tocsr()
+
+    def _votes(self, sim: np.ndarray, k: int, power: float) -> np.ndarray:
+        """[Q, targets] dense: ``sum over the k most similar playlists n of sim_n ** power * x_nj``.
+
+        ``sim`` is [Q, train] dense cosine similarity; only positive similarities vote."""
+        import scipy.sparse as sp
+
+        k = min(k, sim.shape[1])
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        values = np.power(np.maximum(np.take_along_axis(sim, top, axis=1), 0.0), power, dtype=np.float32)
+        neighbours = sp.csr_matrix((values.ravel(), top.ravel(), np.arange(0, top.size + 1, k)), shape=sim.shape)
+        return (neighbours @ self.targets).toarray()
+
+    def recommend(self, questions: list[dict], settings: list[dict]) -> list[list[dict]]:
+        """Results for each settings dict (``k``, ``power``, ``title_weight``), sharing each title weight's
+        similarities."""
+        items, n_songs = self.items, self.items.n_songs
+        out = [[] for _ in settings]
+        for title_weight in sorted({s["title_weight"] for s in settings}):
+            train_t = self.vectors(self.binary, title_weight).T.tocsr()  # items x train
+            chosen = [i for i, s in enumerate(settings) if s["title_weight"] == title_weight]
+            batch = _batch_size(max(self.targets.shape[1], train_t.shape[1]))
+            for start in range(0, len(questions), batch):
+                qs = questions[start:start + batch]
+                q = items.matrix(qs)
+                q.data[:] = 1.0
+                sim = (self.vectors(q, title_weight) @ train_t).toarray()  # Q x train
+                blocked_songs, blocked_tags = items.blocked(self.ctx, qs)
+                for i in chosen:
+                    scores = self._votes(sim, settings[i]["k"], settings[i]["power"])
+                    song_top = _top_positive(scores[:, :n_songs], blocked_songs, SONGS_PER_PLAYLIST)
+                    tag_top = _top_positive(scores[:, n_songs:], blocked_tags, TAGS_PER_PLAYLIST)
+                    out[i].extend(_to_results(self.ctx, items, qs, song_top, tag_top))
+        return out
+
+
+def playlist_cf(train: list[dict], questions: list[dict], song_meta: list[dict], k: int = PCF_DEFAULTS["k"],
+                power: float = PCF_DEFAULTS["power"], title_weight: float = PCF_DEFAULTS["title_weight"],
+                timings: dict | None = None) -> list[dict]:
+    """Playlist-neighbour CF (see the module docstring): ``k`` neighbours, similarity exponent ``power``."""
+    start = time.perf_counter()
+    model = PlaylistCF(train, questions, song_meta)
+    _timed(timings, "fit_s", start)
+    start = time.perf_counter()
+    results = model.recommend(questions, [{"k": k, "power": power, "title_weight": title_weight}])[0]
+    _timed(timings, "recommend_s", start)
+    return results
+
+
+PEERS = {"popular": popular, "genre_popular": genre_popular, "item_cf": item_cf, "als": als, "ease": ease,
+         "playlist_cf": playlist_cf}
+DEFAULTS = {"popular": {}, "genre_popular": {}, "item_cf": CF_DEFAULTS, "als": ALS_DEFAULTS, "ease": EASE_DEFAULTS,
+            "playlist_cf": PCF_DEFAULTS}
+GRIDS = {"item_cf": CF_GRID, "als": ALS_GRID, "ease": EASE_GRID, "playlist_cf": PCF_GRID}
 
 
 # ----------------------------------------------------------------------------------------------- tuning
@@ -452,30 +614,65 @@ def grid(spec: dict) -> list[dict]:
 
 def tune(name: str, train: list[dict], questions: list[dict], answers: list[dict], song_meta: list[dict],
          limit: int | None = None) -> dict:
-    """Score every setting of the peer's grid on (the first ``limit`` of) the questions; the best score wins.
+    """Score every setting of the peer's grid on the protocol's tuning part of the questions; the best wins.
 
-    The model is fitted with all the questions folded in, as when it is benchmarked; only the scored
-    questions are limited."""
-    scored = questions[:limit] if limit else questions
+    The tuning part is ``evaluate.protocol.parts(questions)["tune"]`` (half of each question type); the
+    report part is never scored here. ``limit`` (quick runs) scores only the first ``limit`` questions of the
+    tuning part. The model is fitted with all the questions known, as when it is benchmarked (item_cf and
+    als fold their given items in); only the scored questions are restricted."""
+    from evaluate.protocol import parts, select
+
+    scored = select(questions, parts(questions)["tune"])
+    scored = scored[:limit] if limit else scored
     by_id = {a["id"]: a for a in answers}
     truth = [by_id[q["id"]] for q in scored]
-    settings, rows = grid(GRIDS[name]), []
-    if name == "item_cf":
-        model = ItemCF(train, questions, song_meta)
-        for setting, results in zip(settings, model.recommend(scored, settings)):
-            rows.append({"settings": setting, **_summary(evaluate(truth, results, scored))})
-    elif name == "als":
-        fixed = {k: v for k, v in ALS_DEFAULTS.items() if k not in GRIDS[name]}
-        for setting in settings:
-            model = ALS(train, questions, song_meta, **{**fixed, **setting})
-            rows.append({"settings": {**fixed, **setting}, **_summary(evaluate(truth, model.recommend(scored), scored))})
-    else:
-        raise ValueError(f"{name} has no knobs to tune")
+    rows = [{"settings": setting, **_summary(evaluate(truth, results, scored))}
+            for setting, results in _grid_results(name, train, questions, scored, song_meta)]
     for row in rows:
         log.info("%s %s: score %.4f", name, row["settings"], row["score"])
     best = max(rows, key=lambda r: r["score"])
-    return {"peer": name, "questions_scored": len(scored), "grid": GRIDS[name], "rows": rows,
-            "best": best["settings"], "best_score": best["score"]}
+    return {"peer": name, "questions_scored": len(scored), "questions_part": "tune",
+            "questions_protocol": "evaluate.protocol.parts(questions)['tune']" + (f"[:{limit}]" if limit else ""),
+            "grid": GRIDS[name], "rows": rows, "best": best["settings"], "best_score": best["score"]}
+
+
+def _grid_results(name: str, train: list[dict], questions: list[dict], scored: list[dict], song_meta: list[dict]):
+    """(settings, results on ``scored``) for every setting of the peer's grid, sharing what the settings share."""
+    if name not in GRIDS:
+        raise ValueError(f"{name} has no knobs to tune")
+    fixed = {k: v for k, v in DEFAULTS[name].items() if k not in GRIDS[name]}
+    settings = [{**fixed, **s} for s in grid(GRIDS[name])]
+    if name == "item_cf":
+        return zip(settings, ItemCF(train, questions, song_meta).recommend(scored, settings))
+    if name == "playlist_cf":
+        return zip(settings, PlaylistCF(train, questions, song_meta).recommend(scored, settings))
+    if name == "als":
+        return ((s, ALS(train, questions, song_meta, **s).recommend(scored)) for s in settings)
+    if name == "ease":
+        return _ease_grid(train, questions, scored, song_meta, settings)
+    raise ValueError(f"no tuner for {name}")
+
+
+def _ease_grid(train, questions, scored, song_meta, settings):
+    """EASE's grid: one Gram matrix per (title_weight, n_items), one inverse per lambda."""
+    from models.ease import frequent_columns, gram
+
+    peers, grams = {}, {}
+    for s in settings:
+        tw, n = s["title_weight"], s["n_items"]
+        if tw not in peers:
+            peers = {tw: EaseCF(train, questions, song_meta, tw)}  # one title weight's matrix at a time
+        if (tw, n) not in grams:
+            start = time.perf_counter()
+            grams = {(tw, n): gram(peers[tw].x, frequent_columns(peers[tw].x, n))}
+            log.info("ease: Gram of %d columns in %.1f s", n, time.perf_counter() - start)
+        start = time.perf_counter()
+        model = peers[tw].fit(n, s["lam"], grams[(tw, n)])
+        fitted = time.perf_counter()
+        results = peers[tw].recommend(scored, model)
+        log.info("ease %s: inverse %.1f s, %d answers %.1f s", s, fitted - start, len(scored),
+                 time.perf_counter() - fitted)
+        yield s, results
 
 
 def _summary(scores: dict) -> dict:
@@ -498,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="results (or, with 'tune', tuning) JSON to write")
     parser.add_argument("--settings", default="{}", help="JSON object of keyword arguments for the peer")
     parser.add_argument("--timings", type=Path, help="write fit_s / recommend_s / load_s here")
-    parser.add_argument("--questions-limit", type=int, help="with 'tune': score only the first N questions")
+    parser.add_argument("--questions-limit", type=int,
+                        help="with 'tune': score only the first N questions of the tuning part (quick runs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("data.melon").setLevel(logging.WARNING)
@@ -513,8 +711,8 @@ def main(argv: list[str] | None = None) -> int:
         result = tune(args.tuned, train, questions, answers, song_meta, args.questions_limit)
         result["tuning_s"] = time.perf_counter() - start
         write_json(result, args.out)
-        log.info("%s: best %s (score %.4f on %d questions)", args.tuned, result["best"], result["best_score"],
-                 result["questions_scored"])
+        log.info("%s: best %s (score %.4f on %d questions of the tuning part)", args.tuned, result["best"],
+                 result["best_score"], result["questions_scored"])
         return 0
     settings = {**DEFAULTS[args.name], **json.loads(args.settings)}
     results = PEERS[args.name](train, questions, song_meta, **settings, timings=timings)
