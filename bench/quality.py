@@ -5,24 +5,25 @@
                             [--steps-per-epoch N]
 
 1. Data, split and models: ``bash launch/quickstart.sh --scale SCALE --out OUT_ROOT/quickstart-SCALE``
-   (synthetic data, the official split, preprocessing, DAE and title BERT training, ensemble inference,
-   evaluation). A finished run folder (``scores/table.md`` and the four results files present) is reused
+   (synthetic data, the official split, preprocessing, DAE and title BERT training, the neighbour member,
+   ensemble inference, evaluation). A finished run folder (``scores/table.md``, the neighbour export and
+   the four results files present) is reused
    as it is, without rerunning quickstart, so that its ``timings.json`` keeps the training times of the
    run that trained the models. With ``--skip-ensemble`` only the data and the split are made (the same
    ``data.synth``/``data.split`` commands quickstart runs, into the same folders) and no model is trained.
-2. Peers (bench/peers.py): popular, genre_popular, item_cf and als on the split's training playlists and
-   validation questions, each in its own process (``python -m bench.peers``), so that its wall time and
-   peak resident memory (``wait4``) are its own. item_cf's and als's knobs are first tuned on the first
-   ``--tune-questions`` validation questions (also in their own process, timed); the best setting is then
-   run on all questions, so a tuned peer's score is a validation score, a little optimistic. The
-   ensemble's blend weights are the reference design's (configs/ensemble.yaml), not tuned here.
-3. Neural systems: ``python -m inference`` for the ensemble, the DAE alone and the title BERT alone, each
-   rerun in its own process for its inference time and peak memory. The rerun's results are scored, so
-   that score and timing describe the same code; quickstart's results files are scored too, and the number
-   of questions on which they differ from the rerun is reported (nonzero when the inference code changed
-   since quickstart ran).
+2. Peers (bench/peers.py): popular, genre_popular, item_cf, als, ease and playlist_cf on the split's
+   training playlists and validation questions, each in its own process (``python -m bench.peers``), so
+   that its wall time and peak resident memory (``wait4``) are its own. The knobs of item_cf, als, ease and
+   playlist_cf are first searched on the protocol's tuning half of the validation questions
+   (evaluate/protocol.py; also in their own process, timed), then the best setting runs on every question.
+3. Neural systems (:data:`NEURAL`): the ensemble (DAE, title BERT, the neighbour member and popularity,
+   blend weights per question type fitted on the tuning half by ``python -m inference.fit_blend``), the
+   ensemble without each member (its blend refitted), and each model alone; ``python -m inference`` for
+   each in its own process, for its inference time and peak memory.
 4. Every results file is scored by the project's evaluator (``evaluate.ndcg.evaluate``, overall and by
-   question type). Writes RESULTS_DIR/quality_SCALE.json, .md (tables) and .png (bar chart).
+   question type) on the **report half** of the validation questions only, which nothing above was tuned
+   on; the ratios to the best peer are reported beside the table. Writes RESULTS_DIR/quality_SCALE.json,
+   .md (tables) and .png (bar chart).
 
 Columns: *train s* is the fit time (peers: in their process; neural models: quickstart's ``timings.json``,
 horovodrun wall seconds of the training stages, preprocessing listed apart); *inference s* is the time to
@@ -45,12 +46,30 @@ from bench.common import REPO, results_dir, run
 from bench.peers import GRIDS
 from data.melon import load_playlists, load_results
 from evaluate.ndcg import QUESTION_TYPES, evaluate
+from evaluate.protocol import parts, select
 from evaluate.table import markdown
 
-PEER_NAMES = ("popular", "genre_popular", "item_cf", "als")
-NEURAL = {"ensemble": ("--dae", "--title"), "dae": ("--dae",), "title": ("--title",)}
+PEER_NAMES = ("popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf")
+# The neural systems: the members each runs with (run folders of the quickstart run), and whether a blend
+# fitted on the tuning half weighs them (then popularity is a member too). The ablations leave one member out.
+MEMBER_DIRS = {"dae": "dae", "title": "title", "neighbours": "neighbours"}
+NEURAL = {
+    "ensemble": (("dae", "title", "neighbours"), True),
+    "ensemble_without_dae": (("title", "neighbours"), True),
+    "ensemble_without_title": (("dae", "neighbours"), True),
+    "ensemble_without_neighbours": (("dae", "title"), True),
+    "ensemble_without_neural": (("neighbours",), True),
+    "dae": (("dae",), False),
+    "title": (("title",), False),
+    "neighbours": (("neighbours",), False),
+}
 DESCRIPTIONS = {
-    "ensemble": "DAE + title BERT blend (inference/ensemble.py, configs/ensemble.yaml)",
+    "ensemble": "DAE + title BERT + neighbours + popularity, blend fitted per question type on the tuning half",
+    "ensemble_without_dae": "the ensemble without the DAE (blend refitted)",
+    "ensemble_without_title": "the ensemble without the title BERT (blend refitted)",
+    "ensemble_without_neighbours": "the ensemble without the neighbour member (blend refitted)",
+    "ensemble_without_neural": "the ensemble without the DAE and the title BERT: neighbours + popularity",
+    "neighbours": "the ensemble's item-neighbour member alone (inference/neighbours.py, vocabulary items)",
     "dae": "denoising set autoencoder alone (songs, tags, artists)",
     "title": "title BERT alone (fine-tuned)",
     "popular_official": "inference.popular: most popular unseen songs/tags, no release-date filter",
@@ -58,6 +77,8 @@ DESCRIPTIONS = {
     "genre_popular": "peer: most popular of the question's dominant genre",
     "item_cf": "peer: item-item cosine CF over songs, tags and title keywords",
     "als": "peer: implicit ALS over songs, tags and title keywords, questions folded in",
+    "ease": "peer: EASE item-item closed form over the most frequent songs, tags and title keywords",
+    "playlist_cf": "peer: playlist-neighbour CF, BM25-idf cosine over songs, tags and title keywords",
 }
 
 
@@ -87,8 +108,8 @@ def _synth_matches(data: Path, scale: str, seed: int) -> bool:
 
 
 def _quickstart_finished(run: Path) -> bool:
-    return (run / "scores/table.md").is_file() and all((run / f"results/{m}.json").is_file()
-                                                        for m in ("ensemble", "dae", "title", "popular"))
+    return (run / "scores/table.md").is_file() and (run / "neighbours/export/config.json").is_file() and all(
+        (run / f"results/{m}.json").is_file() for m in ("ensemble", "dae", "title", "popular"))
 
 
 def prepare(run: Path, scale: str, seed: int, skip_ensemble: bool, epochs: list[int] | None = None,
@@ -164,30 +185,32 @@ def training_seconds(run: Path) -> tuple[dict, str]:
 
 
 def run_neural(run: Path, out: Path) -> dict:
+    """Every neural system and ablation (:data:`NEURAL`): its blend fitted on the tuning half where it has
+    one (``python -m inference.fit_blend``), then ``python -m inference`` on every question, each timed."""
     stages, source = training_seconds(run)
 
     def total(*keys):
         return sum(stages[k] for k in keys) if all(stages.get(k) is not None for k in keys) else None
 
-    train = {"ensemble": total("dae", "title_pretrain", "title_finetune"), "dae": total("dae"),
-             "title": total("title_pretrain", "title_finetune")}
     timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
-    systems = {}
-    for name, flags in NEURAL.items():
-        rerun = out / f"results/{name}.json"
-        models = [a for f in flags for a in (f, str(run / f.lstrip("-")))]
-        usage = measured([sys.executable, "-m", "inference", "--questions", str(run / "split/questions/val.json"),
-                          "--work", str(run / "work"), *models, "--out", str(rerun), "--no-progress"],
+    stage_of = {"dae": ("dae",), "title": ("title_pretrain", "title_finetune"), "neighbours": ("neighbours",)}
+    questions, systems = run / "split/questions/val.json", {}
+    for name, (members, blended) in NEURAL.items():
+        models = [a for m in members for a in (f"--{m}", str(run / MEMBER_DIRS[m]))]
+        common = ["--questions", str(questions), "--work", str(run / "work"), *models]
+        blend, fit = [], None
+        if blended:
+            path = out / f"blends/{name}.json"
+            fit = measured([sys.executable, "-m", "inference.fit_blend", *common, "--answers",
+                            str(run / "split/answers/val.json"), "--out", str(path)], out / f"logs/blend-{name}.log",
+                           _env())
+            blend = ["--blend", str(path)]
+        results = out / f"results/{name}.json"
+        usage = measured([sys.executable, "-m", "inference", *common, *blend, "--out", str(results), "--no-progress"],
                          out / f"logs/{name}.log", _env())
-        quickstart = run / f"results/{name}.json"
-        ours = {r["id"]: r for r in load_results(rerun)}
-        differing = sum(1 for r in load_results(quickstart) if ours.get(r["id"]) != r)
-        if differing:
-            log(f"{name}: the rerun differs from {quickstart} on {differing} questions (inference code changed "
-                f"since quickstart ran?); the rerun is scored, that file too")
-        systems[name] = {"kind": "neural", "results": str(rerun), "quickstart_results": str(quickstart),
-                         "rerun_differing_questions": differing, "train_s": train[name], "train_s_from": source,
-                         "training_stages_s": stages,
+        systems[name] = {"kind": "neural", "members": list(members), "results": str(results),
+                         "train_s": total(*(k for m in members for k in stage_of[m])), "train_s_from": source,
+                         "training_stages_s": stages, "blend_fit_s": fit and fit["wall_s"],
                          "inference_s": usage["wall_s"], "peak_rss_gb": usage["peak_rss_gb"]}
     systems["popular_official"] = {"kind": "baseline", "results": str(run / "results/popular.json"), "train_s": None,
                                    "inference_s": timings.get("popular"), "peak_rss_gb": None}
@@ -203,7 +226,7 @@ def _fmt(value, digits: int = 1) -> str:
 def report_markdown(summary: dict) -> str:
     systems = summary["systems"]
     lines = [f"# Recommendation quality, `{summary['scale']}` scale", "",
-             f"{summary['questions']} validation questions of the official split "
+             f"{summary['questions']} validation questions of the official split (the protocol's report half) "
              f"({summary['train_playlists']} training playlists); score = 0.85 music nDCG@100 + 0.15 tag nDCG@10. "
              "Made by `python -m bench.quality` (see its docstring for what each column measures).", "",
              "| system | score | music nDCG | tag nDCG | train s | inference s | peak GB | what |",
@@ -217,8 +240,9 @@ def report_markdown(summary: dict) -> str:
               markdown({name: s["scores"] for name, s in systems.items()}), ""]
     tuned = [(n, s) for n, s in systems.items() if s.get("tuning")]
     if tuned:
-        lines += ["Peer settings, tuned on the first "
-                  f"{tuned[0][1]['tuning']['questions_scored']} validation questions (the best score of the grid):", ""]
+        lines += ["Peer settings, searched on "
+                  f"{tuned[0][1]['tuning']['questions_scored']} questions of the tuning half (the best tuning score "
+                  "of the grid):", ""]
         for name, s in tuned:
             t = s["tuning"]
             grid = ", ".join(f"{k} in {v}" for k, v in t["grid"].items())
@@ -226,18 +250,51 @@ def report_markdown(summary: dict) -> str:
                          f"{t['process']['wall_s']:.0f} s; scores {min(r['score'] for r in t['rows']):.4f} to "
                          f"{t['best_score']:.4f})")
         lines.append("")
+    if summary.get("ratios"):
+        lines += ratios_markdown(summary["ratios"])
     notes = summary.get("notes", [])
     if notes:
         lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
 
 
+def ratios(systems: dict) -> dict | None:
+    """The issue's bars: the ensemble against the best peer (overall and by type), the ensemble without its
+    neural members against the whole, and the DAE alone against the best peer."""
+    peers = {n: s for n, s in systems.items() if s["kind"] == "peer"}
+    if "ensemble" not in systems or not peers:
+        return None
+    best = max(peers, key=lambda n: peers[n]["scores"]["score"])
+    score = lambda name, t=None: (systems[name]["scores"]["score"] if t is None  # noqa: E731
+                                  else systems[name]["scores"]["by_type"].get(t, {}).get("score"))
+    types = [t for t in QUESTION_TYPES if t in systems["ensemble"]["scores"].get("by_type", {})]
+    by_type = {}
+    for t in types:
+        best_here = max(peers, key=lambda n: score(n, t) or 0.0)
+        by_type[t] = {"best_peer": best_here, "ratio": score("ensemble", t) / score(best_here, t)}
+    return {"best_peer": best, "ensemble_vs_best_peer": score("ensemble") / score(best), "by_type": by_type,
+            "without_neural_vs_ensemble": score("ensemble_without_neural") / score("ensemble"),
+            "dae_vs_best_peer": score("dae") / score(best)}
+
+
+def ratios_markdown(r: dict) -> list[str]:
+    lines = ["Against the bars (report half):", "",
+             f"- ensemble / best peer ({r['best_peer']}): **{r['ensemble_vs_best_peer']:.3f}**",
+             "- by question type (ensemble / that type's best peer): " + ", ".join(
+                 f"{t} {v['ratio']:.3f} ({v['best_peer']})" for t, v in r["by_type"].items()),
+             f"- ensemble without the DAE and the title BERT / ensemble: {r['without_neural_vs_ensemble']:.3f}",
+             f"- DAE alone / best peer: {r['dae_vs_best_peer']:.3f}", ""]
+    return lines
+
+
 def tuning_note(tuned: bool) -> str:
+    where = ("Every score is measured on the report half of the validation questions (evaluate/protocol.py), "
+             "which nothing was tuned on. ")
+    neural = ("The neural models' best epochs and the ensembles' blend weights were chosen on the tuning half.")
     if tuned:
-        return ("item_cf and als are tuned on validation questions (their scores are a little optimistic); the "
-                "ensemble's blend weights are the reference design's (configs/ensemble.yaml), not tuned here.")
-    return ("Peers use bench/peers.py's default settings (tuned at small scale), not retuned here (--no-tune); the "
-            "ensemble's blend weights are the reference design's (configs/ensemble.yaml).")
+        return where + "The peers' grids were searched on the tuning half. " + neural
+    return where + ("The peers use bench/peers.py's default settings (tuned at small scale on its tuning half, "
+                    "--no-tune). ") + neural
 
 
 def chart(summary: dict, path: Path) -> None:
@@ -288,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-per-epoch", type=int,
                         help="quickstart's --steps-per-epoch: cap each training epoch (time-budget runs at melon scale)")
     parser.add_argument("--no-tune", action="store_true", help="use bench/peers.py's default settings")
-    parser.add_argument("--tune-questions", type=int, default=1000,
-                        help="tune on the first N validation questions (0: all)")
+    parser.add_argument("--tune-questions", type=int, default=0,
+                        help="tune the peers on the first N questions of the tuning half (default 0: all of it)")
     args = parser.parse_args(argv)
     out_root = args.out_root.resolve()
     run, out = out_root / f"quickstart-{args.scale}", out_root / f"quality-{args.scale}"
@@ -300,14 +357,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_ensemble:
         systems.update(run_neural(run, out))
 
-    answers = load_playlists(run / "split/answers/val.json")
-    questions = load_playlists(run / "split/questions/val.json")
+    every_question = load_playlists(run / "split/questions/val.json")
+    report = parts(every_question)["report"]  # every figure is the report half's: nothing was tuned on it
+    answers = select(load_playlists(run / "split/answers/val.json"), report)
+    questions = select(every_question, report)
     train_count = len(load_playlists(run / "split/orig/train.json"))
     for name, s in systems.items():
         s["description"] = DESCRIPTIONS[name]
-        s["scores"] = evaluate(answers, load_results(s["results"]), questions)
-        if "quickstart_results" in s:
-            s["quickstart_score"] = evaluate(answers, load_results(s["quickstart_results"]))["score"]
+        s["scores"] = evaluate(answers, select(load_results(s["results"]), report), questions)
     timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
     notes = [tuning_note(not args.no_tune),
              f"Peer and inference timings are wall seconds measured by this command on this {os.cpu_count()}-core "
@@ -321,16 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"Neural training: horovodrun -np 2, quickstart's short schedule{budget}; seconds from " + source + ". "
                      + (f"They also need the preprocessing (mpirun -np 2): {pre} s." if pre is not None else
                         "They also need the preprocessing (mpirun -np 2), not timed in this run folder."))
-    for name, s in systems.items():
-        if s.get("rerun_differing_questions"):
-            notes.append(f"{name}: the inference rerun differs from quickstart's results file on "
-                         f"{s['rerun_differing_questions']} of {len(questions)} questions (the inference code changed "
-                         f"since quickstart ran); the rerun scores {s['scores']['score']:.4f}, quickstart's file "
-                         f"{s['quickstart_score']:.4f}.")
     summary = {"scale": args.scale, "seed": args.seed, "quickstart_epochs": args.epochs,
                "steps_per_epoch": args.steps_per_epoch, "run": str(run), "peer_outputs": str(out),
                "questions": len(questions), "train_playlists": train_count, "cpus": os.cpu_count(),
-               "quickstart_timings": timings, "systems": systems, "notes": notes,
+               "quickstart_timings": timings, "systems": systems, "ratios": ratios(systems), "notes": notes,
                "wall_s": time.perf_counter() - started}
     out_dir = args.results_dir
     out_dir.mkdir(parents=True, exist_ok=True)
