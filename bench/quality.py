@@ -52,24 +52,28 @@ from evaluate.table import markdown
 PEER_NAMES = ("popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf")
 # The neural systems: the members each runs with (run folders of the quickstart run), and whether a blend
 # fitted on the tuning half weighs them (then popularity is a member too). The ablations leave one member out.
-MEMBER_DIRS = {"dae": "dae", "title": "title", "neighbours": "neighbours"}
+MEMBERS = {"dae": ("--dae", "dae"), "title": ("--title", "title"), "item_cf": ("--neighbours", "neighbours"),
+           "playlist_cf": ("--neighbours", "playlists")}  # member -> (inference flag, quickstart run folder)
 NEURAL = {
-    "ensemble": (("dae", "title", "neighbours"), True),
-    "ensemble_without_dae": (("title", "neighbours"), True),
-    "ensemble_without_title": (("dae", "neighbours"), True),
+    "ensemble": (("dae", "title", "item_cf", "playlist_cf"), True),
+    "ensemble_without_dae": (("title", "item_cf", "playlist_cf"), True),
+    "ensemble_without_title": (("dae", "item_cf", "playlist_cf"), True),
     "ensemble_without_neighbours": (("dae", "title"), True),
-    "ensemble_without_neural": (("neighbours",), True),
+    "ensemble_without_neural": (("item_cf", "playlist_cf"), True),
     "dae": (("dae",), False),
     "title": (("title",), False),
-    "neighbours": (("neighbours",), False),
+    "neighbours": (("item_cf",), False),
+    "playlists": (("playlist_cf",), False),
 }
 DESCRIPTIONS = {
-    "ensemble": "DAE + title BERT + neighbours + popularity, blend fitted per question type on the tuning half",
+    "ensemble": "DAE + title BERT + item and playlist neighbours + popularity, blend fitted per question type on "
+                "the tuning half",
     "ensemble_without_dae": "the ensemble without the DAE (blend refitted)",
     "ensemble_without_title": "the ensemble without the title BERT (blend refitted)",
-    "ensemble_without_neighbours": "the ensemble without the neighbour member (blend refitted)",
+    "ensemble_without_neighbours": "the ensemble without its two neighbour members (blend refitted)",
     "ensemble_without_neural": "the ensemble without the DAE and the title BERT: neighbours + popularity",
     "neighbours": "the ensemble's item-neighbour member alone (inference/neighbours.py, vocabulary items)",
+    "playlists": "the ensemble's playlist-neighbour member alone (inference/neighbours.py, vocabulary items)",
     "dae": "denoising set autoencoder alone (songs, tags, artists)",
     "title": "title BERT alone (fine-tuned)",
     "popular_official": "inference.popular: most popular unseen songs/tags, no release-date filter",
@@ -108,7 +112,7 @@ def _synth_matches(data: Path, scale: str, seed: int) -> bool:
 
 
 def _quickstart_finished(run: Path) -> bool:
-    return (run / "scores/table.md").is_file() and (run / "neighbours/export/config.json").is_file() and all(
+    return (run / "scores/table.md").is_file() and (run / "playlists/export/config.json").is_file() and all(
         (run / f"results/{m}.json").is_file() for m in ("ensemble", "dae", "title", "popular"))
 
 
@@ -193,10 +197,11 @@ def run_neural(run: Path, out: Path) -> dict:
         return sum(stages[k] for k in keys) if all(stages.get(k) is not None for k in keys) else None
 
     timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
-    stage_of = {"dae": ("dae",), "title": ("title_pretrain", "title_finetune"), "neighbours": ("neighbours",)}
+    stage_of = {"dae": ("dae",), "title": ("title_pretrain", "title_finetune"), "item_cf": ("neighbours",),
+                "playlist_cf": ("playlists",)}
     questions, systems = run / "split/questions/val.json", {}
     for name, (members, blended) in NEURAL.items():
-        models = [a for m in members for a in (f"--{m}", str(run / MEMBER_DIRS[m]))]
+        models = [a for m in members for a in (MEMBERS[m][0], str(run / MEMBERS[m][1]))]
         common = ["--questions", str(questions), "--work", str(run / "work"), *models]
         blend, fit = [], None
         if blended:

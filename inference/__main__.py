@@ -28,14 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="the work directory the models were trained on")
     parser.add_argument("--dae", type=Path, help="DAE run directory (hvd_train/dae.py --out)")
     parser.add_argument("--title", type=Path, help="fine-tuned title BERT run directory (hvd_train/title.py finetune --out)")
-    parser.add_argument("--neighbours", type=Path, help="neighbour run directory (python -m inference.neighbours --out)")
+    parser.add_argument("--neighbours", type=Path, action="append", default=[],
+                        help="a neighbour run directory (python -m inference.neighbours --out); one per kind, repeatable")
     parser.add_argument("--blend", type=Path, help="blend weights per question type (python -m inference.fit_blend)")
     parser.add_argument("--out", type=Path, required=True, help="results file to write")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.dae is None and args.title is None and args.neighbours is None:
+    if args.dae is None and args.title is None and not args.neighbours:
         parser.error("give at least one of --dae, --title, --neighbours")
 
     from data.melon import MelonDataError, load_playlists, write_json
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     gpus = tf.config.list_physical_devices("GPU")
     log.info("device: %s; models: %s", gpus[0].name if gpus else "CPU",
              ", ".join(name for name, m in (("DAE", ensemble.dae), ("title BERT", ensemble.title),
-                                            ("neighbours", ensemble.neighbours)) if m is not None))
+                                            *ensemble.neighbours.items()) if m is not None))
     try:
         results = ensemble.recommend(questions, progress=not args.no_progress)
         write_json(results, args.out)

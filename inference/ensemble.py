@@ -1,12 +1,13 @@
-"""The ensemble: the DAE, the title BERT, an item-neighbour model and popularity, blended into 100 songs
-and 10 tags per question.
+"""The ensemble: the DAE, the title BERT, neighbour models and popularity, blended into 100 songs and
+10 tags per question.
 
 Per question (configs/ensemble.yaml holds the numbers):
 
 * each member proposes its top candidates (500 songs / 50 tags) after removing the given songs/tags and
   the songs released after the playlist's ``updt_date`` (corrected release dates, data/vocab.py): the
-  DAE when the question gives songs or tags, the title model when its normalised title is not empty, the
-  neighbour model (inference/neighbours.py) when it gives songs, tags or title words, popularity always;
+  DAE when the question gives songs or tags, the title model when its normalised title is not empty, each
+  neighbour member (inference/neighbours.py: item_cf, playlist_cf or ease, named by its kind) when it
+  gives songs, tags or title pieces, popularity always;
 * with a fitted blend (``--blend``, inference/blend.py: weights per question type, fitted on the
   protocol's tuning questions by ``python -m inference.fit_blend``) an item's score is the weighted sum
   of each member's score divided by that member's best score on the question;
@@ -135,7 +136,7 @@ class Ensemble:
     """Everything inference needs from a work directory and the two run directories, loaded once."""
 
     def __init__(self, workdir: Path, dae_run: Path | None, title_run: Path | None, settings: Settings,
-                 neighbours_run: Path | None = None, blend_path: Path | None = None):
+                 neighbours_runs: list[Path] = (), blend_path: Path | None = None):
         from data.preprocess import index_of, verify_workdir
         from data.title import TitleTokenizer
         from inference import blend
@@ -152,7 +153,8 @@ class Ensemble:
         with np.load(self.workdir / "release_dates.npz", allow_pickle=False) as f:
             self.release_dates = f["release_dates"]
         self.tokenizer = TitleTokenizer(self.workdir / "title.model")
-        self.dae = self.title = self.neighbours = None
+        self.dae = self.title = None
+        self.neighbours = {}  # kind (item_cf, playlist_cf, ease) -> the neighbour member of that kind
         self.max_songs = self.max_tags = None
         if dae_run is not None:
             self.dae, config = load_dae(dae_run, self.manifest, self.workdir)
@@ -162,16 +164,20 @@ class Ensemble:
         if title_run is not None:
             self.title, config = load_title(title_run, self.manifest, self.workdir, self.tokenizer)
             self.title_output = config["trained_with"]["loss"].get("item_loss", "bce")
-        if neighbours_run is not None:
+        for run in neighbours_runs:
+            from inference.neighbours import ExportError as NeighbourError
             from inference.neighbours import load_neighbours
 
-            self.neighbours = load_neighbours(neighbours_run, self.manifest, self.workdir)
+            member = load_neighbours(run, self.manifest, self.workdir)
+            if member.config["kind"] in self.neighbours:
+                raise NeighbourError(f"{run}: a second {member.config['kind']} neighbour member; give each kind once")
+            self.neighbours[member.config["kind"]] = member
         self.blend = None if blend_path is None else blend.load(blend_path, self.manifest, self.members())
 
     def members(self) -> list[str]:
-        """The members a fitted blend weighs: the loaded models, then popularity."""
-        loaded = (("dae", self.dae), ("title", self.title), ("neighbours", self.neighbours))
-        return [name for name, model in loaded if model is not None] + ["popular"]
+        """The members a fitted blend weighs: the loaded models (neighbour members by kind), then popularity."""
+        loaded = (("dae", self.dae), ("title", self.title))
+        return [name for name, model in loaded if model is not None] + list(self.neighbours) + ["popular"]
 
     # -------------------------------------------------------------- questions
     def release_by_song(self, questions: list[dict]) -> np.ndarray:
@@ -292,9 +298,8 @@ class Ensemble:
                 top, values = self._propose(p_tags, blocked_tags[rows], s.candidate_tags)
                 c.tag_items[rows, :top.shape[1]], c.tag_scores[rows, :top.shape[1]] = top, values
             out[name] = c
-        if self.neighbours is not None:
-            out["neighbours"] = self.neighbours.candidates(rs, blocked_songs, blocked_tags, s.candidate_songs,
-                                                           s.candidate_tags)
+        for kind, member in self.neighbours.items():
+            out[kind] = member.candidates(rs, blocked_songs, blocked_tags, s.candidate_songs, s.candidate_tags)
         if popular:
             out["popular"] = Candidates(*self._popular(blocked_songs, self.song_counts, SONGS_PER_PLAYLIST),
                                         *self._popular(blocked_tags, self.tag_counts, TAGS_PER_PLAYLIST))

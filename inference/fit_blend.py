@@ -1,7 +1,7 @@
 """Fit the ensemble's blend weights per question type on the protocol's tuning questions.
 
     python -m inference.fit_blend --questions QUESTIONS --answers ANSWERS --work WORKDIR --out BLEND_JSON \
-        [--dae RUNDIR] [--title RUNDIR] [--neighbours RUNDIR] [--config configs/ensemble.yaml]
+        [--dae RUNDIR] [--title RUNDIR] [--neighbours RUNDIR ...] [--config configs/ensemble.yaml]
 
 Only the tuning part of QUESTIONS (evaluate/protocol.py) is read for the fit; the report part stays
 untouched. Every member proposes its candidates once (inference/ensemble.py), then inference/blend.py
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--dae", type=Path)
     parser.add_argument("--title", type=Path)
-    parser.add_argument("--neighbours", type=Path)
+    parser.add_argument("--neighbours", type=Path, action="append", default=[], help="repeatable: one per kind")
     parser.add_argument("--out", type=Path, required=True, help="the blend file to write (JSON)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     args = parser.parse_args(argv)

@@ -1,16 +1,20 @@
 """The ensemble's neighbour member: item-item CF over the work directory's training playlists.
 
-    python -m inference.neighbours --work WORKDIR --out RUNDIR [--kind item_cf|ease] [--beta 0.25]
-                                   [--title-weight 1.0] [--items 10000] [--lam 300]
+    python -m inference.neighbours --work WORKDIR --out RUNDIR [--kind item_cf|playlist_cf|ease]
+                                   [--beta 0.25] [--k 400] [--power 1.0] [--title-weight 1.0]
+                                   [--items 10000] [--lam 300]
 
 Items are the work directory's vocabulary songs and tags and the title tokenizer's pieces (input only: a
 question's title pieces find neighbours, they are never recommended). ``X`` is the binary playlists x
-items matrix of the training records. Two kinds (the same as bench/peers.py's ``item_cf`` and ``ease``
-peers, on the vocabulary's items):
+items matrix of the training records. Three kinds (the same as bench/peers.py's ``item_cf``,
+``playlist_cf`` and ``ease`` peers, on the vocabulary's items); the ensemble names the member by its kind:
 
 * ``item_cf``: ``X``'s columns L2-normalised, so ``Xᵀ X`` is the item-item cosine; a question's score of
   item j is ``n_j ** beta * sum_i w_i cos(i, j)`` over its songs and tags (w = 1) and title pieces
   (w = title_weight, 1 for a title-only question), computed as ``(q Xnᵀ) Xn`` with no item-item matrix;
+* ``playlist_cf``: the 2nd-place recipe's playlist neighbours: every playlist (training and question) a
+  BM25-idf weighted, L2-normalised vector (title pieces weighted by title_weight); the ``k`` most similar
+  training playlists vote ``sim ** power`` for their songs and tags;
 * ``ease``: EASE (models/ease.py) over the ``items`` most frequent columns with penalty ``lam``, scores
   ``q @ B``; B is computed when the member is loaded (about ``items³`` flops).
 
@@ -30,7 +34,7 @@ import numpy as np
 
 from inference.blend import Candidates
 
-KINDS = ("item_cf", "ease")
+KINDS = ("item_cf", "playlist_cf", "ease")
 
 
 class ExportError(ValueError):
@@ -70,6 +74,11 @@ class Neighbours:
 
             self.ease = EASE.fit(x, int(config["items"]), float(config["lam"]))
             self.target_of = np.flatnonzero(self.ease.columns < n_songs + n_tags)
+        elif config["kind"] == "playlist_cf":
+            self.idf = np.log1p((x.shape[0] - self.counts + 0.5) / (self.counts + 0.5)).astype(np.float32)
+            self.idf[n_songs + n_tags:] *= float(config["title_weight"])
+            self.train_t = self._bm25(x).T.tocsr()  # items x playlists
+            self.targets = x[:, :n_songs + n_tags].tocsr()  # playlists x targets
         else:
             norms = np.sqrt(self.counts)
             norms[norms == 0] = 1.0
@@ -91,9 +100,32 @@ class Neighbours:
                 rows.append(r), cols.append(c), vals.append(v)
         return sp.csr_matrix((np.array(vals, np.float32), (rows, cols)), shape=(len(records), self.width))
 
+    def _bm25(self, x):
+        """[rows, items] CSR: binary rows weighted by idf and L2-normalised (an empty row stays empty)."""
+        import scipy.sparse as sp
+
+        w = (sp.csr_matrix(x > 0, dtype=np.float32) @ sp.diags(self.idf)).tocsr()
+        norms = np.sqrt(np.asarray(w.multiply(w).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        return (sp.diags((1.0 / norms).astype(np.float32)) @ w).tocsr()
+
+    def _votes(self, q) -> np.ndarray:
+        """[Q, targets]: the k most similar training playlists' items, each playlist voting sim ** power."""
+        import scipy.sparse as sp
+
+        sim = (self._bm25(q) @ self.train_t).toarray()  # Q x playlists
+        k = min(int(self.config["k"]), sim.shape[1])
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        values = np.power(np.maximum(np.take_along_axis(sim, top, axis=1), 0.0), float(self.config["power"]),
+                          dtype=np.float32)
+        neighbours = sp.csr_matrix((values.ravel(), top.ravel(), np.arange(0, top.size + 1, k)), shape=sim.shape)
+        return (neighbours @ self.targets).toarray()
+
     def scores(self, records: list[dict]) -> np.ndarray:
         """[questions, n_songs + n_tags] float32 scores (0 where the model has nothing to say)."""
         q = self._query(records)
+        if self.config["kind"] == "playlist_cf":
+            return self._votes(q)
         if self.config["kind"] == "ease":
             out = np.zeros((len(records), self.n_songs + self.n_tags), np.float32)
             out[:, self.ease.columns[self.target_of]] = self.ease.scores(q)[:, self.target_of]
@@ -146,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="run directory; the export goes to OUT/export")
     parser.add_argument("--kind", choices=KINDS, default="item_cf")
     parser.add_argument("--beta", type=float, default=0.25, help="item_cf: the target popularity exponent")
+    parser.add_argument("--k", type=int, default=400, help="playlist_cf: the neighbour playlists that vote")
+    parser.add_argument("--power", type=float, default=1.0, help="playlist_cf: the similarity exponent of a vote")
     parser.add_argument("--title-weight", type=float, default=1.0, help="a title piece's weight next to an item")
     parser.add_argument("--items", type=int, default=10000, help="ease: the most frequent items kept")
     parser.add_argument("--lam", type=float, default=300.0, help="ease: the L2 penalty")
@@ -165,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = manifest["sizes"]
     pieces = TitleTokenizer(args.work / "title.model").size
     x = training_matrix(args.work, sizes["songs"], sizes["tags"], pieces)
-    settings = {"kind": args.kind, "beta": args.beta, "title_weight": args.title_weight, "items": args.items,
-                "lam": args.lam}
+    settings = {"kind": args.kind, "beta": args.beta, "k": args.k, "power": args.power,
+                "title_weight": args.title_weight, "items": args.items, "lam": args.lam}
     config = {"model": "neighbours", "settings": settings, "sizes": {"songs": sizes["songs"], "tags": sizes["tags"],
               "pieces": pieces}, "playlists": x.shape[0],
               "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],

@@ -100,11 +100,12 @@ stage "title BERT fine-tuning: horovodrun -np $np, $finetune_epochs epochs -> $o
 timed title_finetune horovodrun -np "$np" python hvd_train/title.py finetune --work "$work" --init "$out/title-pretrain" --out "$out/title" \
     --set train.epochs="$finetune_epochs" --set train.warmup_steps=300 --set validation.every_epochs=1 "${budget[@]}"
 
-stage "neighbour member: item-item CF over the training playlists -> $out/neighbours"
-timed neighbours python -m inference.neighbours --work "$work" --out "$out/neighbours"
+stage "neighbour members: item-item CF -> $out/neighbours, playlist-neighbour CF -> $out/playlists"
+timed neighbours python -m inference.neighbours --work "$work" --out "$out/neighbours" --kind item_cf
+timed playlists python -m inference.neighbours --work "$work" --out "$out/playlists" --kind playlist_cf
 
 questions=$split/questions/val.json answers=$split/answers/val.json
-models=(--dae "$out/dae" --title "$out/title" --neighbours "$out/neighbours")
+models=(--dae "$out/dae" --title "$out/title" --neighbours "$out/neighbours" --neighbours "$out/playlists")
 stage "blend weights per question type, fitted on the tuning half of $questions -> $out/blend.json"
 timed blend python -m inference.fit_blend --questions "$questions" --answers "$answers" --work "$work" "${models[@]}" \
     --out "$out/blend.json"

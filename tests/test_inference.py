@@ -164,9 +164,10 @@ def blended(runs, tiny_split, tmp_path_factory):
     work, dae, title = runs
     root = tmp_path_factory.mktemp("blended")
     run_module("inference.neighbours", "--work", work, "--out", root / "neighbours")
+    run_module("inference.neighbours", "--work", work, "--out", root / "playlists", "--kind", "playlist_cf")
     proc = run_module("inference.fit_blend", "--questions", tiny_split / "questions/val.json", "--answers",
                       tiny_split / "answers/val.json", "--work", work, "--dae", dae, "--title", title,
-                      "--neighbours", root / "neighbours", "--out", root / "blend.json")
+                      "--neighbours", root / "neighbours", "--neighbours", root / "playlists", "--out", root / "blend.json")
     return root / "neighbours", root / "blend.json", proc.stderr
 
 
@@ -178,13 +179,14 @@ def test_a_fitted_blend_gives_valid_results_and_records_what_it_was_fitted_on(ru
     neighbours, blend_file, log = blended
     questions = load(tiny_split / "questions/val.json")
     blend = load(blend_file)
-    assert blend["members"] == ["dae", "title", "neighbours", "popular"]
+    assert blend["members"] == ["dae", "title", "item_cf", "playlist_cf", "popular"]
     assert blend["tuning_questions"] == len(parts(questions)["tune"]) < len(questions)
     for weights in blend["weights"].values():  # song and tag weights on the simplex
         for k in (0, 1):
             assert sum(w[k] for w in weights.values()) == pytest.approx(1.0) or not any(w[k] for w in weights.values())
     out = tmp_path / "r.json"
-    infer(work, dae, title, tiny_split / "questions/val.json", out, "--neighbours", neighbours, "--blend", blend_file)
+    infer(work, dae, title, tiny_split / "questions/val.json", out, "--neighbours", neighbours, "--neighbours",
+          neighbours.parent / "playlists", "--blend", blend_file)
     results = load(out)
     assert [r["id"] for r in results] == [q["id"] for q in questions]
     for q, r in zip(questions, results):
@@ -218,7 +220,7 @@ def test_the_neighbour_member_alone_recommends_co_occurring_songs(runs, blended,
     q_file.write_text(json.dumps(questions, ensure_ascii=False), encoding="utf-8")
     proc = run_module("inference", "--questions", q_file, "--work", work, "--neighbours", neighbours, "--out",
                       tmp_path / "r.json", "--no-progress")
-    assert "neighbours" in proc.stderr
+    assert "item_cf" in proc.stderr
     popular = [s for s, _ in load(work / "vocab.json")["songs"]]
     hits = lambda ranked, p: len(set(ranked[:100]) & set(p["songs"][5:]))  # noqa: E731
     ours = sum(hits(r["songs"], p) for r, p in zip(load(tmp_path / "r.json"), train))
