@@ -11,9 +11,10 @@
 #   --out     run folder (default runs/quickstart-SCALE); finished stages found there are reused
 #   --np      MPI/Horovod ranks for preprocessing and training (default 2)
 #   --dae-epochs, --pretrain-epochs, --finetune-epochs
-#             training epochs (defaults 2, 20, 3: a short schedule for one machine, with short warmups;
+#             training epochs (defaults 5, 20, 3: a short schedule for one machine, with short warmups;
 #             configs/dae.yaml and configs/title.yaml hold the full 300/100-epoch schedules; 20 pretraining
-#             epochs, not 3, make fine-tuning beat fine-tuning from scratch: bench/title_pretraining.py)
+#             epochs, not 3, make fine-tuning beat fine-tuning from scratch: bench/title_pretraining.py;
+#             the DAE warms up over its first 60 steps to a 2.5e-3 peak at np 2: bench/dae_curves.py)
 #   --steps-per-epoch
 #             cap every trainer's epoch at N steps (train.steps_per_epoch; default: full passes), for
 #             time-budget runs at melon scale, where one DAE pass takes most of an hour on 2 CPU cores
@@ -22,8 +23,8 @@
 # run. Trainers resume from their checkpoints when rerun, so a rerun (or a run with more epochs) continues
 # where the last one stopped.
 set -euo pipefail
-peer=item_cf  # the strongest peer of bench/results/quality_small.json, printed beside the ensemble
-scale=small seed=0 data="" out="" np=2 dae_epochs=2 pretrain_epochs=20 finetune_epochs=3 budget=()
+peer=playlist_cf  # the strongest peer on the tuning half of small (bench/peers.py), printed beside the ensemble
+scale=small seed=0 data="" out="" np=2 dae_epochs=5 pretrain_epochs=20 finetune_epochs=3 budget=()
 usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
     case "$1" in
@@ -89,10 +90,12 @@ else
     timed preprocess mpirun -np "$np" --oversubscribe python -m data.preprocess --split "$split" --meta "$data" --out "$work" --force
 fi
 
-# Short schedules need short warmups (the full schedules warm up over 4000 steps).
+# Short schedules need short warmups (the full schedules warm up over 4000 steps). The DAE's fits its run:
+# one epoch of warmup (60 steps at np 2 on small) to a peak of 2.5e-3, then the step^-0.5 decay
+# (bench/dae_curves.py: a 300-step warmup, longer than the run, kept the rate rising while validation fell).
 stage "DAE: horovodrun -np $np, $dae_epochs epochs -> $out/dae"
 timed dae horovodrun -np "$np" python hvd_train/dae.py --work "$work" --out "$out/dae" --set train.epochs="$dae_epochs" \
-    --set train.warmup_steps=300 --set validation.every_epochs=1 "${budget[@]}"
+    --set train.warmup_steps=60 --set train.lr_multiplier=0.15 --set validation.every_epochs=1 "${budget[@]}"
 stage "title BERT pretraining (masked pieces): horovodrun -np $np, $pretrain_epochs epochs -> $out/title-pretrain"
 timed title_pretrain horovodrun -np "$np" python hvd_train/title.py pretrain --work "$work" --out "$out/title-pretrain" \
     --set train.epochs="$pretrain_epochs" --set train.warmup_steps=300 --set validation.every_epochs=1 "${budget[@]}"

@@ -55,7 +55,9 @@ def test_two_ranks_stay_in_sync_loss_falls_and_lr_follows_the_formula(work, tmp_
     assert len(checksums) == 2 and len(set(checksums)) == 1  # identical weights on both ranks
     epochs = epoch_lines(out)
     assert [e for e, _, _ in epochs] == [1, 2, 3]
-    assert epochs[-1][1] < 0.85 * epochs[0][1]  # the loss falls (softmax item loss: from about log(vocabulary))
+    # the loss falls (softmax item loss of the hidden items, from about log(vocabulary): 9.8 -> 8.9 here; it
+    # falls slower than with loss.targets=all, which can also learn to copy its input)
+    assert epochs[-1][1] < 0.93 * epochs[0][1]
     scores = [float(x) for x in re.findall(r"validation music [0-9.]+ tag [0-9.]+ score ([0-9.]+)", out)]
     assert len(scores) == 3 and scores[-1] > scores[0]  # and the model learns
     steps = int(re.search(r"(\d+) steps per epoch", out).group(1))
