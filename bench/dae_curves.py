@@ -7,9 +7,9 @@ Each variant is the main job's DAE command (``horovodrun -np N hvd_train/dae.py`
 ``--set`` overrides (:data:`VARIANTS`), trained for E epochs with validation after every epoch. Validation
 scores the protocol's *tuning* questions only (evaluate/protocol.py), so picking the best variant and
 epoch here spends nothing of the report part. Per epoch it records the training loss, the learning rate
-and the validation score, from the trainer's own epoch lines. Finished variants in OUT are reused (the
-trainer resumes; a finished run only re-validates nothing and prints its closing lines), so a rerun with
-new variants costs only those. Writes ``bench/results/dae_curves.json`` and ``.md``.
+and the validation scores from the run's TensorBoard events. Finished variants in OUT are reused (the
+trainer resumes from its checkpoint, and a finished one only prints its closing lines), so a rerun with
+new variants costs only those; each invocation's output is kept in OUT/NAME.N.log. Writes ``bench/results/dae_curves.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from pathlib import Path
 
 from bench.common import REPO, results_dir, run, save_result
 
-# The main job's DAE schedule before this benchmark: warmup 300 steps (longer than a 2-epoch run on small).
-BASE = ["train.warmup_steps=300"]
+# The main job's DAE schedule before this benchmark: warmup 300 steps (longer than a 2-epoch run on small),
+# and the reference's targets (the whole playlist). Every variant names its targets: the default changed.
+BASE = ["train.warmup_steps=300", "loss.targets=all"]
 VARIANTS = {
     "reference": BASE,
-    "warmup 60": ["train.warmup_steps=60", "train.lr_scaling=none"],
+    "warmup 60": ["train.warmup_steps=60", "train.lr_scaling=none", "loss.targets=all"],
     "hidden targets": BASE + ["loss.targets=hidden"],
     "hidden, warmup 60": ["train.warmup_steps=60", "train.lr_scaling=none", "loss.targets=hidden"],
     "hidden, weight decay 1": BASE + ["loss.targets=hidden", "train.weight_decay=1.0"],
@@ -34,23 +35,27 @@ VARIANTS = {
     "width 64": BASE + ["model.hidden=64", "model.ffn=256"],
     # a schedule that fits a short run: warmup over the first epoch (62 steps at np 2) to a peak of 2.5e-3
     # (0.15 x 2 ranks x 240^-0.5 x 60^-0.5), then the schedule's step^-0.5 decay
-    "short warmup, peak 2.5e-3": ["train.warmup_steps=60", "train.lr_multiplier=0.15"],
+    "short warmup, peak 2.5e-3": ["train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=all"],
     "hidden, short warmup, peak 2.5e-3": ["train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden"],
     "hidden, width 64": BASE + ["loss.targets=hidden", "model.hidden=64", "model.ffn=256"],
 }
 
-EPOCH_LINE = re.compile(r"\[dae\] epoch (\d+): loss ([\d.]+), lr ([\d.e+-]+), (\d+) playlists/s; validation music "
-                        r"([\d.]+) tag ([\d.]+) score ([\d.]+)")
+def curve(run: Path) -> list[dict]:
+    """Per finished epoch, from the run's TensorBoard events (rank 0 writes them at every epoch end, across
+    resumes): the training loss, the learning rate, playlists/s and the validation scores."""
+    import tensorflow as tf
 
-
-def curve(output: str) -> list[dict]:
-    """The epoch lines of a trainer's output: epoch, loss, lr, playlists/s, validation scores."""
-    rows = []
-    for m in EPOCH_LINE.finditer(output):
-        epoch, loss, lr, speed, music, tag, score = m.groups()
-        rows.append({"epoch": int(epoch), "loss": float(loss), "lr": float(lr), "playlists_per_s": int(speed),
-                     "music_ndcg": float(music), "tag_ndcg": float(tag), "score": float(score)})
-    return rows
+    by_epoch: dict[int, dict] = {}
+    names = {"loss/loss": "loss", "learning_rate": "lr", "playlists_per_second": "playlists_per_s",
+             "validation/music_ndcg": "music_ndcg", "validation/tag_ndcg": "tag_ndcg", "validation/score": "score"}
+    for path in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
+        for raw in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(raw.numpy())
+            for value in event.summary.value:
+                if value.tag in names:
+                    by_epoch.setdefault(int(event.step), {"epoch": int(event.step)})[names[value.tag]] = \
+                        float(tf.make_ndarray(value.tensor))
+    return [by_epoch[e] for e in sorted(by_epoch) if "score" in by_epoch[e]]
 
 
 def train(work: Path, out: Path, overrides: list[str], epochs: int, np_: int) -> list[dict]:
@@ -58,12 +63,9 @@ def train(work: Path, out: Path, overrides: list[str], epochs: int, np_: int) ->
            "--set", f"train.epochs={epochs}", "--set", "validation.every_epochs=1"]
     for item in overrides:
         cmd += ["--set", item]
-    log = out.with_suffix(".log")
-    previous = log.read_text(encoding="utf-8") if log.is_file() else ""
-    result = run(cmd, log, name="bench.dae_curves")
-    rows = {r["epoch"]: r for r in curve(previous) + curve(result["output"])}  # a resumed run adds its epochs
-    log.write_text(previous + result["output"], encoding="utf-8")
-    return [rows[e] for e in sorted(rows)]
+    logs = sorted(out.parent.glob(f"{out.name}.*.log"))
+    run(cmd, out.parent / f"{out.name}.{len(logs) + 1}.log", name="bench.dae_curves")  # a resumed run adds one
+    return curve(out)
 
 
 def markdown(curves: dict) -> str:

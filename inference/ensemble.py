@@ -269,6 +269,16 @@ class Ensemble:
                 have += 1
         return chosen, chosen_scores
 
+    def blocked(self, rs: list[dict], days: np.ndarray, release: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What each question may not get: songs [Q, n_songs] it holds or released after its update day
+        (``release``: release_by_song), and tags [Q, n_tags] it holds."""
+        blocked_songs = release[None, :] > days[:, None]
+        blocked_tags = np.zeros((len(rs), len(self.tags)), dtype=bool)
+        for i, r in enumerate(rs):
+            blocked_songs[i, r["songs"]] = True
+            blocked_tags[i, r["tags"]] = True
+        return blocked_songs, blocked_tags
+
     def _popular(self, blocked: np.ndarray, counts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each row's k most frequent unblocked items (vocabulary order) and their training counts."""
         top, values = self._propose(np.broadcast_to(counts, blocked.shape).astype(np.float32), blocked, k)
@@ -333,11 +343,7 @@ class Ensemble:
         for start in tqdm(range(0, len(questions), s.batch_size), desc="ensemble", unit="batch", disable=not progress):
             qs, rs = questions[start:start + s.batch_size], records[start:start + s.batch_size]
             days = np.array([updt_day(q["updt_date"]) for q in qs])
-            blocked_songs = release[None, :] > days[:, None]
-            blocked_tags = np.zeros((len(qs), len(self.tags)), dtype=bool)
-            for i, r in enumerate(rs):
-                blocked_songs[i, r["songs"]] = True
-                blocked_tags[i, r["tags"]] = True
+            blocked_songs, blocked_tags = self.blocked(rs, days, release)
             proposals = self.candidates(qs, rs, blocked_songs, blocked_tags, popular=self.blend is not None)
             weights = self._weights(qs, list(proposals))
             scale = normalised if self.blend is not None else (lambda x: x)

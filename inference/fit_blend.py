@@ -35,11 +35,7 @@ def tuning_candidates(ensemble, questions: list[dict]):
     for start in range(0, len(questions), size):
         qs, rs = questions[start:start + size], records[start:start + size]
         days = np.array([updt_day(q["updt_date"]) for q in qs])
-        blocked_songs = release[None, :] > days[:, None]
-        blocked_tags = np.zeros((len(qs), len(ensemble.tags)), dtype=bool)
-        for i, r in enumerate(rs):
-            blocked_songs[i, r["songs"]] = True
-            blocked_tags[i, r["tags"]] = True
+        blocked_songs, blocked_tags = ensemble.blocked(rs, days, release)
         for name, c in ensemble.candidates(qs, rs, blocked_songs, blocked_tags, popular=True).items():
             parts.setdefault(name, []).append(c)
     joined = {}

@@ -68,6 +68,12 @@ def test_two_ranks_stay_in_sync_loss_falls_and_lr_follows_the_formula(work, tmp_
     assert re.search(r"validation music [0-9.]+ tag [0-9.]+ score [0-9.]+", out)
     assert (tmp_path / "run/export/weights.npz").exists() and (tmp_path / "run/export/config.json").exists()
     assert (tmp_path / "run/tensorboard").is_dir() and list((tmp_path / "run/checkpoints").glob("ckpt-3*"))
+    from bench.dae_curves import curve  # bench.dae_curves reads the same curve back from TensorBoard
+
+    recorded = curve(tmp_path / "run")
+    assert [r["epoch"] for r in recorded] == [1, 2, 3]
+    assert [r["score"] for r in recorded] == pytest.approx(scores, abs=5e-5)
+    assert [r["lr"] for r in recorded] == pytest.approx([lr for _, _, lr in epochs], rel=1e-3)
 
 
 @pytest.mark.slow
