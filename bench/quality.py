@@ -168,7 +168,8 @@ def run_peers(run: Path, out: Path, tune: bool, tune_questions: int | None) -> d
     return systems
 
 
-STAGE_DIRS = {"dae": "dae", "title_pretrain": "title-pretrain", "title_finetune": "title"}
+STAGE_DIRS = {"dae": "dae", "title_pretrain": "title-pretrain", "title_finetune": "title", "neighbours": "neighbours",
+              "playlists": "playlists"}
 
 
 def training_seconds(run: Path) -> tuple[dict, str]:
