@@ -247,9 +247,14 @@ class Ensemble:
         Returns (indices [rows, n], scores [rows, n]; 0 for the popularity fill)."""
         order = np.argsort(candidates, axis=1, kind="stable")
         items, values = np.take_along_axis(candidates, order, axis=1), np.take_along_axis(scores, order, axis=1)
-        twice = (items[:, 1:] == items[:, :-1]) & (items[:, 1:] >= 0)  # each model proposes an item at most once
-        values[:, :-1] += np.where(twice, values[:, 1:], 0.0)
-        items[:, 1:][twice] = -1
+        # the runs of one item (one entry per member that proposed it): their sum, kept at the run's first entry
+        first = np.ones(items.shape, dtype=bool)
+        first[:, 1:] = items[:, 1:] != items[:, :-1]
+        run = np.cumsum(first, axis=1) - 1 + np.arange(items.shape[0])[:, None] * items.shape[1]
+        sums = np.zeros(items.size)
+        np.add.at(sums, run.ravel(), values.ravel())
+        values = np.where(first, sums[run], 0.0)
+        items = np.where(first, items, -1)
         key = np.where(items >= 0, values, -np.inf)
         best = top_rows(key, n)
         chosen = np.take_along_axis(items, best, axis=1)

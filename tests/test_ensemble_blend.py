@@ -28,6 +28,15 @@ def test_an_item_proposed_by_both_models_gets_the_sum_and_the_order_follows_the_
     np.testing.assert_allclose(chosen_scores, [[0.35, 0.33, 0.18]])
 
 
+def test_an_item_proposed_by_many_members_gets_the_sum_of_all_their_scores():
+    # four members; item 3 proposed by all four (0.1 each, 0.4 in all), item 1 by one (0.35), item 2 by two
+    items = np.array([[3, 1, 3, 2, 3, 2, 3, -1]])
+    scores = np.array([[0.1, 0.35, 0.1, 0.15, 0.1, 0.15, 0.1, 0.0]])
+    chosen, chosen_scores = Ensemble._rank(items, scores, np.zeros((1, 5), dtype=bool), 3)
+    assert chosen.tolist() == [[3, 1, 2]]
+    np.testing.assert_allclose(chosen_scores, [[0.4, 0.35, 0.3]])
+
+
 def test_short_candidate_lists_are_filled_by_popularity_without_blocked_or_repeated_items():
     blocked = np.zeros((2, 8), dtype=bool)
     blocked[0, [0, 3]] = True  # given or released later
