@@ -91,22 +91,35 @@ class Pool:
         self.position = np.arange(len(unique)) - starts[self.rows]
         self.width = int(self.position.max(initial=-1)) + 1
 
-    def ndcg(self, weights: np.ndarray, rows: np.ndarray) -> float:
-        """Mean nDCG over ``rows`` (question indices) of the blend with member ``weights`` [M]."""
+    def view(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The candidates of the questions ``rows``, dense: member scores [R, U, M] (U: the most distinct
+        candidates of any of them; 0 past a row's own), relevance [R, U] bool, ideal DCG [R]."""
         pick = np.isin(self.rows, rows)
-        dense = np.full((self.n_rows, max(self.width, 1)), -np.inf)
-        relevant = np.zeros(dense.shape, dtype=bool)
-        dense[self.rows[pick], self.position[pick]] = self.scores[pick] @ weights
-        relevant[self.rows[pick], self.position[pick]] = self.relevant[pick]
-        dense, relevant = dense[rows], relevant[rows]
-        k = min(self.cutoff, dense.shape[1])
-        top = np.argpartition(-dense, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(dense, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        hits = np.take_along_axis(relevant, top, axis=1) & np.isfinite(np.take_along_axis(dense, top, axis=1))
-        dcg = (hits / np.log(np.arange(k) + 2.0)).sum(axis=1)
-        idcg = self.idcg[rows]
-        return float(np.mean(np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 0.0)))
+        local = np.searchsorted(rows, self.rows[pick])  # rows is sorted: the row's place among them
+        scores = np.zeros((len(rows), max(self.width, 1), self.scores.shape[1]))
+        relevant = np.zeros(scores.shape[:2], dtype=bool)
+        present = np.zeros(scores.shape[:2], dtype=bool)
+        scores[local, self.position[pick]] = self.scores[pick]
+        relevant[local, self.position[pick]] = self.relevant[pick]
+        present[local, self.position[pick]] = True
+        return scores, relevant & present, self.idcg[rows], present
+
+    def ndcg(self, weights: np.ndarray, rows: np.ndarray) -> float:
+        """Mean nDCG over ``rows`` (sorted question indices) of the blend with member ``weights`` [M]."""
+        return ndcg_of(self.view(np.sort(rows)), weights, self.cutoff)
+
+
+def ndcg_of(view: tuple, weights: np.ndarray, cutoff: int) -> float:
+    """Mean nDCG of the blend ``weights`` [M] over a Pool.view."""
+    scores, relevant, idcg, present = view
+    blended = np.where(present, scores @ weights, -np.inf)
+    k = min(cutoff, blended.shape[1])
+    top = np.argpartition(-blended, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(blended, top, axis=1), axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    hits = np.take_along_axis(relevant, top, axis=1) & np.isfinite(np.take_along_axis(blended, top, axis=1))
+    dcg = (hits / np.log(np.arange(k) + 2.0)).sum(axis=1)
+    return float(np.mean(np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 0.0)))
 
 
 def fit(candidates: dict[str, Candidates], truth: dict[str, list[set]], answer_sizes: dict[str, np.ndarray],
@@ -139,15 +152,16 @@ def fit(candidates: dict[str, Candidates], truth: dict[str, list[set]], answer_s
 
 def _best(pool: Pool, names: list[str], rows: np.ndarray, steps: int) -> tuple[np.ndarray, dict]:
     """The best weight vector over the grid for these rows, and each member's nDCG alone."""
-    active = [m for m in range(len(names)) if (pool.scores[np.isin(pool.rows, rows), m] > 0).any()]
-    alone = {names[m]: pool.ndcg(np.eye(len(names))[m], rows) for m in active}
+    view = pool.view(np.sort(rows))
+    active = [m for m in range(len(names)) if (view[0][:, :, m] > 0).any()]
+    alone = {names[m]: ndcg_of(view, np.eye(len(names))[m], pool.cutoff) for m in active}
     if not active:
         return np.zeros(len(names)), alone
     best, best_score = None, -1.0
     for point in simplex(len(active), steps):
         w = np.zeros(len(names))
         w[active] = point
-        score = pool.ndcg(w, rows)
+        score = ndcg_of(view, w, pool.cutoff)
         if score > best_score + 1e-12:
             best, best_score = w, score
     return best, {"alone": alone}
