@@ -299,8 +299,10 @@ def tuning_note(tuned: bool) -> str:
     neural = ("The neural models' best epochs and the ensembles' blend weights were chosen on the tuning half.")
     if tuned:
         return where + "The peers' grids were searched on the tuning half. " + neural
-    return where + ("The peers use bench/peers.py's default settings (tuned at small scale on its tuning half, "
-                    "--no-tune). ") + neural
+    return where + ("The peers use bench/peers.py's default settings (--no-tune): item_cf's, ease's and "
+                    "playlist_cf's are the best of their grids on small's tuning half; als's come from an earlier "
+                    "search on the first 1,000 validation questions, which overlap the report half, so its score "
+                    "may be a little optimistic. ") + neural
 
 
 def chart(summary: dict, path: Path) -> None:
