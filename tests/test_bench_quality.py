@@ -311,7 +311,8 @@ def test_a_question_older_than_the_played_songs_gets_the_oldest_songs_of_the_cat
 # ------------------------------------------------------------------------------------ tiny, end to end
 
 SYSTEMS = {"ensemble", "ensemble_without_dae", "ensemble_without_title", "ensemble_without_neighbours",
-           "ensemble_without_neural", "dae", "title", "neighbours", "popular_official", "popular", "genre_popular",
+           "ensemble_without_neural", "dae", "title", "neighbours", "playlists", "popular_official", "popular",
+           "genre_popular",
            "item_cf", "als", "ease", "playlist_cf"}
 
 
