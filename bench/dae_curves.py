@@ -37,6 +37,8 @@ VARIANTS = {
     # (0.15 x 2 ranks x 240^-0.5 x 60^-0.5), then the schedule's step^-0.5 decay
     "short warmup, peak 2.5e-3": ["train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=all"],
     "hidden, short warmup, peak 2.5e-3": ["train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden"],
+    "hidden, short warmup, weight decay 1": ["train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden",
+                                             "train.weight_decay=1.0"],
     "hidden, width 64": ["train.warmup_steps=300", "loss.targets=hidden", "model.hidden=64", "model.ffn=256"],
 }
 
