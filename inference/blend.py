@@ -86,14 +86,14 @@ class Pool:
         self.relevant = np.isin(unique, truth_keys)
         self.cutoff = CUTOFF[kind]
         self.idcg = np.array(IDCG)[np.minimum(answer_sizes, self.cutoff)]
-        self.n_rows = len(truth)
-        starts = np.searchsorted(self.rows, np.arange(self.n_rows))
+        starts = np.searchsorted(self.rows, np.arange(len(truth)))
         self.position = np.arange(len(unique)) - starts[self.rows]
         self.width = int(self.position.max(initial=-1)) + 1
 
-    def view(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The candidates of the questions ``rows``, dense: member scores [R, U, M] (U: the most distinct
-        candidates of any of them; 0 past a row's own), relevance [R, U] bool, ideal DCG [R]."""
+    def view(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The candidates of the questions ``rows`` (sorted), dense: member scores [R, U, M] (U: the most
+        distinct candidates of any question; 0 past a row's own), relevance [R, U] bool, ideal DCG [R], and
+        which of the U slots hold a candidate [R, U] bool."""
         pick = np.isin(self.rows, rows)
         local = np.searchsorted(rows, self.rows[pick])  # rows is sorted: the row's place among them
         scores = np.zeros((len(rows), max(self.width, 1), self.scores.shape[1]))
@@ -102,7 +102,7 @@ class Pool:
         scores[local, self.position[pick]] = self.scores[pick]
         relevant[local, self.position[pick]] = self.relevant[pick]
         present[local, self.position[pick]] = True
-        return scores, relevant & present, self.idcg[rows], present
+        return scores, relevant, self.idcg[rows], present
 
     def ndcg(self, weights: np.ndarray, rows: np.ndarray) -> float:
         """Mean nDCG over ``rows`` (sorted question indices) of the blend with member ``weights`` [M]."""

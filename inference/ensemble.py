@@ -334,22 +334,29 @@ class Ensemble:
         return {m: (np.array([self.blend[t][m][0] for t in types]), np.array([self.blend[t][m][1] for t in types]))
                 for m in members}
 
-    def recommend(self, questions: list[dict], progress: bool = True, scores: bool = False) -> list[dict]:
-        """Results in the official format (``scores=True`` adds ``song_scores``/``tag_scores`` for display)."""
+    def batches(self, questions: list[dict], popular: bool, progress: bool = False):
+        """Per batch of questions: (the questions, their update days, blocked songs, blocked tags, every
+        member's Candidates by name; see ``blocked`` and ``candidates``)."""
         from tqdm import tqdm
 
         from data.vocab import updt_day
-        from inference.blend import normalised
 
         release = self.release_by_song(questions)
         records = self.encode(questions)
-        s = self.settings
-        results, used = [], {}
-        for start in tqdm(range(0, len(questions), s.batch_size), desc="ensemble", unit="batch", disable=not progress):
-            qs, rs = questions[start:start + s.batch_size], records[start:start + s.batch_size]
+        size = self.settings.batch_size
+        for start in tqdm(range(0, len(questions), size), desc="ensemble", unit="batch", disable=not progress):
+            qs, rs = questions[start:start + size], records[start:start + size]
             days = np.array([updt_day(q["updt_date"]) for q in qs])
             blocked_songs, blocked_tags = self.blocked(rs, days, release)
-            proposals = self.candidates(qs, rs, blocked_songs, blocked_tags, popular=self.blend is not None)
+            yield qs, days, blocked_songs, blocked_tags, self.candidates(qs, rs, blocked_songs, blocked_tags, popular)
+
+    def recommend(self, questions: list[dict], progress: bool = True, scores: bool = False) -> list[dict]:
+        """Results in the official format (``scores=True`` adds ``song_scores``/``tag_scores`` for display)."""
+        from inference.blend import normalised
+
+        results, used = [], {}
+        for qs, days, blocked_songs, blocked_tags, proposals in self.batches(questions, self.blend is not None,
+                                                                             progress):
             weights = self._weights(qs, list(proposals))
             scale = normalised if self.blend is not None else (lambda x: x)
             for name, c in proposals.items():

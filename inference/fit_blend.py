@@ -24,19 +24,12 @@ from inference.ensemble import DEFAULT_CONFIG, log
 
 
 def tuning_candidates(ensemble, questions: list[dict]):
-    """Every member's Candidates over ``questions`` (batch by batch, concatenated) and their records."""
-    from data.vocab import updt_day
+    """Every member's Candidates over ``questions`` (popularity included), batch by batch, concatenated."""
     from inference.blend import Candidates
 
-    release = ensemble.release_by_song(questions)
-    records = ensemble.encode(questions)
     parts: dict[str, list] = {}
-    size = ensemble.settings.batch_size
-    for start in range(0, len(questions), size):
-        qs, rs = questions[start:start + size], records[start:start + size]
-        days = np.array([updt_day(q["updt_date"]) for q in qs])
-        blocked_songs, blocked_tags = ensemble.blocked(rs, days, release)
-        for name, c in ensemble.candidates(qs, rs, blocked_songs, blocked_tags, popular=True).items():
+    for *_, proposals in ensemble.batches(questions, popular=True):
+        for name, c in proposals.items():
             parts.setdefault(name, []).append(c)
     joined = {}
     for name, chunks in parts.items():
