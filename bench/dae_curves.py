@@ -39,6 +39,15 @@ VARIANTS = {
     "hidden, short warmup, peak 2.5e-3": ["train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden"],
     "hidden, short warmup, weight decay 1": ["train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden",
                                              "train.weight_decay=1.0"],
+    "hidden, short warmup, untied output": ["train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden",
+                                            "model.tied_output=false"],
+    # the title's pieces as a fourth input segment (model.title; train.title_keep 0.5, train.title_only 0.1)
+    "hidden, short warmup, weight decay 1, title": ["train.warmup_steps=60", "train.lr_multiplier=0.15",
+                                                    "loss.targets=hidden", "train.weight_decay=1.0", "model.title=true"],
+    # the tag head's share of the loss: the reference's 0.15 (the score's tag weight) or more
+    "hidden, short warmup, weight decay 1, title, tag weight 0.5": [
+        "train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden", "train.weight_decay=1.0",
+        "model.title=true", "loss.tag_weight=0.5"],
     "hidden, width 64": ["train.warmup_steps=300", "loss.targets=hidden", "model.hidden=64", "model.ffn=256"],
 }
 

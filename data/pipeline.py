@@ -11,7 +11,9 @@
    * ``dae``: the denoising corruption. Keep ``randint(m, min(n_songs, max_songs))`` of the songs
      (m = 1 when the playlist has no tags) and ``randint(m', min(n_tags, max_tags))`` of the tags
      (m' = 1 when no song was kept); the input artists are those of the kept songs; the targets are
-     the full sets. Playlists with no in-vocabulary song or tag are skipped.
+     the full sets. The title's pieces are kept with probability ``title_keep`` (else ``title_in`` is
+     empty), and a kept title is the whole input with probability ``title_only`` (no song, no tag: a
+     title-only question). Playlists with no in-vocabulary song or tag are skipped.
    * ``title_mlm``: 15% of the title pieces chosen (at least one); of those 80% become ``[mask]``,
      10% a random piece, 10% stay; the labels hold the original piece where chosen, -1 elsewhere.
      Playlists with an empty title are skipped.
@@ -63,20 +65,27 @@ def _randint(low, high, seed):
     return tf.random.stateless_uniform([], seed, minval=low, maxval=high + 1, dtype=tf.int32)
 
 
-def dae_corruption(record: dict, seed, song_artists: tf.RaggedTensor, max_songs: int = 100, max_tags: int = 5) -> dict:
+def dae_corruption(record: dict, seed, song_artists: tf.RaggedTensor, max_songs: int = 100, max_tags: int = 5,
+                   title_keep: float = 0.0, title_only: float = 0.0) -> dict:
     songs, tags = tf.cast(record["songs"], tf.int32), tf.cast(record["tags"], tf.int32)
     n_songs, n_tags = tf.size(songs), tf.size(tags)
     seeds = tf.random.experimental.stateless_split(seed, 4)
-    most_songs = tf.minimum(n_songs, max_songs)
+    # the title's draws come from a stream of their own: with title_keep 0 the items' draws are unchanged
+    title_seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 1), 2)
+    title = tf.cast(record["title"], tf.int32)
+    keep_title = (tf.size(title) > 0) & (tf.random.stateless_uniform([], title_seeds[0]) < title_keep)
+    only_title = keep_title & (tf.random.stateless_uniform([], title_seeds[1]) < title_only)
+    most_songs = tf.where(only_title, 0, tf.minimum(n_songs, max_songs))
     k_songs = _randint(tf.minimum(tf.cast(n_tags == 0, tf.int32), most_songs), most_songs, seeds[0])
     kept_songs = _subset(songs, k_songs, seeds[1])
-    most_tags = tf.minimum(n_tags, max_tags)
+    most_tags = tf.where(only_title, 0, tf.minimum(n_tags, max_tags))
     k_tags = _randint(tf.minimum(tf.cast(k_songs == 0, tf.int32), most_tags), most_tags, seeds[2])
     kept_tags = _subset(tags, k_tags, seeds[3])
     kept_artists, _ = tf.unique(tf.gather(song_artists, kept_songs).flat_values)
     return {
         "id": record["id"], "updt_date": record["updt_date"],
         "songs_in": kept_songs, "tags_in": kept_tags, "artists_in": kept_artists,
+        "title_in": title[:tf.where(keep_title, tf.size(title), 0)],
         "songs": songs, "tags": tags, "artists": tf.cast(record["artists"], tf.int32),
     }
 
@@ -105,7 +114,7 @@ def _song_artists(workdir: Path) -> tf.RaggedTensor:
 
 def training_dataset(workdir: str | Path, mode: str, rank: int, size: int, epoch: int, batch_size: int,
                      seed: int = 0, shuffle_buffer: int = 8192, max_songs: int = 100, max_tags: int = 5,
-                     mask_rate: float = 0.15, drop_remainder: bool = False) -> tf.data.Dataset:
+                     title_keep: float = 0.0, title_only: float = 0.0, mask_rate: float = 0.15, drop_remainder: bool = False) -> tf.data.Dataset:
     """One epoch of this rank's training batches (see the module docstring)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -120,7 +129,8 @@ def training_dataset(workdir: str | Path, mode: str, rank: int, size: int, epoch
     if mode == "dae":
         song_artists = _song_artists(workdir)
         ds = ds.filter(lambda r: tf.size(r["songs"]) + tf.size(r["tags"]) > 0)
-        ds = ds.map(lambda r: dae_corruption(r, _element_seed(seed, epoch, r["id"]), song_artists, max_songs, max_tags),
+        ds = ds.map(lambda r: dae_corruption(r, _element_seed(seed, epoch, r["id"]), song_artists, max_songs, max_tags,
+                                             title_keep, title_only),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         ds = ds.filter(lambda r: tf.size(r["title"]) > 0)

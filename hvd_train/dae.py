@@ -48,8 +48,12 @@ def check_config(config: dict) -> None:
 
         if config["loss"]["targets"] not in TARGETS:
             raise ConfigError(f"loss.targets must be one of {list(TARGETS)}")
-        if not isinstance(config["model"]["tied_output"], bool):
-            raise ConfigError("model.tied_output must be true or false")
+        for key in ("tied_output", "title"):
+            if not isinstance(config["model"][key], bool):
+                raise ConfigError(f"model.{key} must be true or false")
+        for key in ("title_keep", "title_only"):
+            if not 0.0 <= float(config["train"][key]) <= 1.0:
+                raise ConfigError(f"train.{key} must be a probability in [0, 1]")
 
     check_trainer_config(config, ("hidden", "blocks", "heads", "ffn"), dae_keys)
 
@@ -70,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = manifest["sizes"]
 
     tf.random.set_seed(int(train_cfg["seed"]))
-    model = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **model_cfg, compute_dtype=compute_dtype(config))
+    model = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **model_cfg, n_pieces=sizes["title_pieces"],
+                compute_dtype=compute_dtype(config))
     rank_from = int(loss_cfg["rank_from_epoch"]) if loss_cfg["rank_weight"] else None
 
     def loss(batch, epoch):
@@ -83,13 +88,16 @@ def main(argv: list[str] | None = None) -> int:
         batch_size = per_rank_batch(train_cfg, size)
         steps = steps_per_epoch(manifest, size, batch_size, train_cfg.get("steps_per_epoch"))
         validator = Validator(args.work, rank, size, int(val_cfg["batch_size"]),
-                              predict=lambda b: model(b["songs"], b["tags"], b["artists"], training=False)[:2])
+                              predict=lambda b: model(b["songs"], b["tags"], b["artists"], b["title"],
+                                                      training=False, heads=2))
 
         def batches(epoch):
             return training_dataset(args.work, "dae", rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),
                                     shuffle_buffer=int(train_cfg["shuffle_buffer"]),
                                     max_songs=int(train_cfg["max_songs"]),
-                                    max_tags=int(train_cfg["max_tags"])).repeat().take(steps)
+                                    max_tags=int(train_cfg["max_tags"]),
+                                    title_keep=float(train_cfg["title_keep"]) if model_cfg["title"] else 0.0,
+                                    title_only=float(train_cfg["title_only"])).repeat().take(steps)
 
         return {"batches": batches, "steps": steps, "batch_size": batch_size,
                 "validate": lambda: validator.gather_and_score(hvd)}

@@ -86,7 +86,8 @@ def load_dae(rundir: Path, manifest: dict, workdir: Path):
 
     weights, config = _load_export(Path(rundir), ("dae",), manifest, workdir)
     sizes = config["sizes"]
-    model = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **config["model_config"])
+    model = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **config["model_config"],
+                n_pieces=sizes.get("title_pieces", 0))
     problem = assign_weights(model, weights)
     if problem:
         raise ExportError(f"{rundir}: {problem}")
@@ -215,7 +216,8 @@ class Ensemble:
                                               for a in self.index["song_artists"][s])) for r in records])
         from models.dae import hide_given
 
-        song_logits, tag_logits = self.dae(tf.constant(songs), tf.constant(tags), tf.constant(artists), heads=2)
+        title = tf.constant(_padded([r["title"] for r in records]))
+        song_logits, tag_logits = self.dae(tf.constant(songs), tf.constant(tags), tf.constant(artists), title, heads=2)
         # the given items are never an answer: the probabilities are over the rest (every given item, not only
         # the first max_songs the model read)
         song_logits = hide_given(song_logits, tf.constant(_padded([r["songs"] for r in records])))
@@ -297,7 +299,8 @@ class Ensemble:
         s = self.settings
         n = np.array([len(q["songs"]) + len(q["tags"]) for q in qs])
         has_title = np.array([bool(r["title"]) for r in rs])
-        models = {"dae": (self.dae, n > 0, self._dae_probabilities),
+        dae_reads_title = self.dae is not None and self.dae.piece_offset is not None
+        models = {"dae": (self.dae, (n > 0) | (has_title & dae_reads_title), self._dae_probabilities),
                   "title": (self.title, has_title, self._title_probabilities)}
         out = {}
         for name, (model, runs, probabilities) in models.items():

@@ -2,7 +2,9 @@
 
 Input tokens ``[songs CLS, tags CLS, artists CLS] + songs + tags + artists`` from ONE embedding table
 (rows: songs, tags, artists, then the three CLS tokens and PAD), init N(0, hidden^-0.5), scaled by
-sqrt(hidden), pads zeroed; no position or segment embeddings (the input is a set). A pre-norm
+sqrt(hidden), pads zeroed; no position or segment embeddings (the input is a set). With ``title=True``
+(a departure from the reference) the title's sentencepiece pieces are a fourth segment of the same set,
+with rows of their own after the artists': a question that gives only its title is no longer empty. A pre-norm
 Transformer encoder; the songs-CLS output scores every song as ``h · E_songsᵀ + b`` (output weights
 tied to the input table, or with ``tied_output=False`` a table of their own), tags-CLS every tag,
 artists-CLS every artist; sigmoid probabilities.
@@ -25,11 +27,16 @@ PAD = -1
 class DAE(tf.Module):
     def __init__(self, n_songs: int, n_tags: int, n_artists: int, hidden: int = 240, blocks: int = 1, heads: int = 2,
                  ffn: int = 960, activation: str = "gelu", dropout: float = 0.1, tied_output: bool = True,
-                 compute_dtype=tf.float32, name: str = "dae"):
+                 title: bool = False, n_pieces: int = 0, compute_dtype=tf.float32, name: str = "dae"):
+        """``title``: read the title's pieces (ids in [0, n_pieces), the work directory's tokenizer) too."""
         super().__init__(name=name)
+        if title and n_pieces <= 0:
+            raise ValueError("a DAE that reads titles needs the tokenizer's piece count (n_pieces > 0)")
         self.sizes = (n_songs, n_tags, n_artists)
         self.offsets = (0, n_songs, n_songs + n_tags)
         first_special = n_songs + n_tags + n_artists
+        self.piece_offset = first_special if title else None  # the title pieces' first row
+        first_special += n_pieces if title else 0
         self.cls_ids = tf.constant([first_special, first_special + 1, first_special + 2], tf.int32)
         self.pad_id = first_special + 3
         self.hidden, self.compute_dtype = hidden, compute_dtype
@@ -37,22 +44,28 @@ class DAE(tf.Module):
         # the output heads' item rows [songs + tags + artists, hidden]: the input table's (tied, the reference)
         # or a table of their own (untied: input and output roles of an item learnt apart)
         self.output_table = None if tied_output else tf.Variable(
-            tf.random.normal([first_special, hidden], stddev=hidden ** -0.5), name="output_table")
+            tf.random.normal([sum(self.sizes), hidden], stddev=hidden ** -0.5), name="output_table")
         self.biases = [tf.Variable(tf.zeros([n]), name=f"bias_{kind}") for n, kind in zip(self.sizes, ("songs", "tags", "artists"))]
         self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
 
-    def tokens(self, songs, tags, artists):
-        """[batch, 3 + lengths] token ids: the CLS tokens, then the items shifted into the shared table."""
+    def tokens(self, songs, tags, artists, title=None):
+        """[batch, 3 + lengths] token ids: the CLS tokens, then the items (and the title's pieces, when the
+        model reads titles) shifted into the shared table."""
         batch = tf.shape(songs)[0]
         parts = [tf.tile(self.cls_ids[None, :], [batch, 1])]
-        for ids, offset in zip((songs, tags, artists), self.offsets):
+        segments = [(songs, self.offsets[0]), (tags, self.offsets[1]), (artists, self.offsets[2])]
+        if self.piece_offset is not None and title is not None:
+            segments.append((title, self.piece_offset))
+        for ids, offset in segments:
             parts.append(tf.where(ids == PAD, self.pad_id, ids + offset))
         return tf.concat(parts, axis=1)
 
-    def __call__(self, songs, tags, artists, training: bool = False, heads: int = 3):
-        """Logits (songs [batch, n_songs], tags [batch, n_tags], artists [batch, n_artists]); with ``heads=2``
-        only songs and tags (inference does not need the artists head)."""
-        ids = self.tokens(songs, tags, artists)
+    def __call__(self, songs, tags, artists, title=None, training: bool = False, heads: int = 3):
+        """Logits (songs [batch, n_songs], tags [batch, n_tags], artists [batch, n_artists]) for int32 id
+        batches songs/tags/artists/title [batch, length_*] padded with -1 (``title``: piece ids, read only
+        by a model built with ``title=True``); with ``heads=2`` only songs and tags (inference does not need
+        the artists head)."""
+        ids = self.tokens(songs, tags, artists, title)
         mask = ids != self.pad_id
         x = tf.gather(self.embedding, ids) * math.sqrt(self.hidden) * tf.cast(mask, tf.float32)[..., None]
         h = self.encoder(tf.cast(x, self.compute_dtype), mask, training, outputs=3)  # only the CLS outputs are read
@@ -111,7 +124,8 @@ def dae_loss(model: DAE, batch: dict, tag_weight: float, artist_weight: float, r
     (``hide_given``), as a question's answer never holds what it gives."""
     loss = ITEM_LOSSES[item_loss]
     given = {"songs": batch["songs_in"], "tags": batch["tags_in"], "artists": batch["artists_in"]}
-    logits = dict(zip(("songs", "tags", "artists"), model(given["songs"], given["tags"], given["artists"], training)))
+    logits = dict(zip(("songs", "tags", "artists"), model(given["songs"], given["tags"], given["artists"],
+                                                          batch.get("title_in"), training=training)))
     wanted = {}
     for (kind, size) in zip(("songs", "tags", "artists"), model.sizes):
         wanted[kind] = multi_hot(batch[kind], size)

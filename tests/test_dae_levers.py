@@ -69,3 +69,44 @@ def test_untied_output_table_is_its_own_variable():
 def test_multi_hot_ignores_padding():
     out = multi_hot(tf.constant([[2, 0, -1], [-1, -1, -1]]), 4).numpy()
     np.testing.assert_array_equal(out, [[1, 0, 1, 0], [0, 0, 0, 0]])
+
+
+def test_title_segment_reads_the_title_and_only_when_built_to():
+    tf.random.set_seed(2)
+    model = DAE(*SIZES, hidden=16, ffn=32, dropout=0.0, title=True, n_pieces=9)
+    b = batch()
+    # the table: items, then the 9 pieces' rows, then 3 CLS and PAD
+    assert model.piece_offset == sum(SIZES) and model.embedding.shape == (sum(SIZES) + 9 + 4, 16)
+    ids = model.tokens(b["songs_in"], b["tags_in"], b["artists_in"], tf.constant([[0, 8], [3, -1]])).numpy()
+    assert ids[0, -2:].tolist() == [sum(SIZES), sum(SIZES) + 8] and ids[1, -1] == model.pad_id
+    songs = lambda title: model(b["songs_in"], b["tags_in"], b["artists_in"], title)[0].numpy()  # noqa: E731
+    assert np.abs(songs(tf.constant([[1], [2]])) - songs(tf.constant([[4], [5]]))).max() > 1e-4
+    np.testing.assert_allclose(songs(tf.constant([[-1], [-1]])), songs(None), rtol=1e-6)  # no title = all pads
+    # a title-only question: empty items, the title alone makes the input
+    empty = tf.fill([2, 1], -1)
+    only = model(empty, empty, empty, tf.constant([[1], [2]]))[0].numpy()
+    assert np.abs(only[0] - only[1]).max() > 1e-4
+    plain = DAE(*SIZES, hidden=16, ffn=32)
+    assert plain.piece_offset is None and plain.embedding.shape == (sum(SIZES) + 4, 16)
+
+
+def test_corruption_title_draws_leave_the_item_draws_alone():
+    from data.pipeline import dae_corruption
+
+    song_artists = tf.ragged.constant([[i % 3] for i in range(20)], dtype=tf.int32)
+    record = {"id": tf.constant(7, tf.int64), "updt_date": tf.constant(0, tf.int64),
+              "songs": tf.constant(list(range(12)), tf.int64), "tags": tf.constant([0, 1, 2], tf.int64),
+              "artists": tf.constant([0, 1, 2], tf.int64), "title": tf.constant([4, 5, 6], tf.int64)}
+    for s in range(20):
+        seed = tf.constant([3, s], tf.int64)
+        off = dae_corruption(record, seed, song_artists)
+        kept = dae_corruption(record, seed, song_artists, title_keep=1.0)
+        assert off["title_in"].numpy().size == 0 and kept["title_in"].numpy().tolist() == [4, 5, 6]
+        for key in ("songs_in", "tags_in", "artists_in"):
+            assert off[key].numpy().tolist() == kept[key].numpy().tolist()
+        only = dae_corruption(record, seed, song_artists, title_keep=1.0, title_only=1.0)
+        assert only["songs_in"].numpy().size == only["tags_in"].numpy().size == 0
+        assert only["title_in"].numpy().tolist() == [4, 5, 6] and only["songs"].numpy().size == 12
+    rates = [dae_corruption(record, tf.constant([4, s], tf.int64), song_artists, title_keep=0.5)["title_in"].numpy().size
+             > 0 for s in range(200)]
+    assert 0.35 < np.mean(rates) < 0.65

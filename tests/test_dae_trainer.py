@@ -3,6 +3,7 @@ the formula at np=1 and np=2, resume restores everything, and bad configs fail f
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO
+from conftest import REPO, run_module
 from models.layers import Encoder
 
 FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "--set", "validation.every_epochs=1",
@@ -77,18 +78,29 @@ def test_two_ranks_stay_in_sync_loss_falls_and_lr_follows_the_formula(work, tmp_
 
 
 @pytest.mark.slow
-def test_lr_schedule_at_one_rank_with_sqrt_scaling_a_multiplier_and_the_generalisation_levers(work, tmp_path):
-    """One rank, sqrt scaling and lr_multiplier 0.5, with hidden targets, an untied output table and weight
-    decay on: the schedule follows the formula and the export carries the untied table."""
+def test_lr_schedule_at_one_rank_with_sqrt_scaling_a_multiplier_and_the_generalisation_levers(work, tiny_split, tmp_path):
+    """One rank, sqrt scaling and lr_multiplier 0.5, with hidden targets, an untied output table, weight
+    decay and the title segment on: the schedule follows the formula, the export carries the untied table
+    and the piece rows, and the exported DAE answers a title-only question from its title."""
     out = train(1, work, tmp_path / "run", "--set", "train.epochs=1", "--set", "train.lr_scaling=sqrt",
                 "--set", "train.lr_multiplier=0.5", "--set", "loss.targets=hidden", "--set", "model.tied_output=false",
-                "--set", "train.weight_decay=0.5").stdout
+                "--set", "train.weight_decay=0.5", "--set", "model.title=true").stdout
     steps = int(re.search(r"(\d+) steps per epoch", out).group(1))
     (_, loss, lr), = epoch_lines(out)
     assert "global batch 64 (64 x 1 ranks)" in out and math.isfinite(loss)
     assert lr == pytest.approx(0.5 * math.sqrt(1) * 48 ** -0.5 * min(steps ** -0.5, steps * 20 ** -1.5), rel=1e-3)  # 4 digits
+    sizes = json.loads((work / "manifest.json").read_text())["sizes"]
     with np.load(tmp_path / "run/export/weights.npz") as weights:
         assert any("output_table" in name for name in weights.files)
+        table, = (weights[n] for n in weights.files if n.endswith("embedding"))
+    assert table.shape[0] == sizes["songs"] + sizes["tags"] + sizes["artists"] + sizes["title_pieces"] + 4
+    questions = [q for q in json.loads((tiny_split / "questions/val.json").read_text()) if not q["songs"] and
+                 not q["tags"] and q["plylst_title"]][:4]
+    (tmp_path / "q.json").write_text(json.dumps(questions, ensure_ascii=False), encoding="utf-8")
+    run_module("inference", "--questions", tmp_path / "q.json", "--work", work, "--dae", tmp_path / "run",
+               "--out", tmp_path / "r.json", "--no-progress")
+    answers = json.loads((tmp_path / "r.json").read_text())
+    assert len(questions) >= 2 and len({tuple(a["songs"]) for a in answers}) == len(questions)  # not popularity
 
 
 @pytest.mark.slow
