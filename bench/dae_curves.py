@@ -48,6 +48,13 @@ VARIANTS = {
     "hidden, short warmup, weight decay 1, title, tag weight 0.5": [
         "train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden", "train.weight_decay=1.0",
         "model.title=true", "loss.tag_weight=0.5"],
+    "hidden, short warmup, weight decay 1, title, untied output": [
+        "train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden", "train.weight_decay=1.0",
+        "model.title=true", "model.tied_output=false"],
+    # four heads of 60 in place of two of 120: the same FLOPs, more ways for the CLS tokens to pool the set
+    "hidden, short warmup, weight decay 1, title, 4 heads": [
+        "train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden", "train.weight_decay=1.0",
+        "model.title=true", "model.heads=4"],
     "hidden, width 64": ["train.warmup_steps=300", "loss.targets=hidden", "model.hidden=64", "model.ffn=256"],
 }
 

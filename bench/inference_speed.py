@@ -30,7 +30,8 @@ def untrained_exports(work: Path, out: Path) -> tuple[Path, Path]:
     import tensorflow as tf
 
     from data.title import TitleTokenizer
-    from hvd_train.common import load_config, write_export
+    from hvd_train.common import load_config
+    from models.export import write_export
     from hvd_train.dae import export_config
     from models.dae import DAE
     from models.title import TitleBERT

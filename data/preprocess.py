@@ -22,13 +22,12 @@ writes the shards ``s`` with ``s mod N == rank``. The output is byte-identical f
 written into ``WORKDIR.partial-*`` and renamed to WORKDIR only when complete, so a WORKDIR that exists is
 whole. An existing WORKDIR is refused unless ``--force``.
 
-``verify_workdir(WORKDIR)`` checks a work directory against its manifest (the trainers call it first).
+The work directory's API for its readers (``verify_workdir``, the record format, hashes) is data/workdir.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -42,21 +41,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from data.workdir import FORMAT_VERSION, WorkdirError, index_of, sha256_file, to_record, verify_workdir  # noqa: F401
+
 log = logging.getLogger("data.preprocess")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "data.yaml"
-FORMAT_VERSION = 1
-
-
-class WorkdirError(ValueError):
-    """A work directory is missing, incomplete, corrupted, or does not match its manifest."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_config(path: Path) -> dict:
@@ -80,22 +68,6 @@ def shard_count(records: int, config: dict) -> int:
 
 def shard_name(kind: str, index: int, total: int) -> str:
     return f"shards/{kind}-{index:05d}-of-{total:05d}.tfrecord"
-
-
-def to_record(playlist: dict, index: dict, tokenizer, max_title_pieces: int) -> dict:
-    """A playlist as vocabulary indices (out-of-vocabulary items dropped) and title pieces."""
-    from data.vocab import updt_day
-
-    songs = [index["songs"][s] for s in playlist["songs"] if s in index["songs"]]
-    artists = list(dict.fromkeys(a for s in songs for a in index["song_artists"][s]))
-    return {
-        "id": playlist["id"],
-        "updt_date": updt_day(playlist["updt_date"]),
-        "songs": songs,
-        "tags": [index["tags"][t] for t in playlist["tags"] if t in index["tags"]],
-        "artists": artists,
-        "title": tokenizer.encode(playlist["plylst_title"], max_title_pieces),
-    }
 
 
 def write_shards(kind: str, playlists: list[dict], total: int, rank: int, size: int, index: dict, tokenizer,
@@ -141,14 +113,6 @@ def build_shared(split: Path, meta: Path, config: dict, train: list[dict], quest
     return {"vocab": vocab, "release_dates": dates, "tokenizer": model, "distinct": distinct}
 
 
-def index_of(vocab: dict) -> dict:
-    return {
-        "songs": {s: i for i, (s, _) in enumerate(vocab["songs"])},
-        "tags": {t: i for i, (t, _) in enumerate(vocab["tags"])},
-        "song_artists": vocab["song_artists"],
-    }
-
-
 def finish(workdir: Path, out: Path, shared: dict, title_pieces: int, shards: dict, config: dict, inputs: dict,
            force: bool) -> dict:
     """Rank 0: the non-shard files, the manifest, then the atomic rename of the whole directory."""
@@ -182,34 +146,6 @@ def finish(workdir: Path, out: Path, shared: dict, title_pieces: int, shards: di
         shutil.rmtree(old)
     else:
         workdir.rename(out)
-    return manifest
-
-
-def verify_workdir(workdir: str | os.PathLike, check_shards: bool = True) -> dict:
-    """Load WORKDIR's manifest and check every file against it; returns the manifest.
-
-    Raises WorkdirError naming the first missing, truncated or altered file (a shard whose sha256 differs
-    from the manifest's, vocabularies or tokenizer replaced by another run's, ...).
-    """
-    workdir = Path(workdir)
-    manifest_path = workdir / "manifest.json"
-    if not manifest_path.is_file():
-        raise WorkdirError(f"{workdir}: no manifest.json; not a complete work directory (run data.preprocess)")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise WorkdirError(f"{manifest_path}: not valid JSON ({e.msg})") from None
-    if manifest.get("format") != FORMAT_VERSION:
-        raise WorkdirError(f"{manifest_path}: format {manifest.get('format')!r}, this code reads {FORMAT_VERSION}")
-    entries = list(manifest["files"].values())
-    if check_shards:
-        entries += [s for kind in manifest["shards"].values() for s in kind]
-    for entry in entries:
-        path = workdir / entry["file"]
-        if not path.is_file():
-            raise WorkdirError(f"{path}: listed in the manifest but missing")
-        if sha256_file(path) != entry["sha256"]:
-            raise WorkdirError(f"{path}: sha256 differs from manifest.json (truncated, corrupted, or from another run)")
     return manifest
 
 

@@ -12,13 +12,13 @@ import copy
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from models.ranking import top_unseen
 
 
 class ConfigError(ValueError):
@@ -258,51 +258,3 @@ class Validator:
         results = sorted((r for part in gathered for r in part), key=lambda r: r["id"])
         scores = self.score(results) if hvd.rank() == 0 else None
         return hvd.broadcast_object(scores, root_rank=0, name="scores"), results
-
-
-def top_unseen(scores: np.ndarray, seen: np.ndarray, blocked: np.ndarray | None, k: int) -> np.ndarray:
-    """Per row, the k best indices of ``scores`` leaving out ``seen`` (padded -1) and ``blocked`` (bool)."""
-    scores = scores.copy()
-    rows = np.repeat(np.arange(seen.shape[0]), seen.shape[1])
-    cols = seen.reshape(-1)
-    keep = cols >= 0
-    scores[rows[keep], cols[keep]] = -np.inf
-    if blocked is not None:
-        scores[blocked] = -np.inf
-    return top_rows(scores, k)
-
-
-def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    """Per row, the indices of the k largest scores (all of them when a row has fewer), best first."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
-
-
-# ------------------------------------------------------------------ exports
-def write_export(directory: Path, variables: dict, config: dict) -> None:
-    """Weights (npz, no pickle) and config (JSON), written to a temporary folder and renamed into place."""
-    from data.melon import write_json
-
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    with open(tmp / "weights.npz", "wb") as f:
-        np.savez(f, **variables)
-    write_json(config, tmp / "config.json")
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(directory)
-
-
-def read_export(directory: Path) -> tuple[dict, dict]:
-    directory = Path(directory)
-    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    with np.load(directory / "weights.npz", allow_pickle=False) as weights:
-        return {k: weights[k] for k in weights.files}, config

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from hvd_train.common import (ConfigError, average, describe_horovod, fail, init_horovod, learning_rate, load_config,
-                              lr_scale, per_rank_batch, write_export)
+                              lr_scale, per_rank_batch)
+from models.export import write_export
 
 
 @dataclass
@@ -76,7 +77,7 @@ def start(config_path: Path, overrides: list[str], workdir: Path, check_config: 
     except ConfigError as e:
         return fail(str(e))
     hvd = init_horovod()
-    from data.preprocess import WorkdirError, verify_workdir
+    from data.workdir import WorkdirError, verify_workdir
     from hvd_train import elastic
 
     rank, size = hvd.rank(), hvd.size()

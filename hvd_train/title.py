@@ -28,7 +28,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from hvd_train import elastic
 from hvd_train.common import (ConfigError, Validator, check_trainer_config, compute_dtype, fail, per_rank_batch,
-                              read_export, steps_per_epoch)
+                              steps_per_epoch)
+from models.export import read_export
 from hvd_train.loop import Task, run, start
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "title.yaml"

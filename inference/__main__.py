@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give at least one of --dae, --title, --neighbours")
 
     from data.melon import MelonDataError, load_playlists, write_json
-    from data.preprocess import WorkdirError
+    from data.workdir import WorkdirError
     from inference.blend import BlendError
     from inference.ensemble import Ensemble, ExportError, Settings
     from inference.neighbours import ExportError as NeighbourError

@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 
 from evaluate.ndcg import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, question_type
-from hvd_train.common import top_rows
+from models.ranking import top_rows
 from inference.blend import Candidates
 
 log = logging.getLogger("inference")
@@ -65,7 +65,7 @@ class Settings:
 
 
 def _load_export(rundir: Path, expected: tuple, manifest: dict, workdir: Path):
-    from hvd_train.common import read_export
+    from models.export import read_export
 
     export = rundir / "export" if (rundir / "export").is_dir() else rundir
     if not (export / "weights.npz").is_file() or not (export / "config.json").is_file():
@@ -138,7 +138,7 @@ class Ensemble:
 
     def __init__(self, workdir: Path, dae_run: Path | None, title_run: Path | None, settings: Settings,
                  neighbours_runs: list[Path] = (), blend_path: Path | None = None):
-        from data.preprocess import index_of, verify_workdir
+        from data.workdir import index_of, verify_workdir
         from data.title import TitleTokenizer
         from inference import blend
 
@@ -195,7 +195,7 @@ class Ensemble:
 
     def encode(self, questions: list[dict]) -> list[dict]:
         """Questions as vocabulary indices and title pieces; unknown items are dropped and counted."""
-        from data.preprocess import to_record
+        from data.workdir import to_record
 
         unknown_songs = sum(1 for q in questions for s in q["songs"] if not 0 <= s < len(self.release_dates))
         out_of_vocab = sum(1 for q in questions for s in q["songs"] if s not in self.index["songs"])

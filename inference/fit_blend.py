@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from data.melon import MelonDataError, load_playlists
-    from data.preprocess import WorkdirError
+    from data.workdir import WorkdirError
     from evaluate.ndcg import question_type
     from evaluate.protocol import parts, select
     from inference import blend

@@ -140,7 +140,7 @@ class Neighbours:
     def candidates(self, records: list[dict], blocked_songs: np.ndarray, blocked_tags: np.ndarray, k_songs: int,
                    k_tags: int) -> Candidates:
         """Each question's best unblocked songs and tags with a positive score (-1 / 0 past them)."""
-        from hvd_train.common import top_rows
+        from models.ranking import top_rows
 
         scores = self.scores(records)
         out = []
@@ -186,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from data.melon import write_json
-    from data.preprocess import WorkdirError, verify_workdir
+    from data.workdir import WorkdirError, verify_workdir
     from data.title import TitleTokenizer
-    from hvd_train.common import write_export
+    from models.export import write_export
 
     started = time.perf_counter()
     try:

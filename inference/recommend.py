@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --dae, --title or both")
 
     from data.melon import MelonDataError, load_song_meta
-    from data.preprocess import WorkdirError
+    from data.workdir import WorkdirError
     from inference.ensemble import Ensemble, ExportError, Settings
 
     args.date = args.date or dt.date.today().strftime("%Y-%m-%d 00:00:00.000")
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 "tags": list(dict.fromkeys(args.tags)), "like_cnt": 0, "updt_date": args.date}
     try:
         ensemble = Ensemble(args.work, args.dae, args.title, Settings.load(args.config))
-        from data.preprocess import sha256_file
+        from data.workdir import sha256_file
 
         if sha256_file(args.meta) != ensemble.manifest["inputs"]["song_meta"]["sha256"]:
             raise ValueError(f"{args.meta} is not the song_meta.json {args.work} was built from (sha256 differs)")

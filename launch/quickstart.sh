@@ -83,7 +83,7 @@ stage "statistics of $data"
 python -m data.stats "$data"
 
 work=$out/work
-if python -c 'import sys; from data.preprocess import verify_workdir; verify_workdir(sys.argv[1])' "$work" 2>/dev/null; then
+if python -c 'import sys; from data.workdir import verify_workdir; verify_workdir(sys.argv[1])' "$work" 2>/dev/null; then
     stage "preprocessing: reusing $work (verified against its manifest)"
 else
     stage "preprocessing with mpirun -np $np -> $work (vocabularies, tokenizer, TFRecord shards)"

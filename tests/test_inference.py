@@ -120,7 +120,7 @@ def test_a_model_from_another_work_directory_is_refused(runs, workdirs, tiny_spl
     vocab["tags"] = vocab["tags"][::-1]  # another vocabulary: same sizes, other order
     (other / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     manifest = load(other / "manifest.json")
-    from data.preprocess import sha256_file
+    from data.workdir import sha256_file
     manifest["files"]["vocab.json"]["sha256"] = sha256_file(other / "vocab.json")
     (other / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     proc = infer(other, dae, None, tiny_split / "questions/val.json", tmp_path / "r.json", check=False)

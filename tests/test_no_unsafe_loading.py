@@ -229,8 +229,8 @@ class _Trap:
 
 
 def test_export_loader_refuses_a_pickled_npz_without_running_it(tmp_path):
-    """The project's weights.npz reader (hvd_train.common.read_export) never unpickles an object array."""
-    from hvd_train.common import read_export
+    """The project's weights.npz reader (models.export.read_export) never unpickles an object array."""
+    from models.export import read_export
 
     marker = tmp_path / "pwned"
     export = tmp_path / "export"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import mpirun
-from data.preprocess import WorkdirError, verify_workdir
+from data.workdir import WorkdirError, verify_workdir
 from data.title import TitleTokenizer, normalise_title, train_tokenizer
 from data.vocab import build_vocab, keep_by_recall, parse_issue_date, release_dates
 

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from bench.faults import kill_and_time, rank_pids
 from conftest import REPO
-from hvd_train.common import read_export
+from models.export import read_export
 
 FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "--set", "validation.every_epochs=1",
         "--set", "model.hidden=32", "--set", "model.ffn=64", "--set", "validation.batch_size=128"]

@@ -1,0 +1,39 @@
+"""The inference export of a trained model: ``weights.npz`` (its variables by path, models/weights.py; no
+pickle) and ``config.json`` (the model section, the vocabulary sizes and the work directory's hashes the
+trainer recorded), written atomically by rank 0 and read by the ensemble."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def write_export(directory: Path, variables: dict, config: dict) -> None:
+    """Weights (npz, no pickle) and config (JSON), written to a temporary folder and renamed into place."""
+    from data.melon import write_json
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    with open(tmp / "weights.npz", "wb") as f:
+        np.savez(f, **variables)
+    write_json(config, tmp / "config.json")
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(directory)
+
+
+def read_export(directory: Path) -> tuple[dict, dict]:
+    directory = Path(directory)
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    with np.load(directory / "weights.npz", allow_pickle=False) as weights:
+        return {k: weights[k] for k in weights.files}, config
