@@ -63,9 +63,16 @@ def _same_kind(default, value) -> bool:
     return isinstance(value, type(default))
 
 
-def check_trainer_config(config: dict, model_keys: tuple, extra=None) -> None:
-    """The checks every trainer's config needs (positive sizes, known activation and scaling); ``extra(config)``
-    adds a model's own. Any missing or malformed value is a ConfigError."""
+SECTIONS = ("model", "loss", "train", "validation", "checkpoint", "hardware", "elastic", "faults")
+
+
+def check_trainer_config(config: dict, model_keys: tuple, extra=None, sections: tuple = SECTIONS) -> None:
+    """The checks every trainer's config needs (its ``sections`` all present, positive sizes, known activation
+    and scaling); ``extra(config)`` adds a model's own. Any missing or malformed value is a ConfigError."""
+    missing = [s for s in sections if not isinstance(config.get(s), dict)]
+    if missing:
+        raise ConfigError(f"the config has no section {', '.join(map(repr, missing))} (every trainer config needs "
+                          f"{', '.join(sections)}; see configs/)")
     try:
         for section, keys in (("model", model_keys), ("train", ("epochs", "warmup_steps", "batch_size")),
                               ("validation", ("every_epochs", "patience_epochs", "batch_size"))):
@@ -86,13 +93,12 @@ def check_trainer_config(config: dict, model_keys: tuple, extra=None) -> None:
             raise ConfigError("train.weight_decay must be >= 0")
         if int(config["train"]["max_bad_steps"]) <= 0:
             raise ConfigError("train.max_bad_steps must be positive")
-        if "elastic" in config and int(config["elastic"]["commit_every_steps"]) <= 0:
+        if int(config["elastic"]["commit_every_steps"]) <= 0:
             raise ConfigError("elastic.commit_every_steps must be positive")
-        if "loss" in config:
-            from models.dae import ITEM_LOSSES
+        from models.dae import ITEM_LOSSES
 
-            if config["loss"]["item_loss"] not in ITEM_LOSSES:
-                raise ConfigError(f"loss.item_loss must be one of {sorted(ITEM_LOSSES)}")
+        if config["loss"]["item_loss"] not in ITEM_LOSSES:
+            raise ConfigError(f"loss.item_loss must be one of {sorted(ITEM_LOSSES)}")
         if extra is not None:
             extra(config)
     except ConfigError:
@@ -106,6 +112,15 @@ def compute_dtype(config: dict):
     import tensorflow as tf
 
     return tf.float16 if config["hardware"]["mixed_precision"] else tf.float32
+
+
+def seed_dropout(seed: int, rank: int) -> None:
+    """After the model is built from the shared ``seed`` (the same initial weights on every rank, then
+    broadcast from rank 0 anyway): reseed TensorFlow with ``seed + rank``, so the dropout ops traced from
+    here on draw a stream of their own on each rank instead of the same masks everywhere."""
+    import tensorflow as tf
+
+    tf.random.set_seed(seed + rank)
 
 
 def per_rank_batch(train: dict, size: int) -> int:

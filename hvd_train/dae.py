@@ -27,7 +27,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvd_train.common import ConfigError, Validator, check_trainer_config, compute_dtype, per_rank_batch, steps_per_epoch
+from hvd_train.common import (ConfigError, Validator, check_trainer_config, compute_dtype, per_rank_batch, seed_dropout,
+                              steps_per_epoch)
 from hvd_train.loop import Task, run, start
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "dae.yaml"
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     tf.random.set_seed(int(train_cfg["seed"]))
     model = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **model_cfg, n_pieces=sizes["title_pieces"],
                 compute_dtype=compute_dtype(config))
+    seed_dropout(int(train_cfg["seed"]), rank)
     rank_from = int(loss_cfg["rank_from_epoch"]) if loss_cfg["rank_weight"] else None
 
     def loss(batch, epoch):

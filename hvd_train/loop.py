@@ -89,8 +89,10 @@ def start(config_path: Path, overrides: list[str], workdir: Path, check_config: 
     if rank == 0 or elastic.enabled():
         try:
             manifest = verify_workdir(workdir)
-            if len(manifest["shards"]["train"]) < size:
-                problem = f"{workdir}: {len(manifest['shards']['train'])} training shards for {size} ranks"
+            for kind in ("train", "val"):  # each rank reads whole files of both
+                if len(manifest["shards"][kind]) < size:
+                    problem = (f"{workdir}: {len(manifest['shards'][kind])} {kind} shards cannot feed {size} ranks "
+                               f"(each rank reads whole files); rerun data.preprocess with shards.min_shards >= {size}")
         except WorkdirError as e:
             problem = str(e)
     if not elastic.enabled():

@@ -27,10 +27,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hvd_train import elastic
-from hvd_train.common import (ConfigError, Validator, check_trainer_config, compute_dtype, fail, per_rank_batch,
-                              steps_per_epoch)
-from models.export import read_export
+from hvd_train.common import (SECTIONS, ConfigError, Validator, check_trainer_config, compute_dtype, fail, per_rank_batch,
+                              seed_dropout, steps_per_epoch)
 from hvd_train.loop import Task, run, start
+from models.export import read_export
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "title.yaml"
 PRETRAINED = ("pieces", "positions", "piece_bias", "encoder/")  # what fine-tuning takes from pretraining
@@ -52,11 +52,13 @@ def check_config(config: dict) -> None:
         if not 0 < float(config["pretrain"]["mask_rate"]) < 1:
             raise ConfigError("pretrain.mask_rate must be between 0 and 1")
 
-    check_trainer_config(config, ("hidden", "blocks", "heads", "ffn", "max_length"), extra=mask_rate)
+    check_trainer_config(config, ("hidden", "blocks", "heads", "ffn", "max_length"), extra=mask_rate,
+                         sections=SECTIONS + ("pretrain",))
 
 
-def load_pretrained(model, init: Path) -> str | None:
-    """Copy the pretrained embeddings and encoder into ``model``; an error message when they do not fit."""
+def load_pretrained(model, init: Path, manifest: dict) -> str | None:
+    """Copy the pretrained embeddings and encoder into ``model``; an error message when they do not fit
+    (another kind of run, another tokenizer than this work directory's, other shapes)."""
     from models.weights import assign_weights, variables_by_path
 
     export = init / "export"
@@ -65,6 +67,10 @@ def load_pretrained(model, init: Path) -> str | None:
     weights, config = read_export(export)
     if config.get("model") != "title_pretrain":
         return f"{init}: its export is a {config.get('model')!r} model, not a title pretraining run"
+    ours = manifest["files"]["title.model"]["sha256"]
+    if config.get("tokenizer_sha256") != ours:  # same piece count, other pieces: the shapes would agree
+        return (f"{init}: pretrained with another tokenizer (title.model sha256 {config.get('tokenizer_sha256')}) "
+                f"than this work directory's ({ours}); pretrain on this work directory")
     problem = assign_weights(model, weights, [name for name in variables_by_path(model) if name.startswith(PRETRAINED)])
     if problem:
         return f"{init}: {problem}; pretrain and fine-tune with the same model config and work directory"
@@ -93,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     tf.random.set_seed(int(train_cfg["seed"]))
     model = TitleBERT(tokenizer.size, sizes["songs"], sizes["tags"], tokenizer.songs_cls_id, tokenizer.tags_cls_id,
                       tokenizer.sep_id, tokenizer.pad_id, **model_cfg, compute_dtype=compute_dtype(config))
+    seed_dropout(int(train_cfg["seed"]), rank)
     if args.stage == "finetune" and args.init:
         # Elastic mode: every worker checks for itself (no collective call before hvd.elastic.run).
-        problem = load_pretrained(model, args.init) if rank == 0 or elastic.enabled() else None
+        problem = load_pretrained(model, args.init, manifest) if rank == 0 or elastic.enabled() else None
         if not elastic.enabled():
             problem = hvd.broadcast_object(problem, root_rank=0, name="init")
         if problem:

@@ -110,3 +110,20 @@ def test_corruption_title_draws_leave_the_item_draws_alone():
     rates = [dae_corruption(record, tf.constant([4, s], tf.int64), song_artists, title_keep=0.5)["title_in"].numpy().size
              > 0 for s in range(200)]
     assert 0.35 < np.mean(rates) < 0.65
+
+
+def test_dropout_draws_a_stream_per_rank_after_the_shared_initialisation():
+    from hvd_train.common import seed_dropout
+
+    def masks(rank):
+        tf.random.set_seed(0)
+        model = DAE(*SIZES, hidden=16, ffn=32, dropout=0.5)  # the shared seed: the same initial weights
+        seed_dropout(0, rank)
+        b = batch()
+        step = tf.function(lambda: model(b["songs_in"], b["tags_in"], b["artists_in"], training=True)[0])
+        return model.embedding.numpy(), step().numpy()
+
+    (init0, out0), (init1, out1), (again, out_again) = masks(0), masks(1), masks(0)
+    np.testing.assert_array_equal(init0, init1)
+    assert np.abs(out0 - out1).max() > 1e-4  # different dropout masks on the two ranks
+    np.testing.assert_array_equal(out0, out_again)  # and each rank's stream is reproducible

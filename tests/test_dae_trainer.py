@@ -134,6 +134,39 @@ def test_invalid_config_fails_fast_on_both_ranks(work, tmp_path, bad, words):
     assert (proc.stdout + proc.stderr).count(words) == (2 if "divide" not in words else 1)
 
 
+def test_a_config_without_a_section_is_refused_before_horovod_starts(tmp_path):
+    """In process: the check that runs before hvd.init() names the missing section."""
+    import yaml
+
+    from hvd_train.common import ConfigError, load_config
+    from hvd_train.dae import DEFAULT_CONFIG, check_config
+
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    del config["faults"], config["checkpoint"]
+    (tmp_path / "dae.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="no section 'checkpoint', 'faults'"):
+        check_config(load_config(tmp_path / "dae.yaml"))
+
+
+@pytest.mark.slow
+def test_more_ranks_than_validation_shards_is_a_clear_error_before_training(work, tiny_split, tiny_data, tmp_path):
+    import yaml
+
+    from conftest import mpirun
+
+    records = json.loads((work / "manifest.json").read_text())["records"]
+    data_config = yaml.safe_load((REPO / "configs/data.yaml").read_text())
+    data_config["shards"] = {"min_shards": 1, "records_per_shard": records["val"]}  # 1 val shard, >= 2 train shards
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump(data_config))
+    mpirun(1, "--split", tiny_split, "--meta", tiny_data, "--out", tmp_path / "work", "--config", tmp_path / "data.yaml")
+    shards = json.loads((tmp_path / "work/manifest.json").read_text())["shards"]
+    assert len(shards["val"]) == 1 and len(shards["train"]) >= 2
+    proc = train(2, tmp_path / "work", tmp_path / "run", "--set", "train.epochs=1", check=False, timeout=180)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "1 val shards cannot feed 2 ranks" in text and "Traceback" not in text
+    assert not (tmp_path / "run/checkpoints").exists()
+
+
 @pytest.mark.slow
 def test_missing_or_corrupted_workdir_is_refused(work, tmp_path):
     missing = train(2, work, tmp_path / "run", "--work", tmp_path / "nothing", check=False, timeout=120)

@@ -74,3 +74,21 @@ def test_a_pretrained_model_that_does_not_fit_is_refused(workdirs, pretrained, t
     assert wrong.returncode != 0 and "has shape" in wrong.stdout + wrong.stderr
     missing = title(1, "finetune", workdirs[0], tmp_path / "ft2", "--init", tmp_path, "--set", "train.epochs=1", check=False)
     assert missing.returncode != 0 and "no export/weights.npz" in missing.stdout + missing.stderr
+
+
+@pytest.mark.slow
+def test_a_pretraining_with_another_tokenizer_is_refused_naming_both_hashes(workdirs, pretrained, tmp_path):
+    """Another work directory's tokenizer of the same size has the same shapes: only the hash tells."""
+    import json
+    import shutil
+
+    pre_out, _ = pretrained
+    other = tmp_path / "other-pretrain"
+    shutil.copytree(pre_out / "export", other / "export")
+    config = json.loads((other / "export/config.json").read_text())
+    ours, config["tokenizer_sha256"] = config["tokenizer_sha256"], "0" * 64
+    (other / "export/config.json").write_text(json.dumps(config))
+    refused = title(1, "finetune", workdirs[0], tmp_path / "ft", "--init", other, "--set", "train.epochs=1", check=False)
+    text = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "another tokenizer" in text and "0" * 64 in text and ours in text
+    assert not (tmp_path / "ft/export").exists()
