@@ -72,7 +72,9 @@ def shard_name(kind: str, index: int, total: int) -> str:
 
 def write_shards(kind: str, playlists: list[dict], total: int, rank: int, size: int, index: dict, tokenizer,
                  max_title_pieces: int, workdir: Path) -> list[dict]:
-    """Write this rank's shards of ``playlists``; returns [{file, records, sha256}] for them."""
+    """Write this rank's shards of ``playlists``; returns [{file, records, kept, sha256}] for them, ``kept``
+    counting the records each training pipeline reads (data/pipeline.py): ``dae``, those with an
+    in-vocabulary song or tag; ``title``, those with a non-empty title."""
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -83,12 +85,15 @@ def write_shards(kind: str, playlists: list[dict], total: int, rank: int, size: 
     for s in tqdm(mine, desc=f"{kind} shards (rank {rank})", disable=rank != 0, unit="shard"):
         name = shard_name(kind, s, total)
         path = workdir / name
-        count = 0
+        count, kept = 0, {"dae": 0, "title": 0}
         with tf.io.TFRecordWriter(str(path)) as writer:
             for playlist in playlists[s::total]:
-                writer.write(encode(to_record(playlist, index, tokenizer, max_title_pieces)))
+                record = to_record(playlist, index, tokenizer, max_title_pieces)
+                writer.write(encode(record))
                 count += 1
-        written.append({"file": name, "records": count, "sha256": sha256_file(path)})
+                kept["dae"] += bool(record["songs"] or record["tags"])
+                kept["title"] += bool(record["title"])
+        written.append({"file": name, "records": count, "kept": kept, "sha256": sha256_file(path)})
     return written
 
 

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every shard records how many records each training pipeline keeps
 
 
 class WorkdirError(ValueError):
@@ -40,7 +40,8 @@ def verify_workdir(workdir: str | os.PathLike, check_shards: bool = True) -> dic
     except json.JSONDecodeError as e:
         raise WorkdirError(f"{manifest_path}: not valid JSON ({e.msg})") from None
     if manifest.get("format") != FORMAT_VERSION:
-        raise WorkdirError(f"{manifest_path}: format {manifest.get('format')!r}, this code reads {FORMAT_VERSION}")
+        raise WorkdirError(f"{manifest_path}: format {manifest.get('format')!r}, this code reads {FORMAT_VERSION}; "
+                           "rerun data.preprocess")
     entries = list(manifest["files"].values())
     if check_shards:
         entries += [s for kind in manifest["shards"].values() for s in kind]

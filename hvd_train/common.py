@@ -133,11 +133,12 @@ def per_rank_batch(train: dict, size: int) -> int:
     return int(train["batch_size"])
 
 
-def steps_per_epoch(manifest: dict, size: int, batch: int, cap: int | None = None) -> int:
-    """The same number of steps on every rank: what the rank with the fewest records can fill, or at most
-    ``cap`` (``train.steps_per_epoch``: shorter epochs on a time budget, each on a fresh shuffle)."""
+def steps_per_epoch(manifest: dict, size: int, batch: int, cap: int | None = None, stage: str = "dae") -> int:
+    """The same number of steps on every rank: what the rank with the fewest records that ``stage``'s
+    pipeline keeps ("dae": with a song or tag; "title": with a title) can fill, so an epoch is one pass, or at
+    most ``cap`` (``train.steps_per_epoch``: shorter epochs on a time budget, each on a fresh shuffle)."""
     shards = manifest["shards"]["train"]
-    fewest = min(sum(s["records"] for s in shards[rank::size]) for rank in range(size))
+    fewest = min(sum(s["kept"][stage] for s in shards[rank::size]) for rank in range(size))
     full = max(1, fewest // batch)
     return min(full, int(cap)) if cap else full
 

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     def shard(rank, size):
         """What depends on this rank's place among `size` ranks (rebuilt when an elastic world changes)."""
         batch_size = per_rank_batch(train_cfg, size)
-        steps = steps_per_epoch(manifest, size, batch_size, train_cfg.get("steps_per_epoch"))
+        steps = steps_per_epoch(manifest, size, batch_size, train_cfg.get("steps_per_epoch"), stage="title")
 
         def batches(epoch):
             return training_dataset(args.work, mode, rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),

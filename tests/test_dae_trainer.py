@@ -197,10 +197,21 @@ def test_resuming_on_another_work_directory_is_refused(workdirs, tiny_data, tmp_
 def test_steps_per_epoch_is_what_the_fewest_rank_fills_or_the_cap():
     from hvd_train.common import ConfigError, check_trainer_config, load_config, steps_per_epoch
 
-    manifest = {"shards": {"train": [{"records": r} for r in (300, 260, 290, 250)]}}
-    assert steps_per_epoch(manifest, 1, 100) == 11  # 1,100 records
+    manifest = {"shards": {"train": [{"records": 400, "kept": {"dae": r, "title": r // 10}} for r in (300, 260, 290, 250)]}}
+    assert steps_per_epoch(manifest, 1, 100) == 11  # 1,100 records the DAE reads
     assert steps_per_epoch(manifest, 2, 100) == 5  # ranks hold 590 and 510: the smaller fills 5
     assert steps_per_epoch(manifest, 2, 100, cap=3) == 3 and steps_per_epoch(manifest, 2, 100, cap=50) == 5
+    assert steps_per_epoch(manifest, 1, 10, stage="title") == 11  # 110 titled records: one pass, no wrap-around
     config = load_config(REPO / "configs/dae.yaml", ["train.steps_per_epoch=0"])
     with pytest.raises(ConfigError, match="train.steps_per_epoch must be positive or null"):
         check_trainer_config(config, ("hidden", "blocks", "heads", "ffn"))
+
+
+def test_the_manifest_counts_what_each_pipeline_keeps(work):
+    """Per shard, the records the DAE and the title pipelines read: the counts an epoch's steps come from."""
+    from data.pipeline import training_dataset
+
+    shards = json.loads((work / "manifest.json").read_text())["shards"]["train"]
+    for mode, stage in (("dae", "dae"), ("title_finetune", "title")):
+        read = sum(int(b["id"].shape[0]) for b in training_dataset(work, mode, 0, 1, 0, 256))
+        assert read == sum(s["kept"][stage] for s in shards) <= sum(s["records"] for s in shards)
