@@ -78,7 +78,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.melon import load_playlists, load_song_meta, write_json
+from data.melon import load_playlists, load_song_meta, song_meta_path, write_json
 from data.title import normalise_title
 from data.vocab import release_dates, updt_day
 from evaluate.ndcg import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, evaluate
@@ -683,7 +683,7 @@ def _summary(scores: dict) -> dict:
 
 def _load(split: Path, meta: Path):
     return (load_playlists(split / "orig/train.json"), load_playlists(split / "questions/val.json"),
-            load_song_meta(meta))
+            load_song_meta(song_meta_path(meta)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -691,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=sorted(PEERS) + ["tune"])
     parser.add_argument("tuned", nargs="?", choices=sorted(GRIDS), help="with 'tune': the peer to tune")
     parser.add_argument("--split", type=Path, required=True, help="a folder written by data.split")
-    parser.add_argument("--meta", type=Path, required=True, help="song_meta.json")
+    parser.add_argument("--meta", type=Path, required=True, help="song_meta.json, or the data folder holding it")
     parser.add_argument("--out", type=Path, required=True, help="results (or, with 'tune', tuning) JSON to write")
     parser.add_argument("--settings", default="{}", help="JSON object of keyword arguments for the peer")
     parser.add_argument("--timings", type=Path, help="write fit_s / recommend_s / load_s here")

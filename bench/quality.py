@@ -52,7 +52,7 @@ from evaluate.table import markdown
 PEER_NAMES = ("popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf")
 # The neural systems: the members each runs with (run folders of the quickstart run), and whether a blend
 # fitted on the tuning half weighs them (then popularity is a member too). The ablations leave one member out.
-MEMBERS = {"dae": ("--dae", "dae"), "title": ("--title", "title"), "item_cf": ("--neighbours", "neighbours"),
+MEMBERS = {"dae": ("--dae", "dae"), "title": ("--title", "title-finetune"), "item_cf": ("--neighbours", "neighbours"),
            "playlist_cf": ("--neighbours", "playlists")}  # member -> (inference flag, quickstart run folder)
 NEURAL = {
     "ensemble": (("dae", "title", "item_cf", "playlist_cf"), True),
@@ -168,7 +168,7 @@ def run_peers(run: Path, out: Path, tune: bool, tune_questions: int | None) -> d
     return systems
 
 
-STAGE_DIRS = {"dae": "dae", "title_pretrain": "title-pretrain", "title_finetune": "title", "neighbours": "neighbours",
+STAGE_DIRS = {"dae": "dae", "title_pretrain": "title-pretrain", "title_finetune": "title-finetune", "neighbours": "neighbours",
               "playlists": "playlists"}
 
 

@@ -302,6 +302,12 @@ def load_playlists(path: str | os.PathLike) -> list[dict]:
     return playlists
 
 
+def song_meta_path(meta: str | os.PathLike) -> Path:
+    """``--meta`` as every entry point reads it: a data folder holding ``song_meta.json``, or the file itself."""
+    meta = Path(meta)
+    return meta / "song_meta.json" if meta.is_dir() else meta
+
+
 def load_song_meta(path: str | os.PathLike) -> list[dict]:
     """Load and validate ``song_meta.json``; ids must be 0..N-1 in order, as in the official file."""
     path = Path(path)

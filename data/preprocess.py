@@ -103,11 +103,11 @@ def build_shared(split: Path, meta: Path, config: dict, train: list[dict], quest
     from data.title import train_tokenizer
     from data.vocab import build_vocab, release_dates
 
-    song_meta = load_song_meta(meta / "song_meta.json")
+    song_meta = load_song_meta(meta)
     for p in train + questions:
         for s in p["songs"]:
             if not 0 <= s < len(song_meta):
-                raise ValueError(f"playlist id {p['id']}: song id {s} is not in {meta / 'song_meta.json'}")
+                raise ValueError(f"playlist id {p['id']}: song id {s} is not in {meta}")
     v = config["vocab"]
     vocab = build_vocab(train, song_meta, float(v["song_recall"]), float(v["tag_recall"]), float(v["artist_recall"]))
     dates = release_dates(song_meta, train + questions)
@@ -157,18 +157,21 @@ def finish(workdir: Path, out: Path, shared: dict, title_pieces: int, shards: di
 def _inputs(split: Path, meta: Path) -> dict:
     return {name: {"file": str(path.name), "sha256": sha256_file(path)} for name, path in (
         ("train", split / "orig/train.json"), ("questions", split / "questions/val.json"),
-        ("answers", split / "answers/val.json"), ("song_meta", meta / "song_meta.json"))}
+        ("answers", split / "answers/val.json"), ("song_meta", meta))}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data.preprocess", description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", type=Path, required=True, help="folder written by data.split")
-    parser.add_argument("--meta", type=Path, required=True, help="folder holding song_meta.json")
+    parser.add_argument("--meta", type=Path, required=True, help="song_meta.json, or the data folder holding it")
     parser.add_argument("--out", type=Path, required=True, help="work directory to create")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--force", action="store_true", help="replace an existing work directory")
     parser.add_argument("--stats-out", type=Path, help="also write wall time and each rank's peak memory here (JSON)")
     args = parser.parse_args(argv)
+    from data.melon import song_meta_path
+
+    args.meta = song_meta_path(args.meta)
 
     from mpi4py import MPI
 
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = None
     if rank == 0:
         needed = [args.split / "orig/train.json", args.split / "questions/val.json", args.split / "answers/val.json",
-                  args.meta / "song_meta.json"]
+                  args.meta]
         missing = [str(p) for p in needed if not p.is_file()]
         if missing:
             problem = f"missing input: {', '.join(missing)}"

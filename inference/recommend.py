@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated tags it holds")
     parser.add_argument("--date", type=_date, default=None,
                         help="its update date YYYY-MM-DD (songs released later are not recommended; default today)")
-    parser.add_argument("--meta", type=Path, required=True, help="the song_meta.json the work directory was built from")
+    parser.add_argument("--meta", type=Path, required=True, help="the song_meta.json the work directory was built from, or its data folder")
     parser.add_argument("--top", type=int, default=20, help="songs to show (all 100 are computed)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     args = parser.parse_args(argv)
@@ -81,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dae is None and args.title is None:
         parser.error("give --dae, --title or both")
 
-    from data.melon import MelonDataError, load_song_meta
+    from data.melon import MelonDataError, load_song_meta, song_meta_path
     from data.workdir import WorkdirError
     from inference.ensemble import Ensemble, ExportError, Settings
 
+    args.meta = song_meta_path(args.meta)
     args.date = args.date or dt.date.today().strftime("%Y-%m-%d 00:00:00.000")
     question = {"id": 0, "plylst_title": args.title_text, "songs": list(dict.fromkeys(args.songs)),
                 "tags": list(dict.fromkeys(args.tags)), "like_cnt": 0, "updt_date": args.date}

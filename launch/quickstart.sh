@@ -4,6 +4,7 @@
 #
 #   bash launch/quickstart.sh [--scale tiny|small|melon] [--seed N] [--data DIR] [--out DIR] [--np N]
 #                             [--dae-epochs N] [--pretrain-epochs N] [--finetune-epochs N] [--steps-per-epoch N]
+#                             [--set [STAGE:]KEY=VALUE ...]
 #
 #   --scale   size of the embedded synthetic data set (default small)
 #   --seed    generator seed (default 0)
@@ -18,6 +19,9 @@
 #   --steps-per-epoch
 #             cap every trainer's epoch at N steps (train.steps_per_epoch; default: full passes), for
 #             time-budget runs at melon scale, where one DAE pass takes most of an hour on 2 CPU cores
+#   --set     a trainer override, repeatable, as in launch/train.sh: train.seed=1 (every stage),
+#             dae:KEY=VALUE, pretrain:/finetune:KEY=VALUE (one stage), title:KEY=VALUE (both title
+#             stages); applied after the short schedule above, so it can change it
 #
 # Every stage prints where its outputs go; $out/timings.json holds the wall seconds of each stage's last
 # run. Trainers resume from their checkpoints when rerun, so a rerun (or a run with more epochs) continues
@@ -25,23 +29,35 @@
 set -euo pipefail
 peer=playlist_cf  # the strongest peer on the tuning half of small (bench/peers.py), printed beside the ensemble
 scale=small seed=0 data="" out="" np=2 dae_epochs=5 pretrain_epochs=20 finetune_epochs=3 budget=()
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=lib.sh
+source launch/lib.sh
+usage() { melon_usage launch/quickstart.sh; }
+user_sets=()
+need() { (($# >= 2)) || melon_die "$1 needs a value"; }
 while (($#)); do
     case "$1" in
-        --scale) scale=$2; shift 2 ;;
-        --seed) seed=$2; shift 2 ;;
-        --data) data=$2; shift 2 ;;
-        --out) out=$2; shift 2 ;;
-        --np) np=$2; shift 2 ;;
-        --dae-epochs) dae_epochs=$2; shift 2 ;;
-        --pretrain-epochs) pretrain_epochs=$2; shift 2 ;;
-        --finetune-epochs) finetune_epochs=$2; shift 2 ;;
-        --steps-per-epoch) budget=(--set "train.steps_per_epoch=$2"); shift 2 ;;
+        --scale) need "$@"; scale=$2; shift 2 ;;
+        --seed) need "$@"; seed=$2; shift 2 ;;
+        --data) need "$@"; data=$2; shift 2 ;;
+        --out) need "$@"; out=$2; shift 2 ;;
+        --np) need "$@"; np=$2; shift 2 ;;
+        --dae-epochs) need "$@"; dae_epochs=$2; shift 2 ;;
+        --pretrain-epochs) need "$@"; pretrain_epochs=$2; shift 2 ;;
+        --finetune-epochs) need "$@"; finetune_epochs=$2; shift 2 ;;
+        --steps-per-epoch) need "$@"; budget=("train.steps_per_epoch=$2"); shift 2 ;;
+        --set) need "$@"; user_sets+=("$2"); shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# the short schedule first, then --steps-per-epoch and the user's --set (a later override wins)
+for spec in "dae:train.epochs=$dae_epochs" dae:train.warmup_steps=60 dae:train.lr_multiplier=0.15 \
+    "pretrain:train.epochs=$pretrain_epochs" pretrain:train.warmup_steps=300 \
+    "finetune:train.epochs=$finetune_epochs" finetune:train.warmup_steps=300 validation.every_epochs=1 \
+    ${budget[@]+"${budget[@]}"} ${user_sets[@]+"${user_sets[@]}"}; do
+    melon_add_set "$spec"
+done
 out=${out:-runs/quickstart-$scale}
 started=$SECONDS
 # shellcheck disable=SC1091
@@ -93,22 +109,24 @@ fi
 # Short schedules need short warmups (the full schedules warm up over 4000 steps). The DAE's fits its run:
 # one epoch of warmup (60 steps at np 2 on small) to a peak of 2.5e-3, then the step^-0.5 decay
 # (bench/dae_curves.py: a 300-step warmup, longer than the run, kept the rate rising while validation fell).
+# train STAGE: horovodrun -np N with the trainer's command line from launch/lib.sh (RUN = $out)
+train() {
+    melon_trainer_args "$1" "$work" "$out"
+    horovodrun -np "$np" python "${MELON_ARGS[@]}"
+}
 stage "DAE: horovodrun -np $np, $dae_epochs epochs -> $out/dae"
-timed dae horovodrun -np "$np" python hvd_train/dae.py --work "$work" --out "$out/dae" --set train.epochs="$dae_epochs" \
-    --set train.warmup_steps=60 --set train.lr_multiplier=0.15 --set validation.every_epochs=1 "${budget[@]}"
+timed dae train dae
 stage "title BERT pretraining (masked pieces): horovodrun -np $np, $pretrain_epochs epochs -> $out/title-pretrain"
-timed title_pretrain horovodrun -np "$np" python hvd_train/title.py pretrain --work "$work" --out "$out/title-pretrain" \
-    --set train.epochs="$pretrain_epochs" --set train.warmup_steps=300 --set validation.every_epochs=1 "${budget[@]}"
-stage "title BERT fine-tuning: horovodrun -np $np, $finetune_epochs epochs -> $out/title"
-timed title_finetune horovodrun -np "$np" python hvd_train/title.py finetune --work "$work" --init "$out/title-pretrain" --out "$out/title" \
-    --set train.epochs="$finetune_epochs" --set train.warmup_steps=300 --set validation.every_epochs=1 "${budget[@]}"
+timed title_pretrain train pretrain
+stage "title BERT fine-tuning: horovodrun -np $np, $finetune_epochs epochs -> $out/title-finetune"
+timed title_finetune train finetune
 
 stage "neighbour members: item-item CF -> $out/neighbours, playlist-neighbour CF -> $out/playlists"
 timed neighbours python -m inference.neighbours --work "$work" --out "$out/neighbours" --kind item_cf
 timed playlists python -m inference.neighbours --work "$work" --out "$out/playlists" --kind playlist_cf
 
 questions=$split/questions/val.json answers=$split/answers/val.json
-models=(--dae "$out/dae" --title "$out/title" --neighbours "$out/neighbours" --neighbours "$out/playlists")
+models=(--dae "$out/dae" --title "$out/title-finetune" --neighbours "$out/neighbours" --neighbours "$out/playlists")
 stage "blend weights per question type, fitted on the tuning half of $questions -> $out/blend.json"
 timed blend python -m inference.fit_blend --questions "$questions" --answers "$answers" --work "$work" "${models[@]}" \
     --out "$out/blend.json"
@@ -118,7 +136,7 @@ timed popular python -m inference.popular --train "$split/orig/train.json" --que
 timed ensemble python -m inference --questions "$questions" --work "$work" "${models[@]}" --blend "$out/blend.json" \
     --out "$out/results/ensemble.json"
 python -m inference --questions "$questions" --work "$work" --dae "$out/dae" --out "$out/results/dae.json" --no-progress
-python -m inference --questions "$questions" --work "$work" --title "$out/title" --out "$out/results/title.json" --no-progress
+python -m inference --questions "$questions" --work "$work" --title "$out/title-finetune" --out "$out/results/title.json" --no-progress
 stage "the strongest classical peer, $peer (bench/peers.py, its tuned defaults) -> $out/results/$peer.json"
 timed peer python -m bench.peers "$peer" --split "$split" --meta "$data/song_meta.json" --out "$out/results/$peer.json"
 

@@ -132,9 +132,11 @@ def test_a_model_from_another_work_directory_is_refused(runs, workdirs, tiny_spl
 def test_one_playlist_from_the_command_line(runs, tiny_data):
     work, dae, title = runs
     song = load(tiny_data / "train.json")[0]["songs"][0]
-    proc = run_module("inference.recommend", "--work", work, "--dae", dae, "--title", title, "--meta",
-                      tiny_data / "song_meta.json", "--title-text", "새벽 감성 발라드", "--songs", song,
-                      "--tags", "힐링", "--top", "5")
+    args = ["--work", work, "--dae", dae, "--title", title, "--title-text", "새벽 감성 발라드", "--songs", song,
+            "--tags", "힐링", "--top", "5"]
+    proc = run_module("inference.recommend", *args, "--meta", tiny_data / "song_meta.json")
+    # --meta means the same in every entry point: the file, or the data folder holding it
+    assert run_module("inference.recommend", *args, "--meta", tiny_data).stdout == proc.stdout
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("playlist: title '새벽 감성 발라드', 1 songs, tags ['힐링']")
     assert sum(1 for line in lines if line.strip()[:1].isdigit()) == 5 + 10  # 5 songs shown, then 10 tags
