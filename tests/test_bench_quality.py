@@ -328,6 +328,7 @@ def tiny_benchmark(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # its fixture runs the whole main job (launch/quickstart.sh) and the benchmark at tiny scale
 def test_tiny_benchmark_scores_every_system_by_question_type(tiny_benchmark):
     root, summary, _ = tiny_benchmark
     assert set(summary["systems"]) == SYSTEMS
@@ -362,6 +363,7 @@ def test_tiny_benchmark_scores_every_system_by_question_type(tiny_benchmark):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the first of these to run builds the tiny benchmark when run alone
 @pytest.mark.parametrize("name", ["popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf"])
 def test_tiny_benchmark_peers_are_valid_and_never_recommend_seen_or_future_songs(tiny_benchmark, name):
     from data.melon import load_playlists, load_results, load_song_meta
