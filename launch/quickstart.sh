@@ -15,7 +15,8 @@
 #             training epochs (defaults 5, 20, 3: a short schedule for one machine, with short warmups;
 #             configs/dae.yaml and configs/title.yaml hold the full 300/100-epoch schedules; 20 pretraining
 #             epochs, not 3, make fine-tuning beat fine-tuning from scratch: bench/title_pretraining.py;
-#             the DAE warms up over its first 60 steps to a 2.5e-3 peak at np 2: bench/dae_curves.py)
+#             the DAE warms up over its first 60 steps to a 2.5e-3 peak at np 2, with decoupled weight decay
+#             1.0 on its item table: bench/dae_curves.py)
 #   --steps-per-epoch
 #             cap every trainer's epoch at N steps (train.steps_per_epoch; default: full passes), for
 #             time-budget runs at melon scale, where one DAE pass takes most of an hour on 2 CPU cores
@@ -52,7 +53,7 @@ while (($#)); do
     esac
 done
 # the short schedule first, then --steps-per-epoch and the user's --set (a later override wins)
-for spec in "dae:train.epochs=$dae_epochs" dae:train.warmup_steps=60 dae:train.lr_multiplier=0.15 \
+for spec in "dae:train.epochs=$dae_epochs" dae:train.warmup_steps=60 dae:train.lr_multiplier=0.15 dae:train.weight_decay=1.0 \
     "pretrain:train.epochs=$pretrain_epochs" pretrain:train.warmup_steps=300 \
     "finetune:train.epochs=$finetune_epochs" finetune:train.warmup_steps=300 validation.every_epochs=1 \
     ${budget[@]+"${budget[@]}"} ${user_sets[@]+"${user_sets[@]}"}; do
