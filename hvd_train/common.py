@@ -95,7 +95,7 @@ def check_trainer_config(config: dict, model_keys: tuple, extra=None, sections: 
             raise ConfigError("train.max_bad_steps must be positive")
         if int(config["elastic"]["commit_every_steps"]) <= 0:
             raise ConfigError("elastic.commit_every_steps must be positive")
-        from models.dae import ITEM_LOSSES
+        from models.losses import ITEM_LOSSES
 
         if config["loss"]["item_loss"] not in ITEM_LOSSES:
             raise ConfigError(f"loss.item_loss must be one of {sorted(ITEM_LOSSES)}")

@@ -89,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from data.pipeline import eval_dataset, training_dataset
     from data.title import TitleTokenizer
-    from models.dae import ITEM_LOSSES, multi_hot, ranking_bce
-    from models.title import TitleBERT, mlm_loss
+    from models.title import TitleBERT, finetune_loss, mlm_loss
 
     rank, size = hvd.rank(), hvd.size()
     train_cfg, model_cfg, val_cfg = config["train"], config["model"], config["validation"]
@@ -158,15 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         variables = [v for v in model.trainable_variables if not v.name.startswith("piece_bias")]  # MLM head only
 
         def loss(batch, epoch):
-            songs, tags = model.recommend_logits(batch["title"], training=True)
-            song_targets = multi_hot(batch["songs"], sizes["songs"])
-            item_loss = ITEM_LOSSES[loss_cfg["item_loss"]]
-            parts = {"songs": item_loss(songs, song_targets), "tags": item_loss(tags, multi_hot(batch["tags"], sizes["tags"]))}
-            total = parts["songs"] + float(loss_cfg["tag_weight"]) * parts["tags"]
-            if rank_from and epoch >= rank_from:
-                parts["ranking"] = ranking_bce(songs, song_targets)
-                total += float(loss_cfg["rank_weight"]) * parts["ranking"]
-            return total, parts
+            rank_weight = float(loss_cfg["rank_weight"]) if rank_from and epoch >= rank_from else 0.0
+            return finetune_loss(model, batch, loss_cfg["item_loss"], float(loss_cfg["tag_weight"]), rank_weight)
 
         title_only = lambda b: (tf.reduce_all(b["songs"] < 0, axis=1) & tf.reduce_all(b["tags"] < 0, axis=1)  # noqa: E731
                                 & tf.reduce_any(b["title"] >= 0, axis=1))

@@ -214,7 +214,7 @@ class Ensemble:
         tags = _padded([r["tags"][: self.max_tags] for r in records])
         artists = _padded([list(dict.fromkeys(a for s in r["songs"][: self.max_songs]
                                               for a in self.index["song_artists"][s])) for r in records])
-        from models.dae import hide_given
+        from models.losses import hide_given
 
         title = tf.constant(_padded([r["title"] for r in records]))
         song_logits, tag_logits = self.dae(tf.constant(songs), tf.constant(tags), tf.constant(artists), title, heads=2)

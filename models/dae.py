@@ -20,6 +20,7 @@ import math
 import tensorflow as tf
 
 from models.layers import Encoder
+from models.losses import ITEM_LOSSES, hide_given, multi_hot, ranking_bce
 
 PAD = -1
 
@@ -75,40 +76,6 @@ class DAE(tf.Module):
             table = (self.embedding if self.output_table is None else self.output_table)[offset:offset + size]
             out.append(tf.matmul(h[:, position], table, transpose_b=True) + bias)
         return tuple(out)
-
-
-def multi_hot(ids, depth: int):
-    """[batch, length] ids padded with -1 -> [batch, depth] 0/1 float targets."""
-    valid = tf.where(ids != PAD)
-    index = tf.stack([valid[:, 0], tf.cast(tf.gather_nd(ids, valid), tf.int64)], axis=1)
-    return tf.scatter_nd(index, tf.ones([tf.shape(index)[0]]), tf.cast([tf.shape(ids)[0], depth], tf.int64))
-
-
-def bce(logits, targets):
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
-
-
-def softmax_xent(logits, targets):
-    """Multinomial log-likelihood of the target set (Mult-DAE/VAE, Liang et al. 2018): the mean over rows of
-    -sum_s y_s log softmax(logits)_s / |y|. Rows without targets count zero."""
-    count = tf.reduce_sum(targets, axis=1)
-    per_row = -tf.reduce_sum(targets * tf.nn.log_softmax(logits, axis=1), axis=1) / tf.maximum(count, 1.0)
-    return tf.reduce_mean(per_row)
-
-
-ITEM_LOSSES = {"bce": bce, "softmax": softmax_xent}
-
-
-def ranking_bce(logits, targets, k: int = 100):
-    """BCE over each row's current top-k songs only (the reference's late-training ranking term)."""
-    top = tf.math.top_k(logits, k=tf.minimum(k, tf.shape(logits)[1]))
-    return bce(top.values, tf.gather(targets, top.indices, batch_dims=1))
-
-
-def hide_given(logits, given_ids):
-    """``logits`` [batch, n] with the given items' entries (``given_ids`` [batch, length], padded -1) set to
-    -1e9: the items a question already holds are never an answer, in training as at inference."""
-    return logits - 1e9 * tf.minimum(multi_hot(given_ids, tf.shape(logits)[1]), 1.0)
 
 
 TARGETS = ("all", "hidden")

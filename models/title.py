@@ -20,6 +20,7 @@ import math
 import tensorflow as tf
 
 from models.layers import Encoder
+from models.losses import recommendation_loss
 
 PAD = -1
 
@@ -104,3 +105,12 @@ def mlm_loss(logits, labels, label_smoothing: float = 0.1):
     loss = tf.reduce_sum(per_position * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
     correct = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == labels, tf.float32) * weights
     return loss, tf.reduce_sum(correct) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+def finetune_loss(model: TitleBERT, batch: dict, item_loss: str, tag_weight: float, rank_weight: float = 0.0,
+                  training: bool = True):
+    """(total, {part: value}) of fine-tuning on a pipeline batch (``title`` [batch, pieces], ``songs``,
+    ``tags`` [batch, length] int32, padded -1): the playlist's songs and tags predicted from its title, with
+    the same item losses as the DAE (models/losses.py)."""
+    songs, tags = model.recommend_logits(batch["title"], training=training)
+    return recommendation_loss(songs, tags, batch["songs"], batch["tags"], item_loss, tag_weight, rank_weight)

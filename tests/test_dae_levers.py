@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from models.dae import DAE, dae_loss, hide_given, multi_hot
+from models.dae import DAE, dae_loss
+from models.losses import hide_given, multi_hot
 
 SIZES = (30, 6, 8)
 
