@@ -55,6 +55,10 @@ VARIANTS = {
     "hidden, short warmup, weight decay 1, title, 4 heads": [
         "train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden", "train.weight_decay=1.0",
         "model.title=true", "model.heads=4"],
+    # a title alone is the whole input in 5% of the samples by default (title_keep 0.5 x title_only 0.1); more
+    "hidden, short warmup, weight decay 1, title, title only 0.3": [
+        "train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden", "train.weight_decay=1.0",
+        "model.title=true", "train.title_only=0.3"],
     "hidden, width 64": ["train.warmup_steps=300", "loss.targets=hidden", "model.hidden=64", "model.ffn=256"],
 }
 
