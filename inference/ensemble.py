@@ -330,6 +330,8 @@ class Ensemble:
             n = np.array([len(q["songs"]) + len(q["tags"]) for q in qs], dtype=np.float64)
             dae_songs, title_songs, dae_tags, title_tags = blend_weights(
                 n, self.settings.title_weight, self.settings.title_tag_weight)
+            if self.title is None:  # the DAE alone: its own scores rank, a title-only question's too (n = 0)
+                dae_songs = np.ones_like(n)
             ones = np.ones(len(qs))  # any other member (the neighbours without a blend file): its own scores
             return {"dae": (dae_songs, dae_tags), "title": (title_songs, title_tags),
                     **{m: (ones, ones) for m in members if m not in ("dae", "title")}}
