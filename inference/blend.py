@@ -2,13 +2,16 @@
 
 Each member of the ensemble (inference/ensemble.py: ``dae``, ``title``, ``neighbours``, ``popular``)
 proposes, per question, up to K candidate songs and tags with non-negative scores. A fitted blend scores
-an item by ``sum_m w[type][m] * s_m(item) / max_j s_m(j)``: each member's scores divided by its own best
-score on that question (so members on different scales blend), weighted per question type
+an item by ``sum_m w[type][m] * (s_m(item) / max_j s_m(j)) ** p``: each member's scores divided by its own
+best score on that question (so members on different scales blend), raised to a power ``p`` per kind
+(:data:`POWERS`: 1, or 0.5, which flattens the peaked softmax of a model against a neighbour list's
+gentler slope), weighted per question type
 (:data:`evaluate.ndcg.QUESTION_TYPES`) and separately for songs and tags. A member that does not run on
 a question (the DAE without given items, the title model without a title) adds nothing.
 
 :func:`fit` chooses the weights that maximise the mean song nDCG@100 (tag nDCG@10) of each question type's
-tuning questions over a grid on the simplex (steps of 1/``steps``), members absent from a type left out.
+tuning questions over a grid on the simplex (steps of 1/``steps``), members absent from a type left out,
+for each power, and keeps the power whose weights score best over all tuning questions of the kind.
 A member that never helps gets weight 0, so on the tuning questions the blend is never worse than its
 best member alone on any type; a type with fewer than :data:`MIN_QUESTIONS` tuning questions takes the
 weights fitted on all of them.
@@ -31,6 +34,7 @@ from evaluate.ndcg import IDCG, QUESTION_TYPES
 KINDS = ("songs", "tags")
 CUTOFF = {"songs": 100, "tags": 10}
 MIN_QUESTIONS = 30
+POWERS = (1.0, 0.5)
 
 
 class BlendError(ValueError):
@@ -50,10 +54,10 @@ class Candidates:
         return (self.song_items, self.song_scores) if kind == "songs" else (self.tag_items, self.tag_scores)
 
 
-def normalised(scores: np.ndarray) -> np.ndarray:
-    """[Q, K] scores divided by each row's largest (rows without a positive score stay 0)."""
+def normalised(scores: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """[Q, K] scores divided by each row's largest (rows without a positive score stay 0), to ``power``."""
     top = scores.max(axis=1, keepdims=True) if scores.shape[1] else np.zeros((scores.shape[0], 1))
-    return np.where(top > 0, scores / np.where(top > 0, top, 1.0), 0.0)
+    return np.where(top > 0, scores / np.where(top > 0, top, 1.0), 0.0) ** power
 
 
 def simplex(members: int, steps: int) -> np.ndarray:
@@ -66,7 +70,8 @@ class Pool:
     """Every question's candidates of one kind, merged: one row per (question, distinct item) with each
     member's normalised score, whether the item is in the answer, and the question's ideal DCG."""
 
-    def __init__(self, candidates: list[Candidates], kind: str, truth: list[set], answer_sizes: np.ndarray):
+    def __init__(self, candidates: list[Candidates], kind: str, truth: list[set], answer_sizes: np.ndarray,
+                 power: float = 1.0):
         width = 1 + max(int(c.kind(kind)[0].max(initial=-1)) for c in candidates)
         keys, members, values = [], [], []
         for m, c in enumerate(candidates):
@@ -75,7 +80,7 @@ class Pool:
             valid = items.reshape(-1) >= 0
             keys.append(rows[valid] * width + items.reshape(-1)[valid])
             members.append(np.full(int(valid.sum()), m))
-            values.append(normalised(scores).reshape(-1)[valid])
+            values.append(normalised(scores, power).reshape(-1)[valid])
         keys = np.concatenate(keys)
         unique, inverse = np.unique(keys, return_inverse=True)
         self.scores = np.zeros((len(unique), len(candidates)))
@@ -123,8 +128,9 @@ def ndcg_of(view: tuple, weights: np.ndarray, cutoff: int) -> float:
 
 
 def fit(candidates: dict[str, Candidates], truth: dict[str, list[set]], answer_sizes: dict[str, np.ndarray],
-        types: list[str], steps: int = 10) -> dict:
-    """Weights ``{type: {member: [song_w, tag_w]}}`` and the tuning table (see the module docstring).
+        types: list[str], steps: int = 10, powers: tuple = POWERS) -> dict:
+    """Weights ``{type: {member: [song_w, tag_w]}}``, the power per kind and the tuning table (see the module
+    docstring).
 
     ``candidates``: member -> its Candidates for the Q tuning questions; ``truth``: kind -> Q sets of
     vocabulary indices in the answers; ``answer_sizes``: kind -> [Q] answer lengths (out-of-vocabulary
@@ -133,21 +139,28 @@ def fit(candidates: dict[str, Candidates], truth: dict[str, list[set]], answer_s
     types = np.array(types)
     weights = {t: {m: [0.0, 0.0] for m in names} for t in QUESTION_TYPES}
     table = {t: {} for t in QUESTION_TYPES}
+    chosen_power = {}
     for k, kind in enumerate(KINDS):
-        pool = Pool([candidates[m] for m in names], kind, truth[kind], answer_sizes[kind])
-        every = np.arange(len(types))
-        fallback = _best(pool, names, every, steps)[0]
-        for t in QUESTION_TYPES:
-            rows = np.flatnonzero(types == t)
-            if len(rows) < MIN_QUESTIONS:
-                chosen, scores = fallback, {}
-            else:
-                chosen, scores = _best(pool, names, rows, steps)
+        best = None
+        for power in powers:
+            pool = Pool([candidates[m] for m in names], kind, truth[kind], answer_sizes[kind], power)
+            every = np.arange(len(types))
+            fallback = _best(pool, names, every, steps)[0]
+            by_type, total = {}, 0.0
+            for t in QUESTION_TYPES:
+                rows = np.flatnonzero(types == t)
+                chosen, scores = (fallback, {}) if len(rows) < MIN_QUESTIONS else _best(pool, names, rows, steps)
+                by_type[t] = (chosen, scores, pool.ndcg(chosen, rows) if len(rows) else None, len(rows))
+                total += (by_type[t][2] or 0.0) * len(rows)
+            if best is None or total > best[0] + 1e-12:
+                best = (total, power, by_type)
+        _, chosen_power[kind], by_type = best
+        for t, (chosen, scores, ndcg, n) in by_type.items():
             for m, w in zip(names, chosen):
                 weights[t][m][k] = float(w)
-            if len(rows):
-                table[t][kind] = {"n": int(len(rows)), "blend": pool.ndcg(chosen, rows), **scores}
-    return {"weights": weights, "tuning": table}
+            if n:
+                table[t][kind] = {"n": int(n), "blend": ndcg, **scores}
+    return {"weights": weights, "power": chosen_power, "tuning": table}
 
 
 def _best(pool: Pool, names: list[str], rows: np.ndarray, steps: int) -> tuple[np.ndarray, dict]:
@@ -178,8 +191,9 @@ def save(path: Path, fitted: dict, manifest: dict, members: list[str], extra: di
 
 
 def load(path: Path, manifest: dict, members: list[str]) -> dict:
-    """The blend file's weights ``{type: {member: [song_w, tag_w]}}``, checked against this work directory
-    and these members (BlendError otherwise)."""
+    """The blend file's weights ``{type: {member: [song_w, tag_w]}}`` and powers ``{"songs": p, "tags": p}``
+    (1 in a file written before powers were fitted), checked against this work directory and these members
+    (BlendError otherwise)."""
     try:
         blend = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -190,4 +204,4 @@ def load(path: Path, manifest: dict, members: list[str]) -> dict:
     if sorted(blend.get("members", [])) != sorted(members):
         raise BlendError(f"{path}: fitted for the members {sorted(blend.get('members', []))}, but this ensemble "
                          f"has {sorted(members)}; give the same models or fit the blend again")
-    return blend["weights"]
+    return {"weights": blend["weights"], "power": blend.get("power", {kind: 1.0 for kind in KINDS})}

@@ -336,7 +336,8 @@ class Ensemble:
             return {"dae": (dae_songs, dae_tags), "title": (title_songs, title_tags),
                     **{m: (ones, ones) for m in members if m not in ("dae", "title")}}
         types = [question_type(q) for q in qs]
-        return {m: (np.array([self.blend[t][m][0] for t in types]), np.array([self.blend[t][m][1] for t in types]))
+        fitted = self.blend["weights"]
+        return {m: (np.array([fitted[t][m][0] for t in types]), np.array([fitted[t][m][1] for t in types]))
                 for m in members}
 
     def batches(self, questions: list[dict], popular: bool, progress: bool = False):
@@ -363,14 +364,19 @@ class Ensemble:
         for qs, days, blocked_songs, blocked_tags, proposals in self.batches(questions, self.blend is not None,
                                                                              progress):
             weights = self._weights(qs, list(proposals))
-            scale = normalised if self.blend is not None else (lambda x: x)
+            if self.blend is not None:
+                power = self.blend["power"]
+                scale_songs = lambda x: normalised(x, power["songs"])  # noqa: E731
+                scale_tags = lambda x: normalised(x, power["tags"])  # noqa: E731
+            else:
+                scale_songs = scale_tags = lambda x: x  # noqa: E731
             for name, c in proposals.items():
                 used[name] = used.get(name, 0) + int((c.song_items[:, 0] >= 0).sum())
             song_items = np.concatenate([c.song_items for c in proposals.values()] + [np.full((len(qs), 1), -1)], axis=1)
             tag_items = np.concatenate([c.tag_items for c in proposals.values()] + [np.full((len(qs), 1), -1)], axis=1)
-            song_scores = np.concatenate([scale(c.song_scores) * weights[m][0][:, None] for m, c in proposals.items()]
+            song_scores = np.concatenate([scale_songs(c.song_scores) * weights[m][0][:, None] for m, c in proposals.items()]
                                          + [np.zeros((len(qs), 1))], axis=1)
-            tag_scores = np.concatenate([scale(c.tag_scores) * weights[m][1][:, None] for m, c in proposals.items()]
+            tag_scores = np.concatenate([scale_tags(c.tag_scores) * weights[m][1][:, None] for m, c in proposals.items()]
                                         + [np.zeros((len(qs), 1))], axis=1)
             songs, chosen_song_scores = self._rank(song_items, song_scores, blocked_songs, SONGS_PER_PLAYLIST)
             tags, chosen_tag_scores = self._rank(tag_items, tag_scores, blocked_tags, TAGS_PER_PLAYLIST)

@@ -80,7 +80,7 @@ def test_a_type_with_few_questions_takes_the_weights_fitted_on_all():
 def test_blend_files_are_refused_for_another_work_directory_or_other_members(tmp_path):
     path = tmp_path / "blend.json"
     save(path, {"weights": {"songs-only": {"dae": [1.0, 1.0]}}, "tuning": {}}, MANIFEST, ["dae", "popular"], {})
-    assert load(path, MANIFEST, ["popular", "dae"])["songs-only"]["dae"] == [1.0, 1.0]
+    assert load(path, MANIFEST, ["popular", "dae"])["weights"]["songs-only"]["dae"] == [1.0, 1.0]
     other = {"files": {"vocab.json": {"sha256": "v2"}, "title.model": {"sha256": "t1"}}}
     with pytest.raises(BlendError, match="another work directory"):
         load(path, other, ["dae", "popular"])
@@ -90,3 +90,18 @@ def test_blend_files_are_refused_for_another_work_directory_or_other_members(tmp
     with pytest.raises(BlendError, match="cannot read"):
         load(path, MANIFEST, ["dae", "popular"])
     assert json.loads(json.dumps({"ok": 1}))  # the module writes plain JSON (no pickle)
+
+
+def test_fit_chooses_the_power_that_ranks_an_item_both_members_like_first():
+    """Each member's own top item is wrong, the answer (song 3) is both members' second at 0.36 of their
+    top: weights alone cannot lift it above a top item (0.36 < 0.5), the square root can (0.6 > 0.5)."""
+    n = MIN_QUESTIONS
+    a = member([[(1, 1.0), (3, 0.36)]] * n, [[(5, 1.0)]] * n)
+    b = member([[(2, 1.0), (3, 0.36)]] * n, [[(5, 1.0)]] * n)
+    truth = {"songs": [{3}] * n, "tags": [{5}] * n}
+    sizes = {"songs": np.ones(n, int), "tags": np.ones(n, int)}
+    fitted = fit({"a": a, "b": b}, truth, sizes, ["songs-only"] * n)
+    assert fitted["power"]["songs"] == 0.5 and fitted["tuning"]["songs-only"]["songs"]["blend"] == pytest.approx(1.0)
+    assert fitted["power"]["tags"] == 1.0  # a tie keeps the first power tried
+    assert fit({"a": a, "b": b}, truth, sizes, ["songs-only"] * n, powers=(1.0,))["tuning"]["songs-only"]["songs"][
+        "blend"] < 0.7
