@@ -5,7 +5,8 @@
 1. the shard files of the manifest, in order, then ``shard(size, rank)``: each rank reads whole files,
    disjoint from the other ranks' and together all of them (an error when there are fewer files than
    ranks);
-2. the rank's files in an order shuffled per epoch, interleaved, then records shuffled in a buffer;
+2. the rank's files in an order shuffled per epoch, interleaved (``interleave_cycle`` files at a time,
+   ``interleave_block`` records from each in turn), then records shuffled in a buffer;
 3. on the fly, per playlist, with stateless random numbers seeded by (seed, epoch, playlist id):
 
    * ``dae``: the denoising corruption. Keep ``randint(m, min(n_songs, max_songs))`` of the songs
@@ -114,7 +115,8 @@ def _song_artists(workdir: Path) -> tf.RaggedTensor:
 
 def training_dataset(workdir: str | Path, mode: str, rank: int, size: int, epoch: int, batch_size: int,
                      seed: int = 0, shuffle_buffer: int = 8192, max_songs: int = 100, max_tags: int = 5,
-                     title_keep: float = 0.0, title_only: float = 0.0, mask_rate: float = 0.15, drop_remainder: bool = False) -> tf.data.Dataset:
+                     title_keep: float = 0.0, title_only: float = 0.0, mask_rate: float = 0.15,
+                     drop_remainder: bool = False, interleave_cycle: int = 4, interleave_block: int = 16) -> tf.data.Dataset:
     """One epoch of this rank's training batches (see the module docstring)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -122,7 +124,7 @@ def training_dataset(workdir: str | Path, mode: str, rank: int, size: int, epoch
     files = shard_files(workdir, "train", rank, size)
     order_seed = seed * 1_000_003 + epoch * 97 + rank
     ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=order_seed)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=16,
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(interleave_cycle, len(files)), block_length=interleave_block,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.shuffle(shuffle_buffer, seed=order_seed)
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

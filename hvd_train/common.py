@@ -74,7 +74,8 @@ def check_trainer_config(config: dict, model_keys: tuple, extra=None, sections: 
         raise ConfigError(f"the config has no section {', '.join(map(repr, missing))} (every trainer config needs "
                           f"{', '.join(sections)}; see configs/)")
     try:
-        for section, keys in (("model", model_keys), ("train", ("epochs", "warmup_steps", "batch_size")),
+        for section, keys in (("model", model_keys), ("train", ("epochs", "warmup_steps", "batch_size", "interleave_cycle",
+                                                                 "interleave_block")),
                               ("validation", ("every_epochs", "patience_epochs", "batch_size"))):
             for key in keys:
                 if int(config[section][key]) <= 0:
@@ -87,6 +88,10 @@ def check_trainer_config(config: dict, model_keys: tuple, extra=None, sections: 
         for key in ("mixed_precision", "xla", "sparse_as_dense"):
             if not isinstance(config["hardware"][key], bool):
                 raise ConfigError(f"hardware.{key} must be true or false")
+        if float(config["hardware"]["loss_scale_initial"]) < 1 or int(config["hardware"]["loss_scale_growth_steps"]) <= 0:
+            raise ConfigError("hardware.loss_scale_initial must be >= 1 and hardware.loss_scale_growth_steps positive")
+        if int(config["loss"]["rank_k"]) <= 0:
+            raise ConfigError("loss.rank_k must be positive")
         if config["train"].get("steps_per_epoch") is not None and int(config["train"]["steps_per_epoch"]) <= 0:
             raise ConfigError("train.steps_per_epoch must be positive or null")
         if float(config["train"]["weight_decay"]) < 0:

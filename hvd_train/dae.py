@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     def loss(batch, epoch):
         rank_weight = float(loss_cfg["rank_weight"]) if rank_from and epoch >= rank_from else 0.0
         return dae_loss(model, batch, float(loss_cfg["tag_weight"]), float(loss_cfg["artist_weight"]), rank_weight,
-                        training=True, item_loss=loss_cfg["item_loss"], targets=loss_cfg["targets"])
+                        training=True, item_loss=loss_cfg["item_loss"], targets=loss_cfg["targets"],
+                        rank_k=int(loss_cfg["rank_k"]))
 
     def shard(rank, size):
         """What depends on this rank's place among `size` ranks (rebuilt when an elastic world changes)."""
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         def batches(epoch):
             return training_dataset(args.work, "dae", rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),
                                     shuffle_buffer=int(train_cfg["shuffle_buffer"]),
+                                    interleave_cycle=int(train_cfg["interleave_cycle"]),
+                                    interleave_block=int(train_cfg["interleave_block"]),
                                     max_songs=int(train_cfg["max_songs"]),
                                     max_tags=int(train_cfg["max_tags"]),
                                     title_keep=float(train_cfg["title_keep"]) if model_cfg["title"] else 0.0,

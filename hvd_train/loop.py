@@ -118,7 +118,7 @@ def prepare(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: P
     optimizer = Adam(task.variables, float(train_cfg["beta1"]), float(train_cfg["beta2"]), float(train_cfg["epsilon"]))
     epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     mixed = bool(config["hardware"]["mixed_precision"])
-    loss_scale = tf.Variable(2.0 ** 15 if mixed else 1.0, dtype=tf.float32, trainable=False, name="loss_scale")
+    loss_scale = tf.Variable(float(config["hardware"]["loss_scale_initial"]) if mixed else 1.0, dtype=tf.float32, trainable=False, name="loss_scale")
     good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
     best_score = tf.Variable(-1e9, dtype=tf.float64, trainable=False, name="best_score")
     best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
@@ -257,6 +257,7 @@ def trace_step(hvd, task: Task, config: dict, optimizer, counters: Counters, sca
     rank = hvd.rank()
 
     sparse_as_dense = bool(hardware["sparse_as_dense"])
+    growth_steps = int(hardware["loss_scale_growth_steps"])
     weight_decay = float(config["train"]["weight_decay"])
     decayed = task.decayed if weight_decay else []
 
@@ -296,9 +297,9 @@ def trace_step(hvd, task: Task, config: dict, optimizer, counters: Counters, sca
             optimizer.apply(gradients, task.variables, lr)
             for variable in decayed:  # decoupled weight decay (AdamW, Loshchilov & Hutter 2019)
                 variable.assign_sub(lr * weight_decay * variable)
-            if mixed:  # dynamic loss scaling: grow after 2000 good steps in a row
+            if mixed:  # dynamic loss scaling: grow after loss_scale_growth_steps good steps in a row
                 good_steps.assign_add(1)
-                if_grow = good_steps >= 2000
+                if_grow = good_steps >= growth_steps
                 loss_scale.assign(tf.where(if_grow, loss_scale * 2.0, loss_scale))
                 good_steps.assign(tf.where(if_grow, tf.constant(0, tf.int64), good_steps))
             return tf.constant(False)

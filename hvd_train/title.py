@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             from data.pipeline import PAD, title_masking
 
             masked = validation_titles.map(lambda r: title_masking(
-                r, tf.stack([tf.constant(12345, tf.int64), r["id"]]), tokenizer.mask_id, tokenizer.first_piece_id,
+                r, tf.stack([tf.constant(int(config["pretrain"]["validation_seed"]), tf.int64), r["id"]]), tokenizer.mask_id, tokenizer.first_piece_id,
                 tokenizer.size, float(config["pretrain"]["mask_rate"]))).padded_batch(
                 int(val_cfg["batch_size"]), padding_values={"id": tf.constant(PAD, tf.int64), "title_in": PAD, "title_labels": PAD,
                                                             "title_positions": PAD})
@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def loss(batch, epoch):
             rank_weight = float(loss_cfg["rank_weight"]) if rank_from and epoch >= rank_from else 0.0
-            return finetune_loss(model, batch, loss_cfg["item_loss"], float(loss_cfg["tag_weight"]), rank_weight)
+            return finetune_loss(model, batch, loss_cfg["item_loss"], float(loss_cfg["tag_weight"]), rank_weight,
+                                 rank_k=int(loss_cfg["rank_k"]))
 
         title_only = lambda b: (tf.reduce_all(b["songs"] < 0, axis=1) & tf.reduce_all(b["tags"] < 0, axis=1)  # noqa: E731
                                 & tf.reduce_any(b["title"] >= 0, axis=1))
@@ -190,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         def batches(epoch):
             return training_dataset(args.work, mode, rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),
                                     shuffle_buffer=int(train_cfg["shuffle_buffer"]),
+                                    interleave_cycle=int(train_cfg["interleave_cycle"]),
+                                    interleave_block=int(train_cfg["interleave_block"]),
                                     mask_rate=float(config["pretrain"]["mask_rate"])).repeat().take(steps)
 
         return {"batches": batches, "steps": steps, "batch_size": batch_size, "validate": make_validate(rank, size)}

@@ -82,7 +82,7 @@ TARGETS = ("all", "hidden")
 
 
 def dae_loss(model: DAE, batch: dict, tag_weight: float, artist_weight: float, rank_weight: float, training: bool,
-             item_loss: str = "bce", targets: str = "all"):
+             item_loss: str = "bce", targets: str = "all", rank_k: int = 100):
     """(total loss, {part: value}) for a pipeline batch: songs + w_t tags + w_a artists (+ ranking), each part
     the mean sigmoid BCE (``item_loss="bce"``, the reference) or the multinomial log-likelihood ("softmax").
 
@@ -102,6 +102,6 @@ def dae_loss(model: DAE, batch: dict, tag_weight: float, artist_weight: float, r
     parts = {kind: loss(logits[kind], wanted[kind]) for kind in logits}
     total = parts["songs"] + tag_weight * parts["tags"] + artist_weight * parts["artists"]
     if rank_weight:
-        parts["ranking"] = ranking_bce(logits["songs"], wanted["songs"])
+        parts["ranking"] = ranking_bce(logits["songs"], wanted["songs"], rank_k)
         total += rank_weight * parts["ranking"]
     return total, parts

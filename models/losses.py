@@ -47,9 +47,9 @@ def hide_given(logits, given_ids):
 
 
 def recommendation_loss(song_logits, tag_logits, songs, tags, item_loss: str, tag_weight: float,
-                        rank_weight: float = 0.0):
+                        rank_weight: float = 0.0, rank_k: int = 100):
     """(total, {part: value}) for one batch of song and tag predictions: songs + tag_weight x tags
-    (+ rank_weight x the ranking term on the songs when it is not 0). ``song_logits`` [batch, n_songs] and
+    (+ rank_weight x the ranking term over each row's top ``rank_k`` songs when it is not 0). ``song_logits`` [batch, n_songs] and
     ``tag_logits`` [batch, n_tags] float32; ``songs``/``tags`` [batch, length] int32 target ids padded -1;
     ``item_loss``: a key of :data:`ITEM_LOSSES`."""
     loss = ITEM_LOSSES[item_loss]
@@ -57,6 +57,6 @@ def recommendation_loss(song_logits, tag_logits, songs, tags, item_loss: str, ta
     parts = {"songs": loss(song_logits, song_targets), "tags": loss(tag_logits, multi_hot(tags, tf.shape(tag_logits)[1]))}
     total = parts["songs"] + tag_weight * parts["tags"]
     if rank_weight:
-        parts["ranking"] = ranking_bce(song_logits, song_targets)
+        parts["ranking"] = ranking_bce(song_logits, song_targets, rank_k)
         total += rank_weight * parts["ranking"]
     return total, parts

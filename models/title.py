@@ -108,9 +108,9 @@ def mlm_loss(logits, labels, label_smoothing: float = 0.1):
 
 
 def finetune_loss(model: TitleBERT, batch: dict, item_loss: str, tag_weight: float, rank_weight: float = 0.0,
-                  training: bool = True):
+                  training: bool = True, rank_k: int = 100):
     """(total, {part: value}) of fine-tuning on a pipeline batch (``title`` [batch, pieces], ``songs``,
     ``tags`` [batch, length] int32, padded -1): the playlist's songs and tags predicted from its title, with
     the same item losses as the DAE (models/losses.py)."""
     songs, tags = model.recommend_logits(batch["title"], training=training)
-    return recommendation_loss(songs, tags, batch["songs"], batch["tags"], item_loss, tag_weight, rank_weight)
+    return recommendation_loss(songs, tags, batch["songs"], batch["tags"], item_loss, tag_weight, rank_weight, rank_k)
