@@ -74,7 +74,7 @@ DESCRIPTIONS = {
     "ensemble_without_neural": "the ensemble without the DAE and the title BERT: neighbours + popularity",
     "neighbours": "the ensemble's item-neighbour member alone (inference/neighbours.py, vocabulary items)",
     "playlists": "the ensemble's playlist-neighbour member alone (inference/neighbours.py, vocabulary items)",
-    "dae": "denoising set autoencoder alone (songs, tags, artists)",
+    "dae": "denoising set autoencoder alone (songs, tags, artists, title pieces)",
     "title": "title BERT alone (fine-tuned)",
     "popular_official": "inference.popular: most popular unseen songs/tags, no release-date filter",
     "popular": "peer: most popular, release-date filtered",
