@@ -24,6 +24,9 @@ from bench.common import REPO, results_dir, run, save_result
 # The main job's DAE schedule before this benchmark: warmup 300 steps (longer than a 2-epoch run on small),
 # and the reference's targets (the whole playlist). Every variant names its targets: the default changed.
 BASE = ["train.warmup_steps=300", "loss.targets=all"]
+# the main job's DAE since the title segment: the short schedule, hidden targets, weight decay, titles read
+TITLED = ["train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden", "train.weight_decay=1.0",
+          "model.title=true"]
 VARIANTS = {
     "reference": BASE,
     "warmup 60": ["train.warmup_steps=60", "train.lr_scaling=none", "loss.targets=all"],
@@ -42,23 +45,14 @@ VARIANTS = {
     "hidden, short warmup, untied output": ["train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden",
                                             "model.tied_output=false"],
     # the title's pieces as a fourth input segment (model.title; train.title_keep 0.5, train.title_only 0.1)
-    "hidden, short warmup, weight decay 1, title": ["train.warmup_steps=60", "train.lr_multiplier=0.15",
-                                                    "loss.targets=hidden", "train.weight_decay=1.0", "model.title=true"],
+    "hidden, short warmup, weight decay 1, title": TITLED,
     # the tag head's share of the loss: the reference's 0.15 (the score's tag weight) or more
-    "hidden, short warmup, weight decay 1, title, tag weight 0.5": [
-        "train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden", "train.weight_decay=1.0",
-        "model.title=true", "loss.tag_weight=0.5"],
-    "hidden, short warmup, weight decay 1, title, untied output": [
-        "train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden", "train.weight_decay=1.0",
-        "model.title=true", "model.tied_output=false"],
+    "hidden, short warmup, weight decay 1, title, tag weight 0.5": TITLED + ["loss.tag_weight=0.5"],
+    "hidden, short warmup, weight decay 1, title, untied output": TITLED + ["model.tied_output=false"],
     # four heads of 60 in place of two of 120: the same FLOPs, more ways for the CLS tokens to pool the set
-    "hidden, short warmup, weight decay 1, title, 4 heads": [
-        "train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden", "train.weight_decay=1.0",
-        "model.title=true", "model.heads=4"],
+    "hidden, short warmup, weight decay 1, title, 4 heads": TITLED + ["model.heads=4"],
     # a title alone is the whole input in 5% of the samples by default (title_keep 0.5 x title_only 0.1); more
-    "hidden, short warmup, weight decay 1, title, title only 0.3": [
-        "train.warmup_steps=60", "train.lr_multiplier=0.15", "loss.targets=hidden", "train.weight_decay=1.0",
-        "model.title=true", "train.title_only=0.3"],
+    "hidden, short warmup, weight decay 1, title, title only 0.3": TITLED + ["train.title_only=0.3"],
     "hidden, width 64": ["train.warmup_steps=300", "loss.targets=hidden", "model.hidden=64", "model.ffn=256"],
 }
 
