@@ -41,7 +41,7 @@ def untrained_exports(work: Path, out: Path) -> tuple[Path, Path]:
     sizes = manifest["sizes"]
     tf.random.set_seed(0)
     dae_config = load_config(REPO / "configs/dae.yaml")
-    dae = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **dae_config["model"])
+    dae = DAE.from_config(dae_config["model"], sizes)
     write_export(out / "dae/export", weights_by_path(dae),
                  export_config(dae_config, manifest, 0, {"music_ndcg": 0.0, "tag_ndcg": 0.0, "score": 0.0}))
     title_config = load_config(REPO / "configs/title.yaml")

@@ -58,7 +58,7 @@ def trainer_rate(workdir: Path, batch_size: int = 128, steps: int = 12) -> dict:
 
     config = load_config(REPO / "configs/dae.yaml")
     sizes = json.loads((workdir / "manifest.json").read_text())["sizes"]
-    model = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **config["model"])
+    model = DAE.from_config(config["model"], sizes)
     variables = list(model.trainable_variables)
     optimizer = Adam(variables)
     batches = list(training_dataset(workdir, "dae", 0, 1, 0, batch_size).take(steps + 2))

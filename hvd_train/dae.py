@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = manifest["sizes"]
 
     tf.random.set_seed(int(train_cfg["seed"]))
-    model = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **model_cfg, n_pieces=sizes["title_pieces"],
-                compute_dtype=compute_dtype(config))
+    model = DAE.from_config(model_cfg, sizes, compute_dtype(config))
     seed_dropout(int(train_cfg["seed"]), rank)
     rank_from = int(loss_cfg["rank_from_epoch"]) if loss_cfg["rank_weight"] else None
 

@@ -86,8 +86,7 @@ def load_dae(rundir: Path, manifest: dict, workdir: Path):
 
     weights, config = _load_export(Path(rundir), ("dae",), manifest, workdir)
     sizes = config["sizes"]
-    model = DAE(sizes["songs"], sizes["tags"], sizes["artists"], **config["model_config"],
-                n_pieces=sizes.get("title_pieces", 0))
+    model = DAE.from_config(config["model_config"], sizes)
     problem = assign_weights(model, weights)
     if problem:
         raise ExportError(f"{rundir}: {problem}")

@@ -49,6 +49,13 @@ class DAE(tf.Module):
         self.biases = [tf.Variable(tf.zeros([n]), name=f"bias_{kind}") for n, kind in zip(self.sizes, ("songs", "tags", "artists"))]
         self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
 
+    @classmethod
+    def from_config(cls, model_config: dict, sizes: dict, compute_dtype=tf.float32) -> "DAE":
+        """The DAE of a config's ``model`` section (configs/dae.yaml, or an export's ``model_config``) over a
+        work directory's vocabulary ``sizes`` (its manifest's: songs, tags, artists, title_pieces)."""
+        return cls(sizes["songs"], sizes["tags"], sizes["artists"], **model_config,
+                   n_pieces=sizes.get("title_pieces", 0), compute_dtype=compute_dtype)
+
     def tokens(self, songs, tags, artists, title=None):
         """[batch, 3 + lengths] token ids: the CLS tokens, then the items (and the title's pieces, when the
         model reads titles) shifted into the shared table."""
