@@ -46,8 +46,7 @@ def untrained_exports(work: Path, out: Path) -> tuple[Path, Path]:
                  export_config(dae_config, manifest, 0, {"music_ndcg": 0.0, "tag_ndcg": 0.0, "score": 0.0}))
     title_config = load_config(REPO / "configs/title.yaml")
     tok = TitleTokenizer(work / "title.model")
-    title = TitleBERT(tok.size, sizes["songs"], sizes["tags"], tok.songs_cls_id, tok.tags_cls_id, tok.sep_id,
-                      tok.pad_id, **title_config["model"])
+    title = TitleBERT.from_config(title_config["model"], sizes, tok)
     write_export(out / "title/export", weights_by_path(title), {
         "model": "title_finetune", "model_config": title_config["model"], "sizes": sizes,
         "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],

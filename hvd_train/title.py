@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = manifest["sizes"]
     tokenizer = TitleTokenizer(args.work / "title.model")
     tf.random.set_seed(int(train_cfg["seed"]))
-    model = TitleBERT(tokenizer.size, sizes["songs"], sizes["tags"], tokenizer.songs_cls_id, tokenizer.tags_cls_id,
-                      tokenizer.sep_id, tokenizer.pad_id, **model_cfg, compute_dtype=compute_dtype(config))
+    model = TitleBERT.from_config(model_cfg, sizes, tokenizer, compute_dtype(config))
     seed_dropout(int(train_cfg["seed"]), rank)
     if args.stage == "finetune" and args.init:
         # Elastic mode: every worker checks for itself (no collective call before hvd.elastic.run).

@@ -99,8 +99,7 @@ def load_title(rundir: Path, manifest: dict, workdir: Path, tokenizer):
 
     weights, config = _load_export(Path(rundir), ("title_finetune",), manifest, workdir)
     sizes = config["sizes"]
-    model = TitleBERT(tokenizer.size, sizes["songs"], sizes["tags"], tokenizer.songs_cls_id, tokenizer.tags_cls_id,
-                      tokenizer.sep_id, tokenizer.pad_id, **config["model_config"])
+    model = TitleBERT.from_config(config["model_config"], sizes, tokenizer)
     problem = assign_weights(model, weights)
     if problem:
         raise ExportError(f"{rundir}: {problem}")

@@ -40,6 +40,14 @@ class TitleBERT(tf.Module):
         self.output_bias = tf.Variable(tf.zeros([n_songs + n_tags]), name="output_bias")
         self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
 
+    @classmethod
+    def from_config(cls, model_config: dict, sizes: dict, tokenizer, compute_dtype=tf.float32) -> "TitleBERT":
+        """The title BERT of a config's ``model`` section (configs/title.yaml, or an export's ``model_config``)
+        over a work directory's vocabulary ``sizes`` and its title tokenizer (data/title.py: the piece count
+        and the special pieces' ids)."""
+        return cls(tokenizer.size, sizes["songs"], sizes["tags"], tokenizer.songs_cls_id, tokenizer.tags_cls_id,
+                   tokenizer.sep_id, tokenizer.pad_id, **model_config, compute_dtype=compute_dtype)
+
     @property
     def max_pieces(self) -> int:
         """Title pieces the model reads: max_length less the two CLS tokens and SEP; later pieces are cut."""
