@@ -28,7 +28,6 @@ The work directory's API for its readers (``verify_workdir``, the record format,
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from data.workdir import FORMAT_VERSION, WorkdirError, index_of, sha256_file, to_record, verify_workdir  # noqa: F401
+from data.workdir import FORMAT_VERSION, index_of, sha256_file, to_record
 
 log = logging.getLogger("data.preprocess")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "data.yaml"

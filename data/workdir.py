@@ -24,7 +24,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-
 def verify_workdir(workdir: str | os.PathLike, check_shards: bool = True) -> dict:
     """Load WORKDIR's manifest and check every file against it; returns the manifest.
 
