@@ -358,23 +358,22 @@ class Ensemble:
         """Results in the official format (``scores=True`` adds ``song_scores``/``tag_scores`` for display)."""
         from inference.blend import normalised
 
+        power = None if self.blend is None else self.blend["power"]  # a fitted blend normalises its members
+
+        def scale(scores, kind):
+            return scores if power is None else normalised(scores, power[kind])
+
         results, used = [], {}
         for qs, days, blocked_songs, blocked_tags, proposals in self.batches(questions, self.blend is not None,
                                                                              progress):
             weights = self._weights(qs, list(proposals))
-            if self.blend is not None:
-                power = self.blend["power"]
-                scale_songs = lambda x: normalised(x, power["songs"])  # noqa: E731
-                scale_tags = lambda x: normalised(x, power["tags"])  # noqa: E731
-            else:
-                scale_songs = scale_tags = lambda x: x  # noqa: E731
             for name, c in proposals.items():
                 used[name] = used.get(name, 0) + int((c.song_items[:, 0] >= 0).sum())
             song_items = np.concatenate([c.song_items for c in proposals.values()] + [np.full((len(qs), 1), -1)], axis=1)
             tag_items = np.concatenate([c.tag_items for c in proposals.values()] + [np.full((len(qs), 1), -1)], axis=1)
-            song_scores = np.concatenate([scale_songs(c.song_scores) * weights[m][0][:, None] for m, c in proposals.items()]
+            song_scores = np.concatenate([scale(c.song_scores, "songs") * weights[m][0][:, None] for m, c in proposals.items()]
                                          + [np.zeros((len(qs), 1))], axis=1)
-            tag_scores = np.concatenate([scale_tags(c.tag_scores) * weights[m][1][:, None] for m, c in proposals.items()]
+            tag_scores = np.concatenate([scale(c.tag_scores, "tags") * weights[m][1][:, None] for m, c in proposals.items()]
                                         + [np.zeros((len(qs), 1))], axis=1)
             songs, chosen_song_scores = self._rank(song_items, song_scores, blocked_songs, SONGS_PER_PLAYLIST)
             tags, chosen_tag_scores = self._rank(tag_items, tag_scores, blocked_tags, TAGS_PER_PLAYLIST)

@@ -4,8 +4,8 @@ Input tokens ``[songs CLS, tags CLS, artists CLS] + songs + tags + artists`` fro
 (rows: songs, tags, artists, then the three CLS tokens and PAD), init N(0, hidden^-0.5), scaled by
 sqrt(hidden), pads zeroed; no position or segment embeddings (the input is a set). With ``title=True``
 (a departure from the reference) the title's sentencepiece pieces are a fourth segment of the same set,
-with rows of their own after the artists': a question that gives only its title is no longer empty. A pre-norm
-Transformer encoder; the songs-CLS output scores every song as ``h · E_songsᵀ + b`` (output weights
+with rows of their own after the artists': a question that gives only its title is no longer empty.
+A pre-norm Transformer encoder; the songs-CLS output scores every song as ``h · E_songsᵀ + b`` (output weights
 tied to the input table, or with ``tied_output=False`` a table of their own), tags-CLS every tag,
 artists-CLS every artist; sigmoid probabilities.
 
@@ -20,9 +20,7 @@ import math
 import tensorflow as tf
 
 from models.layers import Encoder
-from models.losses import ITEM_LOSSES, hide_given, multi_hot, ranking_bce
-
-PAD = -1
+from models.losses import ITEM_LOSSES, PAD, hide_given, multi_hot, ranking_bce
 
 
 class DAE(tf.Module):
