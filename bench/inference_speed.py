@@ -30,27 +30,30 @@ def untrained_exports(work: Path, out: Path) -> tuple[Path, Path]:
     import tensorflow as tf
 
     from data.title import TitleTokenizer
-    from hvd_train.common import load_config
-    from models.export import write_export
-    from hvd_train.dae import export_config
+    from hvd_train.config import load_config
+    from hvd_train.dae import check_config as dae_config_of, export_config
+    from hvd_train.title import check_config as title_config_of
+    from models.config import as_dict
     from models.dae import DAE
+    from models.export import write_export
     from models.title import TitleBERT
     from models.weights import weights_by_path
 
     manifest = json.loads((work / "manifest.json").read_text())
     sizes = manifest["sizes"]
     tf.random.set_seed(0)
-    dae_config = load_config(REPO / "configs/dae.yaml")
-    dae = DAE.from_config(dae_config["model"], sizes)
+    dae_config = dae_config_of(load_config(REPO / "configs/dae.yaml"))
+    dae = DAE.from_config(dae_config.model, sizes)
     write_export(out / "dae/export", weights_by_path(dae),
                  export_config(dae_config, manifest, 0, {"music_ndcg": 0.0, "tag_ndcg": 0.0, "score": 0.0}))
-    title_config = load_config(REPO / "configs/title.yaml")
+    title_config = title_config_of(load_config(REPO / "configs/title.yaml"))
     tok = TitleTokenizer(work / "title.model")
-    title = TitleBERT.from_config(title_config["model"], sizes, tok)
+    title = TitleBERT.from_config(title_config.model, sizes, tok)
     write_export(out / "title/export", weights_by_path(title), {
-        "model": "title_finetune", "model_config": title_config["model"], "sizes": sizes,
+        "model": "title_finetune", "model_config": as_dict(title_config.model), "sizes": sizes,
         "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],
-        "tokenizer_sha256": manifest["files"]["title.model"]["sha256"], "epoch": 0, "trained_with": title_config})
+        "tokenizer_sha256": manifest["files"]["title.model"]["sha256"], "epoch": 0,
+        "trained_with": title_config.as_dict()})
     return out / "dae", out / "title"
 
 

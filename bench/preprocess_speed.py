@@ -52,13 +52,15 @@ def trainer_rate(workdir: Path, batch_size: int = 128, steps: int = 12) -> dict:
     import tensorflow as tf
 
     from data.pipeline import training_dataset
-    from hvd_train.common import learning_rate, load_config
+    from hvd_train.common import learning_rate
+    from hvd_train.config import load_config
+    from hvd_train.dae import check_config
     from models.dae import DAE, dae_loss
     from models.layers import Adam
 
-    config = load_config(REPO / "configs/dae.yaml")
+    config = check_config(load_config(REPO / "configs/dae.yaml"))
     sizes = json.loads((workdir / "manifest.json").read_text())["sizes"]
-    model = DAE.from_config(config["model"], sizes)
+    model = DAE.from_config(config.model, sizes)
     variables = list(model.trainable_variables)
     optimizer = Adam(variables)
     batches = list(training_dataset(workdir, "dae", 0, 1, 0, batch_size).take(steps + 2))

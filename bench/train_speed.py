@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     extra = [x for item in args.set for x in ("--set", item)]
     rates = {n: trainer_throughput(n, args.work, args.epochs, args.batch, extra) for n in (1, 2)}
-    from hvd_train.common import load_config
+    from hvd_train.config import load_config
 
     config = load_config(REPO / "configs/dae.yaml", args.set)
     peak = matmul_peak()

@@ -19,6 +19,8 @@
      10% a random piece, 10% stay; the labels hold the original piece where chosen, -1 elsewhere.
      Playlists with an empty title are skipped.
    * ``title_finetune``: title pieces in, songs and tags as targets; empty titles skipped.
+   * ``word2vec``: (inputs, target, negatives) token examples drawn from the playlist's songs, tags and
+     title pieces (:class:`Word2VecSampler`); the DAE's playlists (a song or a tag) are read.
 
 4. padded per batch with -1, prefetched.
 
@@ -37,7 +39,7 @@ import tensorflow as tf
 from data.records import decode
 
 PAD = -1
-MODES = ("dae", "title_mlm", "title_finetune")
+MODES = ("dae", "title_mlm", "title_finetune", "word2vec")
 
 
 def shard_files(workdir: str | Path, kind: str, rank: int = 0, size: int = 1) -> list[str]:
@@ -116,8 +118,10 @@ def _song_artists(workdir: Path) -> tf.RaggedTensor:
 def training_dataset(workdir: str | Path, mode: str, rank: int, size: int, epoch: int, batch_size: int,
                      seed: int = 0, shuffle_buffer: int = 8192, max_songs: int = 100, max_tags: int = 5,
                      title_keep: float = 0.0, title_only: float = 0.0, mask_rate: float = 0.15,
-                     drop_remainder: bool = False, interleave_cycle: int = 4, interleave_block: int = 16) -> tf.data.Dataset:
-    """One epoch of this rank's training batches (see the module docstring)."""
+                     drop_remainder: bool = False, interleave_cycle: int = 4, interleave_block: int = 16,
+                     word2vec=None) -> tf.data.Dataset:
+    """One epoch of this rank's training batches (see the module docstring). ``word2vec``: mode word2vec's
+    sampling (models/word2vec.py ``Word2VecConfig``: pairs, inputs per example, negatives, subsample)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     workdir = Path(workdir)
@@ -128,27 +132,82 @@ def training_dataset(workdir: str | Path, mode: str, rank: int, size: int, epoch
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.shuffle(shuffle_buffer, seed=order_seed)
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if mode == "dae":
-        song_artists = _song_artists(workdir)
+    if mode in ("dae", "word2vec"):  # the playlists the manifest counts as kept.dae
         ds = ds.filter(lambda r: tf.size(r["songs"]) + tf.size(r["tags"]) > 0)
-        ds = ds.map(lambda r: dae_corruption(r, _element_seed(seed, epoch, r["id"]), song_artists, max_songs, max_tags,
-                                             title_keep, title_only),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         ds = ds.filter(lambda r: tf.size(r["title"]) > 0)
-        if mode == "title_mlm":
-            from data.title import TitleTokenizer
-
-            tok = TitleTokenizer(workdir / "title.model")
-            ds = ds.map(lambda r: title_masking(r, _element_seed(seed, epoch, r["id"]), tok.mask_id, tok.first_piece_id,
-                                                tok.size, mask_rate),
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        else:
-            ds = ds.map(lambda r: {"id": r["id"], "title": tf.cast(r["title"], tf.int32),
-                                   "songs": tf.cast(r["songs"], tf.int32), "tags": tf.cast(r["tags"], tf.int32)},
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(_per_playlist(workdir, mode, seed, epoch, max_songs, max_tags, title_keep, title_only, mask_rate,
+                              word2vec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.padded_batch(batch_size, padding_values=_pad_values(ds.element_spec), drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _per_playlist(workdir: Path, mode: str, seed: int, epoch: int, max_songs: int, max_tags: int, title_keep: float,
+                  title_only: float, mask_rate: float, word2vec):
+    """The function ``mode`` maps over each decoded training record (seeded by seed, epoch, playlist id)."""
+    if mode == "dae":
+        song_artists = _song_artists(workdir)
+        return lambda r: dae_corruption(r, _element_seed(seed, epoch, r["id"]), song_artists, max_songs, max_tags,
+                                        title_keep, title_only)
+    if mode == "title_mlm":
+        from data.title import TitleTokenizer
+
+        tok = TitleTokenizer(workdir / "title.model")
+        return lambda r: title_masking(r, _element_seed(seed, epoch, r["id"]), tok.mask_id, tok.first_piece_id,
+                                       tok.size, mask_rate)
+    if mode == "word2vec":
+        sampler = Word2VecSampler(workdir, word2vec)
+        return lambda r: sampler(r, _element_seed(seed, epoch, r["id"]))
+    return lambda r: {"id": r["id"], "title": tf.cast(r["title"], tf.int32), "songs": tf.cast(r["songs"], tf.int32),
+                      "tags": tf.cast(r["tags"], tf.int32)}
+
+
+class Word2VecSampler:
+    """Mode ``word2vec``: per playlist, ``pairs`` examples of (inputs, target, negatives) token ids.
+
+    Tokens: songs [0, S), tags [S, S + T), title pieces [S + T, ...). Frequency subsampling first (songs and
+    tags by their training counts, word2vec's min(1, sqrt(t/f) + t/f); pieces always kept); then each
+    example takes a target uniformly among the kept songs and tags, and ``inputs_per_example`` inputs
+    uniformly among the kept tokens at other positions (a playlist is a set: no window), and ``negatives``
+    songs or tags from the unigram^0.75 distribution. A playlist with fewer than two kept tokens or no kept
+    song or tag gives examples of -1 (masked in the loss).
+    """
+
+    def __init__(self, workdir: Path, config):
+        from data.vocab import item_counts
+        from models.word2vec import keep_probabilities, negative_cdf
+
+        vocab = json.loads((Path(workdir) / "vocab.json").read_text(encoding="utf-8"))
+        manifest = json.loads((Path(workdir) / "manifest.json").read_text(encoding="utf-8"))
+        counts = item_counts(vocab)
+        self.n_songs, self.n_items = len(vocab["songs"]), len(counts)
+        pieces = np.ones(int(manifest["sizes"]["title_pieces"]), dtype=np.float32)
+        self.keep = tf.constant(np.concatenate([keep_probabilities(counts, config.subsample), pieces]))
+        self.cdf = tf.constant(negative_cdf(counts))
+        self.pairs, self.inputs, self.negatives = config.pairs, config.inputs_per_example, config.negatives
+
+    def __call__(self, record: dict, seed) -> dict:
+        n_tags = self.n_items - self.n_songs
+        tokens = tf.concat([tf.cast(record["songs"], tf.int32), tf.cast(record["tags"], tf.int32) + self.n_songs,
+                            tf.cast(record["title"], tf.int32) + self.n_songs + n_tags], axis=0)
+        seeds = tf.random.experimental.stateless_split(seed, 4)
+        kept = tokens[tf.random.stateless_uniform(tf.shape(tokens), seeds[0]) < tf.gather(self.keep, tokens)]
+        n = tf.size(kept)
+        target_positions = tf.cast(tf.where(kept < self.n_items)[:, 0], tf.int32)
+        usable = (n >= 2) & (tf.size(target_positions) > 0)
+        # with nothing usable the draws below read a dummy token 0 and are replaced by -1 at the end
+        kept = tf.concat([kept, [0, 0]], axis=0)
+        target_positions = tf.concat([target_positions, [0]], axis=0)
+        n_targets, n_safe = tf.maximum(tf.size(target_positions) - 1, 1), tf.maximum(n, 2)
+        picked = tf.random.stateless_uniform([self.pairs], seeds[1], 0, n_targets, dtype=tf.int32)
+        target_at = tf.gather(target_positions, picked)  # [pairs]
+        others = tf.random.stateless_uniform([self.pairs, self.inputs], seeds[2], 0, n_safe - 1, dtype=tf.int32)
+        input_at = (target_at[:, None] + 1 + others) % n_safe  # never the target's own position
+        draws = tf.random.stateless_uniform([self.pairs * self.negatives], seeds[3])
+        negatives = tf.minimum(tf.searchsorted(self.cdf, draws, side="right"), self.n_items - 1)
+        blank = lambda x: tf.where(usable, x, tf.fill(tf.shape(x), PAD))  # noqa: E731
+        return {"inputs": blank(tf.gather(kept, input_at)), "targets": blank(tf.gather(kept, target_at)),
+                "negatives": blank(tf.reshape(tf.cast(negatives, tf.int32), [self.pairs, self.negatives]))}
 
 
 def eval_dataset(workdir: str | Path, batch_size: int, rank: int = 0, size: int = 1) -> tf.data.Dataset:
@@ -157,6 +216,20 @@ def eval_dataset(workdir: str | Path, batch_size: int, rank: int = 0, size: int 
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.map(lambda r: {k: tf.cast(v, tf.int32) if v.shape.rank == 1 else v for k, v in r.items()})
     return ds.padded_batch(batch_size, padding_values=_pad_values(ds.element_spec)).prefetch(tf.data.AUTOTUNE)
+
+
+def masked_validation_titles(workdir: str | Path, batch_size: int, rank: int, size: int, seed: int, mask_id: int,
+                             first_piece_id: int, n_pieces: int, rate: float) -> tf.data.Dataset:
+    """This rank's validation questions that have a title, masked as ``title_mlm`` masks training titles but
+    seeded by (``seed``, playlist id) alone, so every validation masks the same pieces; batches of
+    ``{"id", "title_in", "title_labels", "title_positions"}`` padded with -1."""
+    titles = eval_dataset(workdir, batch_size, rank, size).unbatch().filter(
+        lambda r: tf.reduce_any(r["title"] >= 0)).map(
+        lambda r: {"id": r["id"], "title": tf.boolean_mask(r["title"], r["title"] >= 0)})
+    masked = titles.map(lambda r: title_masking(r, tf.stack([tf.constant(seed, tf.int64), r["id"]]), mask_id,
+                                                first_piece_id, n_pieces, rate))
+    return masked.padded_batch(batch_size, padding_values={"id": tf.constant(PAD, tf.int64), "title_in": PAD,
+                                                            "title_labels": PAD, "title_positions": PAD})
 
 
 def _pad_values(spec: dict) -> dict:

@@ -1,5 +1,5 @@
-"""What every Horovod trainer shares: config with overrides, Horovod set-up, the learning-rate schedule,
-rank-0 checkpoints/TensorBoard/exports, metric averaging, and validation scoring.
+"""What every Horovod trainer shares: Horovod set-up, the learning-rate schedule, steps per epoch, metric
+averaging, and validation scoring (configs: hvd_train/config.py; the loop: hvd_train/loop.py).
 
 Patterns from NVIDIA's DeepLearningExamples TF2 BERT and Horovod's TF2 examples: one process per
 device, per-rank thread settings, learning rate scaled by world size, state broadcast from rank 0,
@@ -8,115 +8,32 @@ rank 0 alone writes anything.
 
 from __future__ import annotations
 
-import copy
+import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from models.ranking import top_unseen
 
 
-class ConfigError(ValueError):
-    """A config file or override that does not fit the config's keys or types."""
+def trainer_parser(prog: str, description: str, default_config: Path) -> argparse.ArgumentParser:
+    """The command line every trainer shares: --config, --work, --out and repeatable --set."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", type=Path, default=default_config)
+    parser.add_argument("--work", type=Path, required=True, help="work directory written by data.preprocess")
+    parser.add_argument("--out", type=Path, required=True, help="run directory (created; reused to resume)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    return parser
 
 
-# ------------------------------------------------------------------ config
-def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
-    """The YAML config with ``section.key=value`` overrides; unknown keys and wrong types are ConfigError."""
-    try:
-        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read config {path}: {e}") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections")
-    defaults = copy.deepcopy(config)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r}: expected section.key=value")
-        *sections, leaf = key.split(".")
-        node, default = config, defaults
-        for section in sections:
-            if not isinstance(node.get(section), dict):
-                raise ConfigError(f"override {item!r}: no section {section!r} in {path}")
-            node, default = node[section], default[section]
-        if leaf not in node:
-            raise ConfigError(f"override {item!r}: no key {leaf!r} in section {'.'.join(sections) or '(top)'} of {path}; "
-                              f"known keys: {', '.join(sorted(node))}")
-        value = yaml.safe_load(raw)
-        if default[leaf] is not None and value is not None and not _same_kind(default[leaf], value):
-            raise ConfigError(f"override {item!r}: expected {type(default[leaf]).__name__} like {default[leaf]!r}")
-        node[leaf] = value
-    return config
-
-
-def _same_kind(default, value) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, (int, float)):
-        return isinstance(value, (int, float))
-    return isinstance(value, type(default))
-
-
-SECTIONS = ("model", "loss", "train", "validation", "checkpoint", "hardware", "elastic", "faults")
-
-
-def check_trainer_config(config: dict, model_keys: tuple, extra=None, sections: tuple = SECTIONS) -> None:
-    """The checks every trainer's config needs (its ``sections`` all present, positive sizes, known activation
-    and scaling); ``extra(config)`` adds a model's own. Any missing or malformed value is a ConfigError."""
-    missing = [s for s in sections if not isinstance(config.get(s), dict)]
-    if missing:
-        raise ConfigError(f"the config has no section {', '.join(map(repr, missing))} (every trainer config needs "
-                          f"{', '.join(sections)}; see configs/)")
-    try:
-        for section, keys in (("model", model_keys), ("train", ("epochs", "warmup_steps", "batch_size", "interleave_cycle",
-                                                                 "interleave_block")),
-                              ("validation", ("every_epochs", "patience_epochs", "batch_size"))):
-            for key in keys:
-                if int(config[section][key]) <= 0:
-                    raise ConfigError(f"{section}.{key} must be positive")
-        if config["model"]["activation"] not in ("gelu", "relu"):
-            raise ConfigError("model.activation must be gelu or relu")
-        lr_scale(config["train"], 1)
-        if config["hardware"]["gradient_compression"] not in ("none", "fp16"):
-            raise ConfigError("hardware.gradient_compression must be none or fp16")
-        for key in ("mixed_precision", "xla", "sparse_as_dense"):
-            if not isinstance(config["hardware"][key], bool):
-                raise ConfigError(f"hardware.{key} must be true or false")
-        if float(config["hardware"]["loss_scale_initial"]) < 1 or int(config["hardware"]["loss_scale_growth_steps"]) <= 0:
-            raise ConfigError("hardware.loss_scale_initial must be >= 1 and hardware.loss_scale_growth_steps positive")
-        if int(config["loss"]["rank_k"]) <= 0:
-            raise ConfigError("loss.rank_k must be positive")
-        if config["train"].get("steps_per_epoch") is not None and int(config["train"]["steps_per_epoch"]) <= 0:
-            raise ConfigError("train.steps_per_epoch must be positive or null")
-        if float(config["train"]["weight_decay"]) < 0:
-            raise ConfigError("train.weight_decay must be >= 0")
-        if int(config["train"]["max_bad_steps"]) <= 0:
-            raise ConfigError("train.max_bad_steps must be positive")
-        if int(config["elastic"]["commit_every_steps"]) <= 0:
-            raise ConfigError("elastic.commit_every_steps must be positive")
-        from models.losses import ITEM_LOSSES
-
-        if config["loss"]["item_loss"] not in ITEM_LOSSES:
-            raise ConfigError(f"loss.item_loss must be one of {sorted(ITEM_LOSSES)}")
-        if extra is not None:
-            extra(config)
-    except ConfigError:
-        raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"config is missing or has a malformed setting: {e}") from None
-
-
-def compute_dtype(config: dict):
-    """float16 for the encoders under hardware.mixed_precision, else float32."""
+def compute_dtype(hardware) -> "tf.DType":
+    """float16 for the encoders under ``hardware.mixed_precision`` (a HardwareConfig), else float32."""
     import tensorflow as tf
 
-    return tf.float16 if config["hardware"]["mixed_precision"] else tf.float32
+    return tf.float16 if hardware.mixed_precision else tf.float32
 
 
 def seed_dropout(seed: int, rank: int) -> None:
@@ -128,16 +45,6 @@ def seed_dropout(seed: int, rank: int) -> None:
     tf.random.set_seed(seed + rank)
 
 
-def per_rank_batch(train: dict, size: int) -> int:
-    """The per-rank batch: ``batch_size``, or ``global_batch_size`` split evenly over the ranks."""
-    if train.get("global_batch_size"):
-        total = int(train["global_batch_size"])
-        if total % size:
-            raise ConfigError(f"train.global_batch_size={total} does not divide over {size} ranks")
-        return total // size
-    return int(train["batch_size"])
-
-
 def steps_per_epoch(manifest: dict, size: int, batch: int, cap: int | None = None, stage: str = "dae") -> int:
     """The same number of steps on every rank: what the rank with the fewest records that ``stage``'s
     pipeline keeps ("dae": with a song or tag; "title": with a title) can fill, so an epoch is one pass, or at
@@ -145,25 +52,10 @@ def steps_per_epoch(manifest: dict, size: int, batch: int, cap: int | None = Non
     shards = manifest["shards"]["train"]
     fewest = min(sum(s["kept"][stage] for s in shards[rank::size]) for rank in range(size))
     full = max(1, fewest // batch)
-    return min(full, int(cap)) if cap else full
+    return min(full, cap) if cap else full
 
 
 # ------------------------------------------------------------------ learning rate
-def lr_scale(train: dict, size: int) -> float:
-    """The schedule's factor for ``size`` ranks: ``train.lr_scaling`` (linear, sqrt or none in the ranks)
-    times ``train.lr_multiplier``."""
-    scaling, multiplier = train["lr_scaling"], float(train["lr_multiplier"])
-    if multiplier <= 0:
-        raise ConfigError(f"train.lr_multiplier must be positive, got {multiplier}")
-    if scaling == "linear":
-        return float(size) * multiplier
-    if scaling == "sqrt":
-        return math.sqrt(size) * multiplier
-    if scaling == "none":
-        return multiplier
-    raise ConfigError(f"train.lr_scaling must be linear, sqrt or none, got {scaling!r}")
-
-
 def learning_rate(step, hidden: int, warmup: int, scale: float):
     """scale · d^-0.5 · min(step^-0.5, step · warmup^-1.5), step counted from 1 (works on tensors too)."""
     import tensorflow as tf
@@ -173,6 +65,13 @@ def learning_rate(step, hidden: int, warmup: int, scale: float):
 
 
 # ------------------------------------------------------------------ horovod
+def elastic_enabled() -> bool:
+    """True in a worker started by horovodrun in elastic mode (``--min-np``/``--max-np``/
+    ``--host-discovery-script``, which set HOROVOD_ELASTIC=1): no collective call may come before
+    ``hvd.elastic.run`` then (hvd_train/driver.py)."""
+    return os.environ.get("HOROVOD_ELASTIC", "0") == "1"
+
+
 def init_horovod():
     """hvd.init(), threads split among the node's ranks, one GPU per rank when there are GPUs."""
     import horovod.tensorflow as hvd

@@ -20,43 +20,62 @@ leave and join (hvd_train/elastic.py).
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvd_train.common import (ConfigError, Validator, check_trainer_config, compute_dtype, per_rank_batch, seed_dropout,
-                              steps_per_epoch)
-from hvd_train.loop import Task, run, start
+from hvd_train.common import Validator, compute_dtype, seed_dropout, steps_per_epoch, trainer_parser
+from hvd_train.config import ConfigError, LossConfig, TrainConfig, TrainerConfig, as_dict, probability
+from hvd_train.driver import run
+from hvd_train.loop import Task, start
+from models.dae import TARGETS, DAEConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "dae.yaml"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="hvd_train/dae.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    parser.add_argument("--work", type=Path, required=True, help="work directory written by data.preprocess")
-    parser.add_argument("--out", type=Path, required=True, help="run directory (created; reused to resume)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    return parser.parse_args(argv)
+    return trainer_parser("hvd_train/dae.py", __doc__.split("\n\n")[0], DEFAULT_CONFIG).parse_args(argv)
 
 
-def check_config(config: dict) -> None:
-    def dae_keys(config):
-        from models.dae import TARGETS
+@dataclass(frozen=True)
+class DAETrainConfig(TrainConfig):
+    max_songs: int  # the corruption keeps at most this many songs and max_tags tags of a playlist
+    max_tags: int
+    title_keep: float  # with model.title: the title stays in the input with this probability ...
+    title_only: float  # ... and a kept title is the whole input with this one
 
-        if config["loss"]["targets"] not in TARGETS:
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_songs <= 0 or self.max_tags <= 0:
+            raise ConfigError("train.max_songs and train.max_tags must be positive")
+        probability(self, "title_keep", "title_only", name="train")
+
+
+@dataclass(frozen=True)
+class DAELossConfig(LossConfig):
+    artist_weight: float
+    targets: str  # all | hidden
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.targets not in TARGETS:
             raise ConfigError(f"loss.targets must be one of {list(TARGETS)}")
-        for key in ("tied_output", "title"):
-            if not isinstance(config["model"][key], bool):
-                raise ConfigError(f"model.{key} must be true or false")
-        for key in ("title_keep", "title_only"):
-            if not 0.0 <= float(config["train"][key]) <= 1.0:
-                raise ConfigError(f"train.{key} must be a probability in [0, 1]")
 
-    check_trainer_config(config, ("hidden", "blocks", "heads", "ffn"), dae_keys)
+
+@dataclass(frozen=True)
+class DAETrainerConfig(TrainerConfig):
+    """configs/dae.yaml, typed."""
+    model: DAEConfig
+    train: DAETrainConfig
+    loss: DAELossConfig
+
+
+def check_config(raw: dict) -> DAETrainerConfig:
+    """configs/dae.yaml's mapping (after overrides) typed and checked; ConfigError otherwise."""
+    return DAETrainerConfig.parse(raw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,70 +83,65 @@ def main(argv: list[str] | None = None) -> int:
     started = start(args.config, args.set, args.work, check_config)
     if isinstance(started, int):
         return started
-    hvd, config, manifest, _ = started  # the per-rank batch: shard() below
+    hvd, config, manifest = started
     import tensorflow as tf
 
     from data.pipeline import training_dataset
     from models.dae import DAE, dae_loss
 
     rank, size = hvd.rank(), hvd.size()
-    train_cfg, model_cfg, loss_cfg, val_cfg = config["train"], config["model"], config["loss"], config["validation"]
-    sizes = manifest["sizes"]
+    train, model_cfg, loss_cfg = config.train, config.model, config.loss
 
-    tf.random.set_seed(int(train_cfg["seed"]))
-    model = DAE.from_config(model_cfg, sizes, compute_dtype(config))
-    seed_dropout(int(train_cfg["seed"]), rank)
-    rank_from = int(loss_cfg["rank_from_epoch"]) if loss_cfg["rank_weight"] else None
+    tf.random.set_seed(train.seed)
+    model = DAE.from_config(model_cfg, manifest["sizes"], compute_dtype(config.hardware))
+    seed_dropout(train.seed, rank)
 
     def loss(batch, epoch):
-        rank_weight = float(loss_cfg["rank_weight"]) if rank_from and epoch >= rank_from else 0.0
-        return dae_loss(model, batch, float(loss_cfg["tag_weight"]), float(loss_cfg["artist_weight"]), rank_weight,
-                        training=True, item_loss=loss_cfg["item_loss"], targets=loss_cfg["targets"],
-                        rank_k=int(loss_cfg["rank_k"]))
+        return dae_loss(model, batch, loss_cfg.tag_weight, loss_cfg.artist_weight, loss_cfg.rank_weight_at(epoch),
+                        training=True, item_loss=loss_cfg.item_loss, targets=loss_cfg.targets, rank_k=loss_cfg.rank_k)
 
     def shard(rank, size):
         """What depends on this rank's place among `size` ranks (rebuilt when an elastic world changes)."""
-        batch_size = per_rank_batch(train_cfg, size)
-        steps = steps_per_epoch(manifest, size, batch_size, train_cfg.get("steps_per_epoch"))
-        validator = Validator(args.work, rank, size, int(val_cfg["batch_size"]),
+        batch_size = config.per_rank_batch(size)
+        steps = steps_per_epoch(manifest, size, batch_size, train.steps_per_epoch)
+        validator = Validator(args.work, rank, size, config.validation.batch_size,
                               predict=lambda b: model(b["songs"], b["tags"], b["artists"], b["title"],
                                                       training=False, heads=2))
 
         def batches(epoch):
-            return training_dataset(args.work, "dae", rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),
-                                    shuffle_buffer=int(train_cfg["shuffle_buffer"]),
-                                    interleave_cycle=int(train_cfg["interleave_cycle"]),
-                                    interleave_block=int(train_cfg["interleave_block"]),
-                                    max_songs=int(train_cfg["max_songs"]),
-                                    max_tags=int(train_cfg["max_tags"]),
-                                    title_keep=float(train_cfg["title_keep"]) if model_cfg["title"] else 0.0,
-                                    title_only=float(train_cfg["title_only"])).repeat().take(steps)
+            return training_dataset(args.work, "dae", rank, size, epoch, batch_size, seed=train.seed,
+                                    shuffle_buffer=train.shuffle_buffer, interleave_cycle=train.interleave_cycle,
+                                    interleave_block=train.interleave_block, max_songs=train.max_songs,
+                                    max_tags=train.max_tags, title_keep=train.title_keep if model_cfg.title else 0.0,
+                                    title_only=train.title_only).repeat().take(steps)
 
         return {"batches": batches, "steps": steps, "batch_size": batch_size,
                 "validate": lambda: validator.gather_and_score(hvd)}
 
     task = Task(
         name="dae", model=model, variables=list(model.trainable_variables), loss=loss, **shard(rank, size),
-        hidden=int(model_cfg["hidden"]), reshard=shard,
+        hidden=model_cfg.hidden, reshard=shard,
         decayed=[v for v in (model.embedding, model.output_table) if v is not None],
         export=lambda epoch, scores: export_config(config, manifest, epoch, scores),
         describe=lambda s: f"music {s['music_ndcg']:.4f} tag {s['tag_ndcg']:.4f} score {s['score']:.4f}",
-        loss_variants=lambda epoch: bool(rank_from and epoch >= rank_from),
+        loss_variants=lambda epoch: loss_cfg.rank_weight_at(epoch) != 0,
     )
     return run(hvd, task, config, manifest, args.work, args.out)
 
 
-def export_config(config: dict, manifest: dict, epoch: int, scores: dict) -> dict:
+def export_config(config: DAETrainerConfig, manifest: dict, epoch: int, scores: dict) -> dict:
+    """The export's config.json: the model section (what inference builds the model from), the work
+    directory's sizes and hashes, the epoch and its validation scores, and the whole config."""
     return {
         "model": "dae",
-        "model_config": config["model"],
+        "model_config": as_dict(config.model),
         "sizes": manifest["sizes"],
         "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],
         "tokenizer_sha256": manifest["files"]["title.model"]["sha256"],
         "release_dates_sha256": manifest["files"]["release_dates.npz"]["sha256"],
         "epoch": epoch,
         "validation": {k: scores[k] for k in ("music_ndcg", "tag_ndcg", "score")},
-        "trained_with": config,
+        "trained_with": config.as_dict(),
     }
 
 

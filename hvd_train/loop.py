@@ -1,7 +1,8 @@
 """The Horovod training loop every trainer runs; a trainer only says what is specific to its model.
 
 A trainer builds a :class:`Task` (model, variables, loss, one epoch of this rank's batches, validation,
-export description) and calls :func:`run`, which does the rest the same way for every model:
+export description) and calls hvd_train/driver.py ``run``, which does the rest the same way for every
+model:
 
 * resume: rank 0 restores the latest checkpoint of RUNDIR (refusing one trained on another work
   directory), then model, optimizer state and counters are broadcast from rank 0 before the first step;
@@ -16,9 +17,12 @@ export description) and calls :func:`run`, which does the rest the same way for 
 * rank 0 alone: progress bar, TensorBoard, checkpoints (last K and best), the inference export;
 * the end: every rank's weight checksum is compared.
 
-Launched by horovodrun in elastic mode (``--min-np``/``--max-np``/``--host-discovery-script``, which sets
-``HOROVOD_ELASTIC=1``), :func:`run` hands over to hvd_train/elastic.py, which drives the same pieces
-(:func:`prepare`, :func:`trace_step`, :func:`finish_epoch`, :func:`finish`) through ``hvd.elastic.run``.
+The same epoch loop (:func:`train_epochs`) runs fixed-size and elastic training: it reads and advances a
+*state* (the epoch in progress, the steps done in it, its loss sums) and calls ``state.commit()`` every
+``elastic.commit_every_steps`` steps and at every epoch end. In fixed-size training that state is a
+:class:`FixedState`, whose commit does nothing; in elastic training it is hvd_train/elastic.py's
+``TrainingState``, whose commit saves everything and lets workers join or leave. hvd_train/driver.py
+picks one and starts the loop.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from hvd_train.common import (ConfigError, average, describe_horovod, fail, init_horovod, learning_rate, load_config,
-                              lr_scale, per_rank_batch)
+from hvd_train.common import average, describe_horovod, elastic_enabled, fail, init_horovod, learning_rate
+from hvd_train.config import ConfigError, TrainerConfig, load_config
 from models.export import write_export
 
 
@@ -52,6 +56,7 @@ class Task:
     # (rank, size) -> {batches, steps, batch_size, validate} for another world size (elastic training re-shards)
     reshard: Callable | None = None
     decayed: list = field(default_factory=list)  # the variables train.weight_decay applies to
+    export_weights: Callable | None = None  # model -> {name: array} for the export; None: every variable by path
 
 
 class Counters(NamedTuple):
@@ -63,30 +68,59 @@ class Counters(NamedTuple):
     good_steps: object  # mixed precision: good steps in a row since the loss scale last changed
 
 
-def start(config_path: Path, overrides: list[str], workdir: Path, check_config: Callable):
+def state_variables(model, optimizer, counters: Counters) -> list:
+    """Everything a rank's training state holds as tf.Variables, in one fixed order: the model's variables,
+    the optimizer's step and Adam slots, the counters. Broadcast from rank 0 before the first step, and
+    what an elastic state commits and syncs."""
+    return list(model.variables) + [optimizer.iterations] + optimizer.m + optimizer.v + list(counters)
+
+
+class FixedState:
+    """The loop's position in fixed-size training: the fields of elastic.TrainingState (``epoch`` in progress,
+    ``batch`` steps done in it, their loss ``sums`` over ``good`` finite steps) and a commit that does
+    nothing, since no worker can join or leave."""
+
+    def __init__(self, epoch: int):
+        self.epoch, self.batch, self.sums, self.good = epoch, 0, {}, 0
+
+    def commit(self) -> None:
+        pass
+
+
+@dataclass
+class World:
+    """What this process trains with at its current rank and size (rebuilt after an elastic world change):
+    the task sharded for it, the traced steps, and on rank 0 the TensorBoard writer and checkpoint managers."""
+    rank: int | None = None
+    size: int | None = None
+    task: object = None
+    traced: dict = field(default_factory=dict)
+    writer: object = None
+    managers: object = None
+
+
+def start(config_path: Path, overrides: list[str], workdir: Path, parse_config: Callable[[dict], TrainerConfig]):
     """Config, Horovod and work directory, in the order that never leaves a rank waiting.
 
-    The config is parsed and checked before ``hvd.init()`` (a bad key stops every rank at once); then
-    the per-rank batch; then rank 0 verifies the work directory and broadcasts the verdict (in elastic
-    mode every process verifies it itself: a worker that joins later must not wait on a broadcast). Returns
-    ``(hvd, config, manifest, per-rank batch size)``, or the exit status when something is wrong.
+    The config is read and typed by ``parse_config`` before ``hvd.init()`` (a bad key stops every rank at
+    once); then the per-rank batch; then rank 0 verifies the work directory and broadcasts the verdict (in
+    elastic mode every process verifies it itself: a worker that joins later must not wait on a broadcast).
+    Returns ``(hvd, config, manifest)`` with the typed config, or the exit status when something is wrong.
     """
     try:
-        config = load_config(config_path, overrides)
-        check_config(config)
+        config = parse_config(load_config(config_path, overrides))
     except ConfigError as e:
         return fail(str(e))
     hvd = init_horovod()
     from data.workdir import WorkdirError, verify_workdir
-    from hvd_train import elastic
 
     rank, size = hvd.rank(), hvd.size()
     try:
-        batch_size = per_rank_batch(config["train"], size)
+        config.per_rank_batch(size)
     except ConfigError as e:
         return fail(str(e), rank)
     problem = None
-    if rank == 0 or elastic.enabled():
+    if rank == 0 or elastic_enabled():
         try:
             manifest = verify_workdir(workdir)
             for kind in ("train", "val"):  # each rank reads whole files of both
@@ -95,15 +129,15 @@ def start(config_path: Path, overrides: list[str], workdir: Path, check_config: 
                                f"(each rank reads whole files); rerun data.preprocess with shards.min_shards >= {size}")
         except WorkdirError as e:
             problem = str(e)
-    if not elastic.enabled():
+    if not elastic_enabled():
         problem = hvd.broadcast_object(problem, root_rank=0, name="workdir_check")
     if problem:
         return fail(problem, rank)
     manifest = json.loads((Path(workdir) / "manifest.json").read_text(encoding="utf-8"))
-    return hvd, config, manifest, batch_size
+    return hvd, config, manifest
 
 
-def prepare(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path):
+def prepare(hvd, task: Task, config: TrainerConfig, manifest: dict, workdir: Path, out: Path):
     """Optimizer, counters and checkpoint; rank 0 restores the latest checkpoint of ``out`` (no collective call).
 
     Returns ``(optimizer, Counters, checkpoint, resumed)``: ``resumed`` is None, the restored checkpoint's
@@ -114,11 +148,11 @@ def prepare(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: P
     from data.melon import write_json
     from models.layers import Adam
 
-    train_cfg = config["train"]
-    optimizer = Adam(task.variables, float(train_cfg["beta1"]), float(train_cfg["beta2"]), float(train_cfg["epsilon"]))
+    train, hardware = config.train, config.hardware
+    optimizer = Adam(task.variables, train.beta1, train.beta2, train.epsilon)
     epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    mixed = bool(config["hardware"]["mixed_precision"])
-    loss_scale = tf.Variable(float(config["hardware"]["loss_scale_initial"]) if mixed else 1.0, dtype=tf.float32, trainable=False, name="loss_scale")
+    loss_scale = tf.Variable(hardware.loss_scale_initial if hardware.mixed_precision else 1.0, dtype=tf.float32,
+                             trainable=False, name="loss_scale")
     good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
     best_score = tf.Variable(-1e9, dtype=tf.float64, trainable=False, name="best_score")
     best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
@@ -144,128 +178,119 @@ def prepare(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: P
     return optimizer, Counters(epoch_done, best_score, best_epoch, loss_scale, good_steps), checkpoint, resumed
 
 
-def run(hvd, task: Task, config: dict, manifest: dict, workdir: Path, out: Path) -> int:
+def train_epochs(hvd, world: World, config: TrainerConfig, out: Path, optimizer, counters: Counters, checkpoint,
+                 state) -> int:
+    """The epoch loop, on every rank: from ``state.epoch`` on, that epoch from step ``state.batch``.
+
+    ``state`` (a :class:`FixedState`, or elastic.TrainingState) holds the epoch in progress, the steps done
+    in it and their loss sums; it is advanced after every step and ``state.commit()`` is called every
+    ``elastic.commit_every_steps`` steps and after every epoch (a no-op unless training is elastic, where a
+    commit may raise HostsUpdatedInterrupt on every worker). Returns the exit status: 0, 3 when training
+    diverged, or :func:`finish`'s verdict on the ranks' weights.
+    """
     import tensorflow as tf
     from tqdm import tqdm
 
-    from hvd_train import elastic
-
-    if elastic.enabled():  # horovodrun --min-np/--max-np/--host-discovery-script: workers come and go
-        return elastic.run(hvd, task, config, manifest, workdir, out)
-    rank, size = hvd.rank(), hvd.size()
-    train_cfg = config["train"]
-    optimizer, counters, checkpoint, resumed = prepare(hvd, task, config, manifest, workdir, out)
-    epoch_done, best_score, best_epoch, loss_scale, good_steps = counters
-    mixed = bool(config["hardware"]["mixed_precision"])
-    resumed = hvd.broadcast_object(resumed, root_rank=0, name="resume")
-    if resumed and resumed.startswith("ERROR"):
-        return fail(resumed[6:], rank)
-    # Every rank starts from rank 0's weights, optimizer slots and counters.
-    state = list(task.model.variables) + [optimizer.iterations] + optimizer.m + optimizer.v + [epoch_done, best_score,
-                                                                                              best_epoch, loss_scale]
-    hvd.broadcast_variables(state, root_rank=0)
-
-    tag = f"[{task.name}]"
-    scale = lr_scale(train_cfg, size)
-    writer, managers = rank0_outputs(checkpoint, config, out) if rank == 0 else (None, None)
-    if rank == 0:
-        announce(hvd, task, config, out, optimizer, counters, resumed)
-
-    traced: dict = {}
-    epochs = int(train_cfg["epochs"])
-    max_bad, bad_in_a_row, skipped_steps = int(train_cfg["max_bad_steps"]), 0, 0
-    for epoch in range(int(epoch_done.numpy()) + 1, epochs + 1):
+    rank, size, task = hvd.rank(), hvd.size(), world.task
+    tag, epochs, mixed = f"[{task.name}]", config.train.epochs, config.hardware.mixed_precision
+    scale = config.lr_scale(size)
+    lr = learning_rate(optimizer.iterations + 1, task.hidden, config.train.warmup_steps, scale)
+    bad_in_a_row, since_commit = 0, 0
+    for epoch in range(state.epoch, epochs + 1):
         key = task.loss_variants(epoch)
-        if key not in traced:
-            traced[key] = trace_step(hvd, task, config, optimizer, counters, scale, epoch)
-        sums, seen, started = {}, 0, time.perf_counter()
-        progress = tqdm(total=task.steps, desc=f"epoch {epoch}/{epochs}", disable=rank != 0, unit="step", leave=False)
-        diverged = False
-        for batch in task.batches(epoch):
-            loss, parts, lr, skipped = traced[key](batch)
+        if key not in world.traced:
+            world.traced[key] = trace_step(hvd, task, config, optimizer, counters, scale, epoch)
+        seen, started = 0, time.perf_counter()
+        progress = tqdm(total=task.steps, initial=state.batch, desc=f"epoch {epoch}/{epochs}", disable=rank != 0,
+                        unit="step", leave=False)
+        for batch in task.batches(epoch).skip(state.batch):
+            loss, parts, lr, skipped = world.traced[key](batch)
             seen += int(tf.shape(next(iter(batch.values())))[0])
+            state.batch += 1
             if bool(skipped):  # the same on every rank
                 bad_in_a_row += 1
-                skipped_steps += 1
                 if rank == 0:
                     print(f"{tag} step {int(optimizer.iterations.numpy()) + 1} (epoch {epoch}): non-finite loss or "
                           f"gradients on some rank; skipped on all ranks ({bad_in_a_row} in a row)"
-                          + (f", loss scale now {float(loss_scale.numpy()):g}" if mixed else ""), flush=True)
-                if bad_in_a_row >= max_bad and (not mixed or float(loss_scale.numpy()) <= 1.0):
-                    diverged = True
-                    break
-                progress.update(1)
-                continue
-            bad_in_a_row = 0
-            for name, value in {"loss": loss, **parts}.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
+                          + (f", loss scale now {float(counters.loss_scale.numpy()):g}" if mixed else ""), flush=True)
+                if bad_in_a_row >= config.train.max_bad_steps and (not mixed or float(counters.loss_scale.numpy()) <= 1.0):
+                    progress.close()
+                    return stop_diverged(hvd, tag, checkpoint, out, bad_in_a_row, int(optimizer.iterations.numpy()) + 1,
+                                         epoch)
+            else:
+                bad_in_a_row = 0
+                state.good += 1
+                for name, value in {"loss": loss, **parts}.items():
+                    state.sums[name] = state.sums.get(name, 0.0) + float(value)
+                progress.set_postfix(loss=f"{float(loss):.4f}")
             progress.update(1)
-            progress.set_postfix(loss=f"{float(loss):.4f}")
+            since_commit += 1
+            if since_commit >= config.elastic.commit_every_steps:
+                since_commit = 0
+                state.commit()
         progress.close()
-        if diverged:
-            return _stop_diverged(hvd, tag, checkpoint, out, bad_in_a_row, int(optimizer.iterations.numpy()) + 1, epoch)
-        seconds = time.perf_counter() - started
-        metrics = average(hvd, {k: v / max(1, task.steps - skipped_steps) for k, v in sums.items()})
-        skipped_steps = 0
-        throughput = seen * size / seconds
-        if finish_epoch(hvd, task, config, out, counters, writer, managers, epoch, metrics, lr, throughput):
+        metrics = average(hvd, {k: v / max(1, state.good) for k, v in state.sums.items()})
+        throughput = seen * size / max(time.perf_counter() - started, 1e-9)
+        stop = finish_epoch(hvd, task, config, out, counters, world.writer, world.managers, epoch, metrics, lr,
+                            throughput)
+        state.epoch, state.batch, state.sums, state.good = (epochs + 1 if stop else epoch + 1), 0, {}, 0
+        since_commit = 0
+        state.commit()
+        if stop:
             break
     return finish(hvd, task, counters, out)
 
 
-def rank0_outputs(checkpoint, config: dict, out: Path):
+def rank0_outputs(checkpoint, config: TrainerConfig, out: Path):
     """Rank 0's TensorBoard writer and checkpoint managers (the last K, and the best by validation score)."""
     import tensorflow as tf
 
     writer = tf.summary.create_file_writer(str(out / "tensorboard"))
-    managers = (tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), int(config["checkpoint"]["keep_last"])),
+    managers = (tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), config.checkpoint.keep_last),
                 tf.train.CheckpointManager(checkpoint, str(out / "best"), 1))
     return writer, managers
 
 
-def announce(hvd, task: Task, config: dict, out: Path, optimizer, counters: Counters, resumed) -> None:
+def announce(hvd, task: Task, config: TrainerConfig, out: Path, optimizer, counters: Counters, resumed) -> None:
     """Rank 0: the run's config.json and the opening lines (Horovod, switches, schedule, what was resumed)."""
     from data.melon import write_json
 
-    train_cfg, hardware = config["train"], config["hardware"]
-    tag, size, warmup = f"[{task.name}]", hvd.size(), int(train_cfg["warmup_steps"])
-    scale = lr_scale(train_cfg, size)
-    write_json(config, out / "config.json")
-    print(f"{tag} {describe_horovod(hvd)}; mixed precision {'on' if hardware['mixed_precision'] else 'off'}, XLA "
-          f"{'on' if hardware['xla'] else 'off'}, gradient compression {hardware['gradient_compression']}, "
-          f"embedding gradients {'dense allreduce' if hardware['sparse_as_dense'] else 'sparse allgather'}", flush=True)
+    hardware = config.hardware
+    tag, size, warmup = f"[{task.name}]", hvd.size(), config.train.warmup_steps
+    scale = config.lr_scale(size)
+    write_json(config.as_dict(), out / "config.json")
+    print(f"{tag} {describe_horovod(hvd)}; mixed precision {'on' if hardware.mixed_precision else 'off'}, XLA "
+          f"{'on' if hardware.xla else 'off'}, gradient compression {hardware.gradient_compression}, "
+          f"embedding gradients {'dense allreduce' if hardware.sparse_as_dense else 'sparse allgather'}", flush=True)
     print(f"{tag} global batch {task.batch_size * size} ({task.batch_size} x {size} ranks), {task.steps} steps per "
           f"epoch; learning rate {scale:g} x {task.hidden}^-0.5 x min(step^-0.5, "
           f"step x {warmup}^-1.5): peak {float(learning_rate(warmup, task.hidden, warmup, scale)):.3e} at step "
-          f"{warmup} ({train_cfg['lr_scaling']} scaling over {size} ranks)", flush=True)
+          f"{warmup} ({config.train.lr_scaling} scaling over {size} ranks)", flush=True)
     if resumed:
         print(f"{tag} resumed from {resumed}: epoch {int(counters.epoch_done.numpy())}, step "
               f"{int(optimizer.iterations.numpy())}, best score {float(counters.best_score.numpy()):.4f} (epoch "
               f"{int(counters.best_epoch.numpy())})", flush=True)
 
 
-def trace_step(hvd, task: Task, config: dict, optimizer, counters: Counters, scale: float, epoch_for_loss: int):
+def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Counters, scale: float,
+               epoch_for_loss: int):
     """The training step as a tf.function: (batch) -> (loss, parts, learning rate, skipped on every rank)."""
     import tensorflow as tf
 
-    hardware, faults = config["hardware"], config["faults"]
-    mixed = bool(hardware["mixed_precision"])
+    hardware, faults = config.hardware, config.faults
+    mixed, sparse_as_dense = hardware.mixed_precision, hardware.sparse_as_dense
     loss_scale, good_steps = counters.loss_scale, counters.good_steps
-    warmup = int(config["train"]["warmup_steps"])
-    compression = hvd.Compression.fp16 if hardware["gradient_compression"] == "fp16" else hvd.Compression.none
-    nan_from = faults["nan_loss_from_step"]
+    warmup, weight_decay = config.train.warmup_steps, config.train.weight_decay
+    compression = hvd.Compression.fp16 if hardware.gradient_compression == "fp16" else hvd.Compression.none
+    nan_from = faults.nan_loss_from_step
     rank = hvd.rank()
-
-    sparse_as_dense = bool(hardware["sparse_as_dense"])
-    growth_steps = int(hardware["loss_scale_growth_steps"])
-    weight_decay = float(config["train"]["weight_decay"])
     decayed = task.decayed if weight_decay else []
 
     def forward(batch):
         with tf.GradientTape() as tape:
             loss, parts = task.loss(batch, epoch_for_loss)
-            if nan_from is not None and rank == int(faults["nan_loss_rank"]):  # fault injection (drills, tests)
-                loss += tf.where(optimizer.iterations + 1 >= int(nan_from), float("nan"), 0.0)
+            if nan_from is not None and rank == faults.nan_loss_rank:  # fault injection (drills, tests)
+                loss += tf.where(optimizer.iterations + 1 >= nan_from, float("nan"), 0.0)
             scaled = loss * loss_scale
         return loss, parts, scaled, tape
 
@@ -275,7 +300,7 @@ def trace_step(hvd, task: Task, config: dict, optimizer, counters: Counters, sca
         loss, parts, scaled, tape = forward(batch)
         return loss, parts, tape.gradient(scaled, task.variables)
 
-    compiled = tf.function(local_gradients, jit_compile=True) if hardware["xla"] else None
+    compiled = tf.function(local_gradients, jit_compile=True) if hardware.xla else None
 
     def step(batch):
         if compiled is not None:
@@ -299,7 +324,7 @@ def trace_step(hvd, task: Task, config: dict, optimizer, counters: Counters, sca
                 variable.assign_sub(lr * weight_decay * variable)
             if mixed:  # dynamic loss scaling: grow after loss_scale_growth_steps good steps in a row
                 good_steps.assign_add(1)
-                if_grow = good_steps >= growth_steps
+                if_grow = good_steps >= hardware.loss_scale_growth_steps
                 loss_scale.assign(tf.where(if_grow, loss_scale * 2.0, loss_scale))
                 good_steps.assign(tf.where(if_grow, tf.constant(0, tf.int64), good_steps))
             return tf.constant(False)
@@ -316,7 +341,7 @@ def trace_step(hvd, task: Task, config: dict, optimizer, counters: Counters, sca
     return tf.function(step, input_signature=[task.batches(1).element_spec])
 
 
-def finish_epoch(hvd, task: Task, config: dict, out: Path, counters: Counters, writer, managers, epoch: int,
+def finish_epoch(hvd, task: Task, config: TrainerConfig, out: Path, counters: Counters, writer, managers, epoch: int,
                  metrics: dict, lr, throughput: float) -> bool:
     """The end of an epoch on every rank: validation when due (collective), the best export and checkpoints,
     TensorBoard and the epoch line on rank 0. Returns whether training stops early (the same on every rank)."""
@@ -327,8 +352,7 @@ def finish_epoch(hvd, task: Task, config: dict, out: Path, counters: Counters, w
 
     rank, tag = hvd.rank(), f"[{task.name}]"
     epoch_done, best_score, best_epoch = counters.epoch_done, counters.best_score, counters.best_epoch
-    epochs, val_cfg = int(config["train"]["epochs"]), config["validation"]
-    every, patience = int(val_cfg["every_epochs"]), int(val_cfg["patience_epochs"])
+    epochs, every, patience = config.train.epochs, config.validation.every_epochs, config.validation.patience_epochs
     epoch_done.assign(epoch)
     line = f"{tag} epoch {epoch}: loss {metrics['loss']:.5f}, lr {float(lr):.3e}, {throughput:.0f} playlists/s"
 
@@ -343,7 +367,8 @@ def finish_epoch(hvd, task: Task, config: dict, out: Path, counters: Counters, w
                 managers[1].save(checkpoint_number=epoch)
                 if results is not None:
                     write_json(results, out / "validation_results.json")  # the best epoch's, official format
-                write_export(out / "export", weights_by_path(task.model), task.export(epoch, scores))
+                weights = (task.export_weights or weights_by_path)(task.model)
+                write_export(out / "export", weights, task.export(epoch, scores))
                 line += " (best)"
         stop = epoch - int(best_epoch.numpy()) >= patience
         if rank == 0:
@@ -397,7 +422,7 @@ def _unscale(gradient, loss_scale):
     return gradient / loss_scale
 
 
-def _stop_diverged(hvd, tag: str, checkpoint, out: Path, bad: int, step: int, epoch: int) -> int:
+def stop_diverged(hvd, tag: str, checkpoint, out: Path, bad: int, step: int, epoch: int) -> int:
     """Training diverged: every rank restores rank 0's last checkpoint (nothing newer is written) and stops."""
     import tensorflow as tf
 

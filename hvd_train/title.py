@@ -6,7 +6,8 @@
 
 The Horovod machinery is the DAE trainer's (hvd_train/loop.py): warmup scaled by world size, state
 broadcast from rank 0, rank-0 checkpoints/TensorBoard/export, resume, early stopping, and elastic training
-under horovodrun's --min-np/--max-np/--host-discovery-script (hvd_train/elastic.py).
+under horovodrun's --min-np/--max-np/--host-discovery-script (hvd_train/elastic.py). The models' losses and
+pretraining validation are models/title.py's; each stage here is one function building its Task.
 
 * pretrain: masked-piece prediction on the training titles (15% of pieces, 80/10/10), softmax
   cross-entropy with label smoothing 0.1; validated by masked-piece loss and accuracy on the validation
@@ -19,41 +20,56 @@ under horovodrun's --min-np/--max-np/--host-discovery-script (hvd_train/elastic.
 
 from __future__ import annotations
 
-import argparse
+import functools
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvd_train import elastic
-from hvd_train.common import (SECTIONS, ConfigError, Validator, check_trainer_config, compute_dtype, fail, per_rank_batch,
-                              seed_dropout, steps_per_epoch)
-from hvd_train.loop import Task, run, start
+from hvd_train.common import (Validator, compute_dtype, elastic_enabled, fail, seed_dropout, steps_per_epoch,
+                              trainer_parser)
+from hvd_train.config import ConfigError, LossConfig, TrainerConfig, as_dict
+from hvd_train.driver import run
+from hvd_train.loop import Task, start
 from models.export import read_export
+from models.title import TitleConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "title.yaml"
 PRETRAINED = ("pieces", "positions", "piece_bias", "encoder/")  # what fine-tuning takes from pretraining
+STAGES = {"pretrain": ("title_pretrain", "title_mlm"), "finetune": ("title_finetune", "title_finetune")}
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="hvd_train/title.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=["pretrain", "finetune"])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    parser.add_argument("--work", type=Path, required=True, help="work directory written by data.preprocess")
-    parser.add_argument("--out", type=Path, required=True, help="run directory (created; reused to resume)")
+    parser = trainer_parser("hvd_train/title.py", __doc__.split("\n\n")[0], DEFAULT_CONFIG)
+    parser.add_argument("stage", choices=list(STAGES))
     parser.add_argument("--init", type=Path, help="finetune: a pretrain run directory to start from")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     return parser.parse_args(argv)
 
 
-def check_config(config: dict) -> None:
-    def mask_rate(config):
-        if not 0 < float(config["pretrain"]["mask_rate"]) < 1:
+@dataclass(frozen=True)
+class PretrainConfig:
+    mask_rate: float  # of the pieces (CLS/SEP never): 80% [mask], 10% random piece, 10% unchanged
+    label_smoothing: float
+    validation_seed: int  # the masking of the validation titles: the same pieces masked at every validation
+
+    def __post_init__(self):
+        if not 0 < self.mask_rate < 1:
             raise ConfigError("pretrain.mask_rate must be between 0 and 1")
 
-    check_trainer_config(config, ("hidden", "blocks", "heads", "ffn", "max_length"), extra=mask_rate,
-                         sections=SECTIONS + ("pretrain",))
+
+@dataclass(frozen=True)
+class TitleTrainerConfig(TrainerConfig):
+    """configs/title.yaml, typed: both stages read it (pretrain the ``pretrain`` section, finetune ``loss``)."""
+    model: TitleConfig
+    loss: LossConfig  # fine-tuning's
+    pretrain: PretrainConfig
+
+
+def check_config(raw: dict) -> TitleTrainerConfig:
+    """configs/title.yaml's mapping (after overrides) typed and checked; ConfigError otherwise."""
+    return TitleTrainerConfig.parse(raw)
 
 
 def load_pretrained(model, init: Path, manifest: dict) -> str | None:
@@ -84,122 +100,124 @@ def main(argv: list[str] | None = None) -> int:
     started = start(args.config, args.set, args.work, check_config)
     if isinstance(started, int):
         return started
-    hvd, config, manifest, _ = started  # the per-rank batch: shard() below
+    hvd, config, manifest = started
     import tensorflow as tf
 
-    from data.pipeline import eval_dataset, training_dataset
     from data.title import TitleTokenizer
-    from models.title import TitleBERT, finetune_loss, mlm_loss
+    from models.title import TitleBERT
 
-    rank, size = hvd.rank(), hvd.size()
-    train_cfg, model_cfg, val_cfg = config["train"], config["model"], config["validation"]
-    sizes = manifest["sizes"]
+    rank = hvd.rank()
     tokenizer = TitleTokenizer(args.work / "title.model")
-    tf.random.set_seed(int(train_cfg["seed"]))
-    model = TitleBERT.from_config(model_cfg, sizes, tokenizer, compute_dtype(config))
-    seed_dropout(int(train_cfg["seed"]), rank)
-    if args.stage == "finetune" and args.init:
+    tf.random.set_seed(config.train.seed)
+    model = TitleBERT.from_config(config.model, manifest["sizes"], tokenizer, compute_dtype(config.hardware))
+    seed_dropout(config.train.seed, rank)
+    if args.init:
         # Elastic mode: every worker checks for itself (no collective call before hvd.elastic.run).
-        problem = load_pretrained(model, args.init, manifest) if rank == 0 or elastic.enabled() else None
-        if not elastic.enabled():
+        problem = load_pretrained(model, args.init, manifest) if rank == 0 or elastic_enabled() else None
+        if not elastic_enabled():
             problem = hvd.broadcast_object(problem, root_rank=0, name="init")
         if problem:
             return fail(problem, rank)  # the pretrained weights reach every rank with the loop's broadcast
-    mode = "title_mlm" if args.stage == "pretrain" else "title_finetune"
-    loss_cfg = config["loss"]
-    rank_from = int(loss_cfg["rank_from_epoch"]) if args.stage == "finetune" and loss_cfg["rank_weight"] else None
+    stage = pretrain_task if args.stage == "pretrain" else finetune_task
+    task = stage(hvd, model, tokenizer, config, manifest, args)
+    return run(hvd, task, config, manifest, args.work, args.out)
 
-    if args.stage == "pretrain":
-        smoothing = float(config["pretrain"]["label_smoothing"])
-        variables = [v for v in model.trainable_variables if not v.name.startswith("output")]  # fine-tuning head only
 
-        def predicted_pieces(batch, training=False):
-            """(logits, labels) at the chosen pieces only."""
-            positions = batch["title_positions"]
-            return (model.mlm_logits(batch["title_in"], training, positions=positions),
-                    model.mlm_labels(batch["title_labels"], positions))
+def pretrain_task(hvd, model, tokenizer, config: TitleTrainerConfig, manifest: dict, args) -> Task:
+    """Masked-piece prediction; validated by masked-piece loss and accuracy (the score) on validation titles."""
+    import tensorflow as tf
 
-        def loss(batch, epoch):
-            value, accuracy = mlm_loss(*predicted_pieces(batch, training=True), smoothing)
-            return value, {"mlm": value, "accuracy": accuracy}
+    from data.pipeline import masked_validation_titles
+    from models.title import mlm_sums, pretrain_loss
 
-        def make_validate(rank, size):
-            validation_titles = eval_dataset(args.work, int(val_cfg["batch_size"]), rank, size).unbatch().filter(
-                lambda r: tf.reduce_any(r["title"] >= 0)).map(
-                lambda r: {"id": r["id"], "title": tf.boolean_mask(r["title"], r["title"] >= 0)})
-            return lambda: validate(validation_titles)
+    smoothing = config.pretrain.label_smoothing
 
-        def validate(validation_titles):
-            from data.pipeline import PAD, title_masking
+    def make_validate(rank, size):
+        titles = masked_validation_titles(args.work, config.validation.batch_size, rank, size,
+                                          config.pretrain.validation_seed, tokenizer.mask_id, tokenizer.first_piece_id,
+                                          tokenizer.size, config.pretrain.mask_rate)
 
-            masked = validation_titles.map(lambda r: title_masking(
-                r, tf.stack([tf.constant(int(config["pretrain"]["validation_seed"]), tf.int64), r["id"]]), tokenizer.mask_id, tokenizer.first_piece_id,
-                tokenizer.size, float(config["pretrain"]["mask_rate"]))).padded_batch(
-                int(val_cfg["batch_size"]), padding_values={"id": tf.constant(PAD, tf.int64), "title_in": PAD, "title_labels": PAD,
-                                                            "title_positions": PAD})
-            total = {"loss": 0.0, "correct": 0.0, "chosen": 0.0}
-            for batch in masked:
-                logits, labels = predicted_pieces(batch)
-                value, accuracy = mlm_loss(logits, labels, smoothing)
-                chosen = float(tf.reduce_sum(tf.cast(labels >= 0, tf.float32)))
-                total["loss"] += float(value) * chosen
-                total["correct"] += float(accuracy) * chosen
-                total["chosen"] += chosen
-            summed = hvd.allreduce(tf.constant([total["loss"], total["correct"], total["chosen"]], tf.float64), op=hvd.Sum,
+        def validate():
+            summed = hvd.allreduce(tf.constant(mlm_sums(model, titles, smoothing), tf.float64), op=hvd.Sum,
                                    name="mlm_validation").numpy()
             chosen = max(summed[2], 1.0)
             return {"mlm_loss": summed[0] / chosen, "accuracy": summed[1] / chosen, "score": summed[1] / chosen}, None
 
-        describe = lambda s: f"masked-piece loss {s['mlm_loss']:.4f} accuracy {s['accuracy']:.4f}"  # noqa: E731
-        name = "title_pretrain"
-    else:
-        variables = [v for v in model.trainable_variables if not v.name.startswith("piece_bias")]  # MLM head only
+        return validate
 
-        def loss(batch, epoch):
-            rank_weight = float(loss_cfg["rank_weight"]) if rank_from and epoch >= rank_from else 0.0
-            return finetune_loss(model, batch, loss_cfg["item_loss"], float(loss_cfg["tag_weight"]), rank_weight,
-                                 rank_k=int(loss_cfg["rank_k"]))
+    reshard = functools.partial(shard, config, manifest, args, "pretrain", make_validate)
+    return Task(name="title_pretrain", model=model, loss=lambda batch, epoch: pretrain_loss(model, batch, smoothing),
+                variables=[v for v in model.trainable_variables if not v.name.startswith("output")],  # not the
+                # fine-tuning head
+                hidden=config.model.hidden, reshard=reshard,
+                export=lambda epoch, scores: export_config(config, manifest, tokenizer, args, "pretrain", epoch, scores),
+                describe=lambda s: f"masked-piece loss {s['mlm_loss']:.4f} accuracy {s['accuracy']:.4f}",
+                **reshard(hvd.rank(), hvd.size()))
 
-        title_only = lambda b: (tf.reduce_all(b["songs"] < 0, axis=1) & tf.reduce_all(b["tags"] < 0, axis=1)  # noqa: E731
-                                & tf.reduce_any(b["title"] >= 0, axis=1))
 
-        def make_validate(rank, size):
-            validator = Validator(args.work, rank, size, int(val_cfg["batch_size"]),
-                                  predict=lambda b: model.recommend_logits(b["title"]), keep=title_only)
-            return lambda: validator.gather_and_score(hvd)
+def finetune_task(hvd, model, tokenizer, config: TitleTrainerConfig, manifest: dict, args) -> Task:
+    """Songs and tags from the title; validated with the official nDCG on the title-only questions."""
+    import tensorflow as tf
 
-        describe = lambda s: (f"title-only questions: music {s['music_ndcg']:.4f} tag {s['tag_ndcg']:.4f} "  # noqa: E731
-                              f"score {s['score']:.4f} (n={s['n']})")
-        name = "title_finetune"
+    from models.title import finetune_loss
 
-    def export(epoch, scores):
-        return {"model": name, "model_config": model_cfg, "sizes": sizes,
-                "special_ids": {"songs_cls": tokenizer.songs_cls_id, "tags_cls": tokenizer.tags_cls_id,
-                                "sep": tokenizer.sep_id, "pad": tokenizer.pad_id, "mask": tokenizer.mask_id},
-                "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],
-                "tokenizer_sha256": manifest["files"]["title.model"]["sha256"],
-                "initialised_from": str(args.init) if args.init else None,
-                "epoch": epoch, "validation": {k: v for k, v in scores.items() if isinstance(v, float)},
-                "trained_with": config}
+    loss_cfg = config.loss
 
-    def shard(rank, size):
-        """What depends on this rank's place among `size` ranks (rebuilt when an elastic world changes)."""
-        batch_size = per_rank_batch(train_cfg, size)
-        steps = steps_per_epoch(manifest, size, batch_size, train_cfg.get("steps_per_epoch"), stage="title")
+    def loss(batch, epoch):
+        return finetune_loss(model, batch, loss_cfg.item_loss, loss_cfg.tag_weight, loss_cfg.rank_weight_at(epoch),
+                             rank_k=loss_cfg.rank_k)
 
-        def batches(epoch):
-            return training_dataset(args.work, mode, rank, size, epoch, batch_size, seed=int(train_cfg["seed"]),
-                                    shuffle_buffer=int(train_cfg["shuffle_buffer"]),
-                                    interleave_cycle=int(train_cfg["interleave_cycle"]),
-                                    interleave_block=int(train_cfg["interleave_block"]),
-                                    mask_rate=float(config["pretrain"]["mask_rate"])).repeat().take(steps)
+    def title_only(b):
+        return (tf.reduce_all(b["songs"] < 0, axis=1) & tf.reduce_all(b["tags"] < 0, axis=1)
+                & tf.reduce_any(b["title"] >= 0, axis=1))
 
-        return {"batches": batches, "steps": steps, "batch_size": batch_size, "validate": make_validate(rank, size)}
+    def make_validate(rank, size):
+        validator = Validator(args.work, rank, size, config.validation.batch_size,
+                              predict=lambda b: model.recommend_logits(b["title"]), keep=title_only)
+        return lambda: validator.gather_and_score(hvd)
 
-    task = Task(name=name, model=model, variables=variables, loss=loss, **shard(rank, size),
-                hidden=int(model_cfg["hidden"]), export=export, describe=describe, reshard=shard,
-                loss_variants=lambda epoch: bool(rank_from and epoch >= rank_from))
-    return run(hvd, task, config, manifest, args.work, args.out)
+    reshard = functools.partial(shard, config, manifest, args, "finetune", make_validate)
+    return Task(name="title_finetune", model=model, loss=loss,
+                variables=[v for v in model.trainable_variables if not v.name.startswith("piece_bias")],  # not the
+                # MLM head
+                hidden=config.model.hidden, reshard=reshard,
+                export=lambda epoch, scores: export_config(config, manifest, tokenizer, args, "finetune", epoch, scores),
+                describe=lambda s: (f"title-only questions: music {s['music_ndcg']:.4f} tag {s['tag_ndcg']:.4f} "
+                                    f"score {s['score']:.4f} (n={s['n']})"),
+                loss_variants=lambda epoch: loss_cfg.rank_weight_at(epoch) != 0,
+                **reshard(hvd.rank(), hvd.size()))
+
+
+def shard(config: TitleTrainerConfig, manifest: dict, args, stage: str, make_validate, rank: int, size: int) -> dict:
+    """What depends on this rank's place among ``size`` ranks (rebuilt when an elastic world changes):
+    the batches, steps per epoch, per-rank batch and ``make_validate(rank, size)``."""
+    from data.pipeline import training_dataset
+
+    train, mode = config.train, STAGES[stage][1]
+    batch_size = config.per_rank_batch(size)
+    steps = steps_per_epoch(manifest, size, batch_size, train.steps_per_epoch, stage="title")
+
+    def batches(epoch):
+        return training_dataset(args.work, mode, rank, size, epoch, batch_size, seed=train.seed,
+                                shuffle_buffer=train.shuffle_buffer, interleave_cycle=train.interleave_cycle,
+                                interleave_block=train.interleave_block,
+                                mask_rate=config.pretrain.mask_rate).repeat().take(steps)
+
+    return {"batches": batches, "steps": steps, "batch_size": batch_size, "validate": make_validate(rank, size)}
+
+
+def export_config(config: TitleTrainerConfig, manifest: dict, tokenizer, args, stage: str, epoch: int,
+                  scores: dict) -> dict:
+    """The export's config.json: the model section and special ids (what inference and fine-tuning build the
+    model from), the work directory's hashes, the epoch and its validation scores, and the whole config."""
+    return {"model": STAGES[stage][0], "model_config": as_dict(config.model), "sizes": manifest["sizes"],
+            "special_ids": {"songs_cls": tokenizer.songs_cls_id, "tags_cls": tokenizer.tags_cls_id,
+                            "sep": tokenizer.sep_id, "pad": tokenizer.pad_id, "mask": tokenizer.mask_id},
+            "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],
+            "tokenizer_sha256": manifest["files"]["title.model"]["sha256"],
+            "initialised_from": str(args.init) if args.init else None,
+            "epoch": epoch, "validation": {k: v for k, v in scores.items() if isinstance(v, float)},
+            "trained_with": config.as_dict()}
 
 
 if __name__ == "__main__":

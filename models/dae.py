@@ -16,18 +16,38 @@ Batches are the pipeline's (data/pipeline.py): vocabulary indices padded with -1
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import tensorflow as tf
 
-from models.layers import Encoder
+from models.config import as_dict
+from models.layers import Encoder, check_encoder_config
 from models.losses import ITEM_LOSSES, PAD, hide_given, multi_hot, ranking_bce
 
 
+@dataclass(frozen=True)
+class DAEConfig:
+    """The ``model`` section of configs/dae.yaml (its defaults and comments), stored in every DAE export."""
+    hidden: int  # d: embedding and hidden size
+    blocks: int  # Transformer blocks
+    heads: int  # attention heads (hidden must divide by them)
+    ffn: int  # feed-forward width
+    activation: str  # gelu | relu
+    dropout: float  # in [0, 1)
+    tied_output: bool  # the output heads score with the input table (else a table of their own)
+    title: bool  # the title's pieces are a fourth input segment
+
+    def __post_init__(self):
+        check_encoder_config(self)
+
+
 class DAE(tf.Module):
-    def __init__(self, n_songs: int, n_tags: int, n_artists: int, hidden: int = 240, blocks: int = 1, heads: int = 2,
-                 ffn: int = 960, activation: str = "gelu", dropout: float = 0.1, tied_output: bool = True,
-                 title: bool = False, n_pieces: int = 0, compute_dtype=tf.float32, name: str = "dae"):
-        """``title``: read the title's pieces (ids in [0, n_pieces), the work directory's tokenizer) too."""
+    def __init__(self, n_songs: int, n_tags: int, n_artists: int, *, hidden: int, blocks: int, heads: int, ffn: int,
+                 activation: str, dropout: float, tied_output: bool, title: bool, n_pieces: int = 0,
+                 compute_dtype=tf.float32, name: str = "dae"):
+        """Sizes of the vocabularies, then the hyper-parameters of :class:`DAEConfig` (configs/dae.yaml holds
+        their defaults). ``title``: read the title's pieces (ids in [0, n_pieces), the work directory's
+        tokenizer) too."""
         super().__init__(name=name)
         if title and n_pieces <= 0:
             raise ValueError("a DAE that reads titles needs the tokenizer's piece count (n_pieces > 0)")
@@ -48,10 +68,11 @@ class DAE(tf.Module):
         self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
 
     @classmethod
-    def from_config(cls, model_config: dict, sizes: dict, compute_dtype=tf.float32) -> "DAE":
-        """The DAE of a config's ``model`` section (configs/dae.yaml, or an export's ``model_config``) over a
-        work directory's vocabulary ``sizes`` (its manifest's: songs, tags, artists, title_pieces)."""
-        return cls(sizes["songs"], sizes["tags"], sizes["artists"], **model_config,
+    def from_config(cls, model_config: DAEConfig, sizes: dict, compute_dtype=tf.float32) -> "DAE":
+        """The DAE of a config's ``model`` section (configs/dae.yaml, or an export's ``model_config``, read
+        with ``parse_section(DAEConfig, ...)``) over a work directory's vocabulary ``sizes`` (its manifest's:
+        songs, tags, artists, title_pieces)."""
+        return cls(sizes["songs"], sizes["tags"], sizes["artists"], **as_dict(model_config),
                    n_pieces=sizes.get("title_pieces", 0), compute_dtype=compute_dtype)
 
     def tokens(self, songs, tags, artists, title=None):

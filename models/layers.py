@@ -14,12 +14,27 @@ import math
 
 import tensorflow as tf
 
+from models.config import ConfigError
+
 
 def gelu(x):
     return 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
 
 
 ACTIVATIONS = {"gelu": gelu, "relu": tf.nn.relu}
+
+
+def check_encoder_config(config) -> None:
+    """The checks a Transformer encoder's model section needs (the DAE's and the title BERT's)."""
+    for key in ("hidden", "blocks", "heads", "ffn"):
+        if getattr(config, key) <= 0:
+            raise ConfigError(f"model.{key} must be positive")
+    if config.hidden % config.heads:
+        raise ConfigError(f"model.hidden ({config.hidden}) must divide by model.heads ({config.heads})")
+    if config.activation not in ACTIVATIONS:
+        raise ConfigError(f"model.activation must be one of {', '.join(ACTIVATIONS)}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ConfigError("model.dropout must be in [0, 1)")
 
 
 class Dense(tf.Module):

@@ -16,19 +16,40 @@ Piece batches are the pipeline's (data/pipeline.py): piece ids padded with -1.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import tensorflow as tf
 
-from models.layers import Encoder
+from models.config import ConfigError, as_dict
+from models.layers import Encoder, check_encoder_config
 from models.losses import recommendation_loss
 
 PAD = -1
 
 
+@dataclass(frozen=True)
+class TitleConfig:
+    """The ``model`` section of configs/title.yaml (its defaults and comments), stored in every title export."""
+    hidden: int
+    blocks: int
+    heads: int
+    ffn: int
+    activation: str
+    dropout: float
+    max_length: int  # tokens: [songs CLS, tags CLS] + pieces + [SEP]
+
+    def __post_init__(self):
+        check_encoder_config(self)
+        if self.max_length < 4:
+            raise ConfigError("model.max_length must be at least 4 (two CLS tokens, a piece and SEP)")
+
+
 class TitleBERT(tf.Module):
     def __init__(self, n_pieces: int, n_songs: int, n_tags: int, songs_cls_id: int, tags_cls_id: int, sep_id: int,
-                 pad_id: int, hidden: int = 132, blocks: int = 2, heads: int = 2, ffn: int = 528, max_length: int = 53,
-                 activation: str = "relu", dropout: float = 0.1, compute_dtype=tf.float32, name: str = "title_bert"):
+                 pad_id: int, *, hidden: int, blocks: int, heads: int, ffn: int, max_length: int, activation: str,
+                 dropout: float, compute_dtype=tf.float32, name: str = "title_bert"):
+        """The tokenizer's piece count and special ids, the vocabulary sizes, then the hyper-parameters of
+        :class:`TitleConfig` (configs/title.yaml holds their defaults)."""
         super().__init__(name=name)
         self.hidden, self.max_length, self.compute_dtype = hidden, max_length, compute_dtype
         self.songs_cls_id, self.tags_cls_id, self.sep_id, self.pad_id = songs_cls_id, tags_cls_id, sep_id, pad_id
@@ -41,12 +62,12 @@ class TitleBERT(tf.Module):
         self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
 
     @classmethod
-    def from_config(cls, model_config: dict, sizes: dict, tokenizer, compute_dtype=tf.float32) -> "TitleBERT":
-        """The title BERT of a config's ``model`` section (configs/title.yaml, or an export's ``model_config``)
-        over a work directory's vocabulary ``sizes`` and its title tokenizer (data/title.py: the piece count
-        and the special pieces' ids)."""
+    def from_config(cls, model_config: TitleConfig, sizes: dict, tokenizer, compute_dtype=tf.float32) -> "TitleBERT":
+        """The title BERT of a config's ``model`` section (configs/title.yaml, or an export's ``model_config``
+        read with ``parse_section(TitleConfig, ...)``) over a work directory's vocabulary ``sizes`` and its
+        title tokenizer (data/title.py: the piece count and the special pieces' ids)."""
         return cls(tokenizer.size, sizes["songs"], sizes["tags"], tokenizer.songs_cls_id, tokenizer.tags_cls_id,
-                   tokenizer.sep_id, tokenizer.pad_id, **model_config, compute_dtype=compute_dtype)
+                   tokenizer.sep_id, tokenizer.pad_id, **as_dict(model_config), compute_dtype=compute_dtype)
 
     @property
     def max_pieces(self) -> int:
@@ -113,6 +134,30 @@ def mlm_loss(logits, labels, label_smoothing: float = 0.1):
     loss = tf.reduce_sum(per_position * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
     correct = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == labels, tf.float32) * weights
     return loss, tf.reduce_sum(correct) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+def pretrain_loss(model: TitleBERT, batch: dict, label_smoothing: float, training: bool = True):
+    """(loss, {"mlm", "accuracy"}) of masked-piece prediction on a ``title_mlm`` batch (``title_in``,
+    ``title_labels`` [batch, pieces] and ``title_positions`` [batch, predictions], int32, padded -1): the
+    piece softmax computed at the chosen positions only."""
+    positions = batch["title_positions"]
+    logits = model.mlm_logits(batch["title_in"], training, positions=positions)
+    value, accuracy = mlm_loss(logits, model.mlm_labels(batch["title_labels"], positions), label_smoothing)
+    return value, {"mlm": value, "accuracy": accuracy}
+
+
+def mlm_sums(model: TitleBERT, batches, label_smoothing: float) -> list[float]:
+    """[loss x chosen, correct, chosen] summed over ``batches`` (masked titles, as in :func:`pretrain_loss`):
+    what pretraining validation adds up over ranks before dividing by the chosen pieces."""
+    total = [0.0, 0.0, 0.0]
+    for batch in batches:
+        positions = batch["title_positions"]
+        labels = model.mlm_labels(batch["title_labels"], positions)
+        value, accuracy = mlm_loss(model.mlm_logits(batch["title_in"], False, positions=positions), labels,
+                                   label_smoothing)
+        chosen = float(tf.reduce_sum(tf.cast(labels >= 0, tf.float32)))
+        total = [total[0] + float(value) * chosen, total[1] + float(accuracy) * chosen, total[2] + chosen]
+    return total
 
 
 def finetune_loss(model: TitleBERT, batch: dict, item_loss: str, tag_weight: float, rank_weight: float = 0.0,

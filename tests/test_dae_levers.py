@@ -10,6 +10,12 @@ from models.dae import DAE, dae_loss
 from models.losses import hide_given, multi_hot
 
 SIZES = (30, 6, 8)
+# a small DAE: every hyper-parameter is given (the model has no defaults; configs/dae.yaml holds them)
+SMALL = dict(hidden=16, blocks=1, heads=2, ffn=32, activation="gelu", dropout=0.1, tied_output=True, title=False)
+
+
+def dae(**overrides) -> DAE:
+    return DAE(*SIZES, **{**SMALL, **overrides})
 
 
 def batch():
@@ -28,7 +34,7 @@ def test_hide_given_masks_only_the_given_items():
 
 def test_hidden_targets_score_only_what_the_corruption_left_out():
     tf.random.set_seed(0)
-    model = DAE(*SIZES, hidden=16, blocks=1, heads=2, ffn=32, dropout=0.0)
+    model = dae(dropout=0.0)
     b = batch()
     logits = model(b["songs_in"], b["tags_in"], b["artists_in"])[0]
     _, parts = dae_loss(model, b, 0.0, 0.0, 0.0, training=False, item_loss="softmax", targets="hidden")
@@ -46,7 +52,7 @@ def test_hidden_targets_score_only_what_the_corruption_left_out():
 
 def test_hidden_targets_give_no_gradient_to_the_given_items_output_rows():
     tf.random.set_seed(1)
-    model = DAE(*SIZES, hidden=16, blocks=1, heads=2, ffn=32, dropout=0.0, tied_output=False)
+    model = dae(dropout=0.0, tied_output=False)
     b = {k: v[:1] for k, v in batch().items()}  # the first playlist alone: songs 0, 1 given
     with tf.GradientTape() as tape:
         loss, _ = dae_loss(model, b, 0.15, 0.15, 0.0, training=True, item_loss="softmax", targets="hidden")
@@ -56,7 +62,7 @@ def test_hidden_targets_give_no_gradient_to_the_given_items_output_rows():
 
 
 def test_untied_output_table_is_its_own_variable():
-    tied, untied = DAE(*SIZES, hidden=16, ffn=32), DAE(*SIZES, hidden=16, ffn=32, tied_output=False)
+    tied, untied = dae(), dae(tied_output=False)
     assert tied.output_table is None
     assert untied.output_table.shape == (sum(SIZES), 16)
     assert len(untied.trainable_variables) == len(tied.trainable_variables) + 1
@@ -74,7 +80,7 @@ def test_multi_hot_ignores_padding():
 
 def test_title_segment_reads_the_title_and_only_when_built_to():
     tf.random.set_seed(2)
-    model = DAE(*SIZES, hidden=16, ffn=32, dropout=0.0, title=True, n_pieces=9)
+    model = dae(dropout=0.0, title=True, n_pieces=9)
     b = batch()
     # the table: items, then the 9 pieces' rows, then 3 CLS and PAD
     assert model.piece_offset == sum(SIZES) and model.embedding.shape == (sum(SIZES) + 9 + 4, 16)
@@ -87,7 +93,7 @@ def test_title_segment_reads_the_title_and_only_when_built_to():
     empty = tf.fill([2, 1], -1)
     only = model(empty, empty, empty, tf.constant([[1], [2]]))[0].numpy()
     assert np.abs(only[0] - only[1]).max() > 1e-4
-    plain = DAE(*SIZES, hidden=16, ffn=32)
+    plain = dae()
     assert plain.piece_offset is None and plain.embedding.shape == (sum(SIZES) + 4, 16)
 
 
@@ -118,7 +124,7 @@ def test_dropout_draws_a_stream_per_rank_after_the_shared_initialisation():
 
     def masks(rank):
         tf.random.set_seed(0)
-        model = DAE(*SIZES, hidden=16, ffn=32, dropout=0.5)  # the shared seed: the same initial weights
+        model = dae(dropout=0.5)  # the shared seed: the same initial weights
         seed_dropout(0, rank)
         b = batch()
         step = tf.function(lambda: model(b["songs_in"], b["tags_in"], b["artists_in"], training=True)[0])

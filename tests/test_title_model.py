@@ -13,7 +13,8 @@ SONGS_CLS, TAGS_CLS, SEP, PAD_ID = 2, 3, 4, 0
 
 def model(**kw):
     return TitleBERT(n_pieces=50, n_songs=30, n_tags=7, songs_cls_id=SONGS_CLS, tags_cls_id=TAGS_CLS, sep_id=SEP,
-                     pad_id=PAD_ID, hidden=16, ffn=32, max_length=12, dropout=0.0, **kw)
+                     pad_id=PAD_ID, **{**dict(hidden=16, blocks=2, heads=2, ffn=32, max_length=12, activation="relu",
+                                           dropout=0.0), **kw})
 
 
 def test_tokens_put_cls_first_and_sep_after_the_last_piece():
