@@ -5,7 +5,7 @@
                             [--steps-per-epoch N]
 
 1. Data, split and models: ``bash launch/quickstart.sh --scale SCALE --out OUT_ROOT/quickstart-SCALE``
-   (synthetic data, the official split, preprocessing, DAE and title BERT training, the neighbour member,
+   (synthetic data, the official split, preprocessing, DAE, title BERT and Word2Vec training, the neighbour members,
    ensemble inference, evaluation). A finished run folder (``scores/table.md``, the neighbour export and
    the four results files present) is reused
    as it is, without rerunning quickstart, so that its ``timings.json`` keeps the training times of the
@@ -16,7 +16,7 @@
    that its wall time and peak resident memory (``wait4``) are its own. The knobs of item_cf, als, ease and
    playlist_cf are first searched on the protocol's tuning half of the validation questions
    (evaluate/protocol.py; also in their own process, timed), then the best setting runs on every question.
-3. Neural systems (:data:`NEURAL`): the ensemble (DAE, title BERT, the neighbour member and popularity,
+3. Neural systems (:data:`NEURAL`): the ensemble (DAE, title BERT, Word2Vec, the neighbour members and popularity,
    blend weights per question type fitted on the tuning half by ``python -m inference.fit_blend``), the
    ensemble without each member (its blend refitted), and each model alone; ``python -m inference`` for
    each in its own process, for its inference time and peak memory.
@@ -52,30 +52,36 @@ from evaluate.table import markdown
 PEER_NAMES = ("popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf")
 # The neural systems: the members each runs with (run folders of the quickstart run), and whether a blend
 # fitted on the tuning half weighs them (then popularity is a member too). The ablations leave one member out.
-MEMBERS = {"dae": ("--dae", "dae"), "title": ("--title", "title-finetune"), "item_cf": ("--neighbours", "neighbours"),
+MEMBERS = {"dae": ("--dae", "dae"), "title": ("--title", "title-finetune"), "word2vec": ("--word2vec", "word2vec"),
+           "item_cf": ("--neighbours", "neighbours"),
            "playlist_cf": ("--neighbours", "playlists")}  # member -> (inference flag, quickstart run folder)
 NEURAL = {
-    "ensemble": (("dae", "title", "item_cf", "playlist_cf"), True),
-    "ensemble_without_dae": (("title", "item_cf", "playlist_cf"), True),
-    "ensemble_without_title": (("dae", "item_cf", "playlist_cf"), True),
-    "ensemble_without_neighbours": (("dae", "title"), True),
+    "ensemble": (("dae", "title", "word2vec", "item_cf", "playlist_cf"), True),
+    "ensemble_without_dae": (("title", "word2vec", "item_cf", "playlist_cf"), True),
+    "ensemble_without_title": (("dae", "word2vec", "item_cf", "playlist_cf"), True),
+    "ensemble_without_word2vec": (("dae", "title", "item_cf", "playlist_cf"), True),
+    "ensemble_without_neighbours": (("dae", "title", "word2vec"), True),
     "ensemble_without_neural": (("item_cf", "playlist_cf"), True),
     "dae": (("dae",), False),
     "title": (("title",), False),
+    "word2vec": (("word2vec",), False),
     "neighbours": (("item_cf",), False),
     "playlists": (("playlist_cf",), False),
 }
 DESCRIPTIONS = {
-    "ensemble": "DAE + title BERT + item and playlist neighbours + popularity, blend fitted per question type on "
-                "the tuning half",
+    "ensemble": "DAE + title BERT + Word2Vec + item and playlist neighbours + popularity, blend fitted per question "
+                "type on the tuning half",
     "ensemble_without_dae": "the ensemble without the DAE (blend refitted)",
     "ensemble_without_title": "the ensemble without the title BERT (blend refitted)",
+    "ensemble_without_word2vec": "the ensemble without the Word2Vec member (blend refitted)",
     "ensemble_without_neighbours": "the ensemble without its two neighbour members (blend refitted)",
-    "ensemble_without_neural": "the ensemble without the DAE and the title BERT: neighbours + popularity",
+    "ensemble_without_neural": "the ensemble without its trained models (DAE, title BERT, Word2Vec): neighbours + "
+                               "popularity",
     "neighbours": "the ensemble's item-neighbour member alone (inference/neighbours.py, vocabulary items)",
     "playlists": "the ensemble's playlist-neighbour member alone (inference/neighbours.py, vocabulary items)",
     "dae": "denoising set autoencoder alone (songs, tags, artists, title pieces)",
     "title": "title BERT alone (fine-tuned)",
+    "word2vec": "Word2Vec alone (a question's mean input vector against every output vector)",
     "popular_official": "inference.popular: most popular unseen songs/tags, no release-date filter",
     "popular": "peer: most popular, release-date filtered",
     "genre_popular": "peer: most popular of the question's dominant genre",
@@ -113,7 +119,7 @@ def _synth_matches(data: Path, scale: str, seed: int) -> bool:
 
 def _quickstart_finished(run: Path) -> bool:
     return (run / "scores/table.md").is_file() and (run / "playlists/export/config.json").is_file() and all(
-        (run / f"results/{m}.json").is_file() for m in ("ensemble", "dae", "title", "popular"))
+        (run / f"results/{m}.json").is_file() for m in ("ensemble", "dae", "title", "word2vec", "popular"))
 
 
 def prepare(run: Path, scale: str, seed: int, skip_ensemble: bool, epochs: list[int] | None = None,
@@ -168,8 +174,8 @@ def run_peers(run: Path, out: Path, tune: bool, tune_questions: int | None) -> d
     return systems
 
 
-STAGE_DIRS = {"dae": "dae", "title_pretrain": "title-pretrain", "title_finetune": "title-finetune", "neighbours": "neighbours",
-              "playlists": "playlists"}
+STAGE_DIRS = {"dae": "dae", "title_pretrain": "title-pretrain", "title_finetune": "title-finetune",
+              "word2vec": "word2vec", "neighbours": "neighbours", "playlists": "playlists"}
 
 
 def training_seconds(run: Path) -> tuple[dict, str]:
@@ -198,8 +204,8 @@ def run_neural(run: Path, out: Path) -> dict:
         return sum(stages[k] for k in keys) if all(stages.get(k) is not None for k in keys) else None
 
     timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
-    stage_of = {"dae": ("dae",), "title": ("title_pretrain", "title_finetune"), "item_cf": ("neighbours",),
-                "playlist_cf": ("playlists",)}
+    stage_of = {"dae": ("dae",), "title": ("title_pretrain", "title_finetune"), "word2vec": ("word2vec",),
+                "item_cf": ("neighbours",), "playlist_cf": ("playlists",)}
     questions, systems = run / "split/questions/val.json", {}
     for name, (members, blended) in NEURAL.items():
         models = [a for m in members for a in (MEMBERS[m][0], str(run / MEMBERS[m][1]))]
@@ -288,7 +294,8 @@ def ratios_markdown(r: dict) -> list[str]:
              f"- ensemble / best peer ({r['best_peer']}): **{r['ensemble_vs_best_peer']:.3f}**",
              "- by question type (ensemble / that type's best peer): " + ", ".join(
                  f"{t} {v['ratio']:.3f} ({v['best_peer']})" for t, v in r["by_type"].items()),
-             f"- ensemble without the DAE and the title BERT / ensemble: {r['without_neural_vs_ensemble']:.3f}",
+             f"- ensemble without its trained models (DAE, title BERT, Word2Vec) / ensemble: "
+             f"{r['without_neural_vs_ensemble']:.3f}",
              f"- DAE alone / best peer: {r['dae_vs_best_peer']:.3f}", ""]
     return lines
 

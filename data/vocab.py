@@ -87,3 +87,8 @@ def release_dates(song_meta: list[dict], playlists: list[dict]) -> np.ndarray:
     out = issued.copy()
     out[replace] = earliest[replace]
     return out
+
+
+def item_counts(vocab: dict) -> np.ndarray:
+    """[songs + tags] the vocabulary songs' training counts, then the tags' (vocab.json's order)."""
+    return np.array([c for _, c in vocab["songs"]] + [c for _, c in vocab["tags"]], dtype=np.float64)

@@ -1,11 +1,11 @@
 """Ensemble inference on a questions file: a single-device job (the first GPU when there is one, else CPU).
 
     python -m inference --questions QUESTIONS --work WORKDIR --dae RUNDIR --title RUNDIR --out RESULTS \
-        [--neighbours RUNDIR] [--blend BLEND_JSON] [--config configs/ensemble.yaml]
+        [--word2vec RUNDIR] [--neighbours RUNDIR] [--blend BLEND_JSON] [--config configs/ensemble.yaml]
 
 QUESTIONS is any file in the official format (the local split's questions, or the real val.json /
-test.json). WORKDIR is the work directory the models were trained on (data.preprocess); --dae, --title
-and --neighbours (python -m inference.neighbours) are their run directories (or their export folders).
+test.json). WORKDIR is the work directory the models were trained on (data.preprocess); --dae, --title,
+--word2vec and --neighbours (python -m inference.neighbours) are their run directories (or their export folders).
 Any may be left out; --blend takes the weights fitted by python -m inference.fit_blend for exactly these
 models, and without it the two BERTs are blended as the reference design did (inference/ensemble.py). Writes RESULTS atomically: exactly 100 songs and 10 tags per question,
 ids those of the questions.
@@ -30,14 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", type=Path, help="fine-tuned title BERT run directory (hvd_train/title.py finetune --out)")
     parser.add_argument("--neighbours", type=Path, action="append", default=[],
                         help="a neighbour run directory (python -m inference.neighbours --out); one per kind, repeatable")
+    parser.add_argument("--word2vec", type=Path, help="Word2Vec run directory (hvd_train/word2vec.py --out)")
     parser.add_argument("--blend", type=Path, help="blend weights per question type (python -m inference.fit_blend)")
     parser.add_argument("--out", type=Path, required=True, help="results file to write")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.dae is None and args.title is None and not args.neighbours:
-        parser.error("give at least one of --dae, --title, --neighbours")
+    if args.dae is None and args.title is None and args.word2vec is None and not args.neighbours:
+        parser.error("give at least one of --dae, --title, --word2vec, --neighbours")
 
     from data.melon import MelonDataError, load_playlists, write_json
     from data.workdir import WorkdirError
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.load(args.config)
         questions = load_playlists(args.questions)
-        ensemble = Ensemble(args.work, args.dae, args.title, settings, args.neighbours, args.blend)
+        ensemble = Ensemble(args.work, args.dae, args.title, settings, args.neighbours, args.blend, args.word2vec)
     except (MelonDataError, WorkdirError, ExportError, NeighbourError, BlendError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     gpus = tf.config.list_physical_devices("GPU")
     log.info("device: %s; models: %s", gpus[0].name if gpus else "CPU",
              ", ".join(name for name, m in (("DAE", ensemble.dae), ("title BERT", ensemble.title),
-                                            *ensemble.neighbours.items()) if m is not None))
+                                            ("Word2Vec", ensemble.word2vec), *ensemble.neighbours.items())
+                       if m is not None))
     try:
         results = ensemble.recommend(questions, progress=not args.no_progress)
         write_json(results, args.out)

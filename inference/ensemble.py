@@ -5,7 +5,8 @@ Per question (configs/ensemble.yaml holds the numbers):
 
 * each member proposes its top candidates (500 songs / 50 tags) after removing the given songs/tags and
   the songs released after the playlist's ``updt_date`` (corrected release dates, data/vocab.py): the
-  DAE when the question gives songs or tags, the title model when its normalised title is not empty, each
+  DAE when the question gives songs or tags, the title model when its normalised title is not empty, the
+  Word2Vec member (hvd_train/word2vec.py) when it gives any of them, each
   neighbour member (inference/neighbours.py: item_cf, playlist_cf or ease, named by its kind) when it
   gives songs, tags or title pieces, popularity always;
 * with a fitted blend (``--blend``, inference/blend.py: weights per question type, fitted on the
@@ -34,6 +35,7 @@ import numpy as np
 import yaml
 
 from evaluate.ndcg import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, question_type
+from models.config import ConfigError, parse_section
 from models.ranking import top_rows
 from inference.blend import Candidates
 
@@ -46,22 +48,26 @@ class ExportError(ValueError):
     """A model export that cannot be used with this work directory."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    candidate_songs: int = 500
-    candidate_tags: int = 50
-    title_weight: float = 0.85  # w in the song blend
-    title_tag_weight: float = 0.8  # v in the tag blend
-    batch_size: int = 256
+    """configs/ensemble.yaml (its defaults and comments), typed."""
+    candidate_songs: int
+    candidate_tags: int
+    title_weight: float  # w in the song blend
+    title_tag_weight: float  # v in the tag blend
+    batch_size: int
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_CONFIG) -> "Settings":
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**{k: type(getattr(cls, k))(v) for k, v in raw.items()})
+        """The file's settings; a ValueError (ConfigError) naming a missing, unknown or malformed key."""
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read {path}: {e}") from None
+        try:
+            return parse_section(cls, raw, "ensemble")
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
 
 def _load_export(rundir: Path, expected: tuple, manifest: dict, workdir: Path):
@@ -80,13 +86,20 @@ def _load_export(rundir: Path, expected: tuple, manifest: dict, workdir: Path):
     return weights, config
 
 
+def _model_config(cls, rundir: Path, config: dict):
+    """The export's ``model_config`` as the model's typed section; ExportError when it does not fit."""
+    try:
+        return parse_section(cls, config.get("model_config"), "model_config")
+    except ConfigError as e:
+        raise ExportError(f"{rundir}: the export's {e}; retrain with this version") from None
+
+
 def load_dae(rundir: Path, manifest: dict, workdir: Path):
-    from models.dae import DAE
+    from models.dae import DAE, DAEConfig
     from models.weights import assign_weights
 
     weights, config = _load_export(Path(rundir), ("dae",), manifest, workdir)
-    sizes = config["sizes"]
-    model = DAE.from_config(config["model_config"], sizes)
+    model = DAE.from_config(_model_config(DAEConfig, rundir, config), config["sizes"])
     problem = assign_weights(model, weights)
     if problem:
         raise ExportError(f"{rundir}: {problem}")
@@ -94,12 +107,23 @@ def load_dae(rundir: Path, manifest: dict, workdir: Path):
 
 
 def load_title(rundir: Path, manifest: dict, workdir: Path, tokenizer):
-    from models.title import TitleBERT
+    from models.title import TitleBERT, TitleConfig
     from models.weights import assign_weights
 
     weights, config = _load_export(Path(rundir), ("title_finetune",), manifest, workdir)
-    sizes = config["sizes"]
-    model = TitleBERT.from_config(config["model_config"], sizes, tokenizer)
+    model = TitleBERT.from_config(_model_config(TitleConfig, rundir, config), config["sizes"], tokenizer)
+    problem = assign_weights(model, weights)
+    if problem:
+        raise ExportError(f"{rundir}: {problem}")
+    return model, config
+
+
+def load_word2vec(rundir: Path, manifest: dict, workdir: Path):
+    from models.weights import assign_weights
+    from models.word2vec import Word2Vec, Word2VecConfig
+
+    weights, config = _load_export(Path(rundir), ("word2vec",), manifest, workdir)
+    model = Word2Vec.from_config(_model_config(Word2VecConfig, rundir, config), config["sizes"])
     problem = assign_weights(model, weights)
     if problem:
         raise ExportError(f"{rundir}: {problem}")
@@ -135,7 +159,7 @@ class Ensemble:
     """Everything inference needs from a work directory and the two run directories, loaded once."""
 
     def __init__(self, workdir: Path, dae_run: Path | None, title_run: Path | None, settings: Settings,
-                 neighbours_runs: list[Path] = (), blend_path: Path | None = None):
+                 neighbours_runs: list[Path] = (), blend_path: Path | None = None, word2vec_run: Path | None = None):
         from data.workdir import index_of, verify_workdir
         from data.title import TitleTokenizer
         from inference import blend
@@ -152,7 +176,7 @@ class Ensemble:
         with np.load(self.workdir / "release_dates.npz", allow_pickle=False) as f:
             self.release_dates = f["release_dates"]
         self.tokenizer = TitleTokenizer(self.workdir / "title.model")
-        self.dae = self.title = None
+        self.dae = self.title = self.word2vec = None
         self.neighbours = {}  # kind (item_cf, playlist_cf, ease) -> the neighbour member of that kind
         self.max_songs = self.max_tags = None
         if dae_run is not None:
@@ -163,6 +187,8 @@ class Ensemble:
         if title_run is not None:
             self.title, config = load_title(title_run, self.manifest, self.workdir, self.tokenizer)
             self.title_output = config["trained_with"]["loss"].get("item_loss", "bce")
+        if word2vec_run is not None:
+            self.word2vec, _ = load_word2vec(word2vec_run, self.manifest, self.workdir)
         for run in neighbours_runs:
             from inference.neighbours import ExportError as NeighbourError
             from inference.neighbours import load_neighbours
@@ -175,7 +201,7 @@ class Ensemble:
 
     def members(self) -> list[str]:
         """The members a fitted blend weighs: the loaded models (neighbour members by kind), then popularity."""
-        loaded = (("dae", self.dae), ("title", self.title))
+        loaded = (("dae", self.dae), ("title", self.title), ("word2vec", self.word2vec))
         return [name for name, model in loaded if model is not None] + list(self.neighbours) + ["popular"]
 
     # -------------------------------------------------------------- questions
@@ -227,6 +253,14 @@ class Ensemble:
 
         song_logits, tag_logits = self.title.recommend_logits(tf.constant(_padded([r["title"] for r in records])))
         return _probabilities(song_logits, self.title_output), _probabilities(tag_logits, self.title_output)
+
+    def _word2vec_probabilities(self, records: list[dict]):
+        """Softmax over the songs and over the tags of the question's mean input vector · every output vector."""
+        import tensorflow as tf
+
+        song_logits, tag_logits = self.word2vec.recommend_logits(
+            *(tf.constant(_padded([r[k] for r in records])) for k in ("songs", "tags", "title")))
+        return tf.nn.softmax(song_logits), tf.nn.softmax(tag_logits)
 
     @staticmethod
     def _propose(probabilities, blocked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -299,7 +333,8 @@ class Ensemble:
         has_title = np.array([bool(r["title"]) for r in rs])
         dae_reads_title = self.dae is not None and self.dae.piece_offset is not None
         models = {"dae": (self.dae, (n > 0) | (has_title & dae_reads_title), self._dae_probabilities),
-                  "title": (self.title, has_title, self._title_probabilities)}
+                  "title": (self.title, has_title, self._title_probabilities),
+                  "word2vec": (self.word2vec, (n > 0) | has_title, self._word2vec_probabilities)}
         out = {}
         for name, (model, runs, probabilities) in models.items():
             if model is None:

@@ -1,7 +1,7 @@
 """Fit the ensemble's blend weights per question type on the protocol's tuning questions.
 
     python -m inference.fit_blend --questions QUESTIONS --answers ANSWERS --work WORKDIR --out BLEND_JSON \
-        [--dae RUNDIR] [--title RUNDIR] [--neighbours RUNDIR ...] [--config configs/ensemble.yaml]
+        [--dae RUNDIR] [--title RUNDIR] [--word2vec RUNDIR] [--neighbours RUNDIR ...] [--config configs/ensemble.yaml]
 
 Only the tuning part of QUESTIONS (evaluate/protocol.py) is read for the fit; the report part stays
 untouched. Every member proposes its candidates once (inference/ensemble.py), then inference/blend.py
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dae", type=Path)
     parser.add_argument("--title", type=Path)
     parser.add_argument("--neighbours", type=Path, action="append", default=[], help="repeatable: one per kind")
+    parser.add_argument("--word2vec", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="the blend file to write (JSON)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     args = parser.parse_args(argv)
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         questions = load_playlists(args.questions)
         answers = {a["id"]: a for a in load_playlists(args.answers)}
-        ensemble = Ensemble(args.work, args.dae, args.title, Settings.load(args.config), args.neighbours)
+        ensemble = Ensemble(args.work, args.dae, args.title, Settings.load(args.config), args.neighbours,
+                            word2vec_run=args.word2vec)
     except (MelonDataError, WorkdirError, ExportError, NeighbourError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

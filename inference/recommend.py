@@ -37,7 +37,7 @@ def _width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
-def _cell(text: str, width: int) -> str:
+def cell(text: str, width: int) -> str:
     """``text`` cut and padded to ``width`` terminal columns (Hangul counts double)."""
     out = ""
     for c in text:
@@ -49,16 +49,16 @@ def _cell(text: str, width: int) -> str:
 
 
 def table(result: dict, song_meta: list[dict], top: int) -> str:
-    lines = [f"{'rank':>4}  {_cell('song', 40)}  {_cell('artists', 28)}  {'score':>7}"]
+    lines = [f"{'rank':>4}  {cell('song', 40)}  {cell('artists', 28)}  {'score':>7}"]
     for rank, (song, score) in enumerate(zip(result["songs"][:top], result["song_scores"] + [0.0] * top), 1):
         meta = song_meta[song] if 0 <= song < len(song_meta) else {}
         name = f"{meta.get('song_name', '?')} ({song})"
         artists = ", ".join(meta.get("artist_name_basket", []))
-        lines.append(f"{rank:>4}  {_cell(name, 40)}  {_cell(artists, 28)}  {score:7.4f}")
+        lines.append(f"{rank:>4}  {cell(name, 40)}  {cell(artists, 28)}  {score:7.4f}")
     lines.append("")
-    lines.append(f"{'rank':>4}  {_cell('tag', 40)}  {'score':>7}")
+    lines.append(f"{'rank':>4}  {cell('tag', 40)}  {'score':>7}")
     for rank, (tag, score) in enumerate(zip(result["tags"], result["tag_scores"] + [0.0] * 10), 1):
-        lines.append(f"{rank:>4}  {_cell(tag, 40)}  {score:7.4f}")
+        lines.append(f"{rank:>4}  {cell(tag, 40)}  {score:7.4f}")
     return "\n".join(lines)
 
 

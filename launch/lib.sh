@@ -7,13 +7,15 @@
 #   pretrain   hvd_train/title.py pretrain --work W --out RUN/title-pretrain   RUN/title-pretrain
 #   finetune   hvd_train/title.py finetune --work W --out RUN/title-finetune   RUN/title-finetune
 #              --init PRETRAIN_RUN (default RUN/title-pretrain)
+#   word2vec   hvd_train/word2vec.py --work W --out RUN/word2vec               RUN/word2vec
 #
 # Overrides: [STAGE:]KEY=VALUE, e.g. train.epochs=10 (every stage), dae:loss.artist_weight=0.2 (the DAE
-# only), title:train.warmup_steps=2000 (pretrain and finetune). MELON_DAE_CONFIG / MELON_TITLE_CONFIG
-# replace configs/dae.yaml / configs/title.yaml. MELON_DRY_RUN=1 prints commands instead of running them.
+# only), title:train.warmup_steps=2000 (pretrain and finetune). MELON_DAE_CONFIG / MELON_TITLE_CONFIG /
+# MELON_WORD2VEC_CONFIG replace configs/dae.yaml / configs/title.yaml / configs/word2vec.yaml.
+# MELON_DRY_RUN=1 prints commands instead of running them.
 set -euo pipefail
 
-MELON_TRAINER_STAGES=(dae pretrain finetune)
+MELON_TRAINER_STAGES=(dae pretrain finetune word2vec)
 MELON_SETS=()
 
 # The comment block at the top of a script (after the shebang, #SBATCH and shellcheck lines): its --help.
@@ -44,14 +46,14 @@ melon_parse_stages() {
     done
 }
 
-# Record a trainer override [STAGE:]KEY=VALUE (STAGE: dae, pretrain, finetune or title).
+# Record a trainer override [STAGE:]KEY=VALUE (STAGE: dae, pretrain, finetune, title or word2vec).
 melon_add_set() {
     local spec=$1 key=${1%%=*}
     [[ $spec == *=* && -n $key ]] || melon_die "--set '$spec': expected [STAGE:]KEY=VALUE, e.g. train.epochs=10"
     if [[ $key == *:* ]]; then
         case ${key%%:*} in
-            dae|pretrain|finetune|title) ;;
-            *) melon_die "--set '$spec': unknown stage '${key%%:*}' (dae, pretrain, finetune, title)" ;;
+            dae|pretrain|finetune|title|word2vec) ;;
+            *) melon_die "--set '$spec': unknown stage '${key%%:*}' (dae, pretrain, finetune, title, word2vec)" ;;
         esac
     fi
     MELON_SETS+=("$spec")
@@ -62,6 +64,7 @@ melon_stage_dir() {
         dae) echo dae ;;
         pretrain) echo title-pretrain ;;
         finetune) echo title-finetune ;;
+        word2vec) echo word2vec ;;
         *) melon_die "unknown stage '$1'" ;;
     esac
 }
@@ -74,6 +77,9 @@ melon_trainer_args() {
         pretrain|finetune)
             MELON_ARGS=(hvd_train/title.py "$stage")
             [[ -z ${MELON_TITLE_CONFIG:-} ]] || MELON_ARGS+=(--config "$MELON_TITLE_CONFIG") ;;
+        word2vec)
+            MELON_ARGS=(hvd_train/word2vec.py)
+            [[ -z ${MELON_WORD2VEC_CONFIG:-} ]] || MELON_ARGS+=(--config "$MELON_WORD2VEC_CONFIG") ;;
         *) melon_die "unknown stage '$stage'" ;;
     esac
     MELON_ARGS+=(--work "$work" --out "$run/$(melon_stage_dir "$stage")")
@@ -82,7 +88,7 @@ melon_trainer_args() {
         key=${spec%%=*}
         if [[ $key == *:* ]]; then
             target=${key%%:*}
-            [[ $target == "$stage" || ($target == title && $stage != dae) ]] || continue
+            [[ $target == "$stage" || ($target == title && ($stage == pretrain || $stage == finetune)) ]] || continue
             spec=${spec#*:}
         fi
         MELON_ARGS+=(--set "$spec")

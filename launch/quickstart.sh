@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The main job, end to end, on one machine: setup -> data -> official split -> preprocessing (mpirun) ->
-# DAE and title BERT training (horovodrun) -> ensemble inference -> evaluation table.
+# DAE, title BERT and Word2Vec training (horovodrun) -> ensemble inference -> evaluation table.
 #
 #   bash launch/quickstart.sh [--scale tiny|small|melon] [--seed N] [--data DIR] [--out DIR] [--np N]
-#                             [--dae-epochs N] [--pretrain-epochs N] [--finetune-epochs N] [--steps-per-epoch N]
-#                             [--set [STAGE:]KEY=VALUE ...]
+#                             [--dae-epochs N] [--pretrain-epochs N] [--finetune-epochs N] [--word2vec-epochs N]
+#                             [--steps-per-epoch N] [--set [STAGE:]KEY=VALUE ...]
 #
 #   --scale   size of the embedded synthetic data set (default small)
 #   --seed    generator seed (default 0)
@@ -17,19 +17,21 @@
 #             epochs, not 3, make fine-tuning beat fine-tuning from scratch: bench/title_pretraining.py;
 #             the DAE warms up over its first 60 steps to a 2.5e-3 peak at np 2, with decoupled weight decay
 #             1.0 on its item table: bench/dae_curves.py)
+#   --word2vec-epochs
+#             Word2Vec epochs (default 10; configs/word2vec.yaml holds 20)
 #   --steps-per-epoch
 #             cap every trainer's epoch at N steps (train.steps_per_epoch; default: full passes), for
 #             time-budget runs at melon scale, where one DAE pass takes most of an hour on 2 CPU cores
 #   --set     a trainer override, repeatable, as in launch/train.sh: train.seed=1 (every stage),
-#             dae:KEY=VALUE, pretrain:/finetune:KEY=VALUE (one stage), title:KEY=VALUE (both title
-#             stages); applied after the short schedule above, so it can change it
+#             dae:KEY=VALUE, pretrain:/finetune:/word2vec:KEY=VALUE (one stage), title:KEY=VALUE (both
+#             title stages); applied after the short schedule above, so it can change it
 #
 # Every stage prints where its outputs go; $out/timings.json holds the wall seconds of each stage's last
 # run. Trainers resume from their checkpoints when rerun, so a rerun (or a run with more epochs) continues
 # where the last one stopped.
 set -euo pipefail
 peer=playlist_cf  # the strongest peer on the tuning half of small (bench/peers.py), printed beside the ensemble
-scale=small seed=0 data="" out="" np=2 dae_epochs=5 pretrain_epochs=20 finetune_epochs=3 budget=()
+scale=small seed=0 data="" out="" np=2 dae_epochs=5 pretrain_epochs=20 finetune_epochs=3 word2vec_epochs=10 budget=()
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=lib.sh
 source launch/lib.sh
@@ -46,6 +48,7 @@ while (($#)); do
         --dae-epochs) need "$@"; dae_epochs=$2; shift 2 ;;
         --pretrain-epochs) need "$@"; pretrain_epochs=$2; shift 2 ;;
         --finetune-epochs) need "$@"; finetune_epochs=$2; shift 2 ;;
+        --word2vec-epochs) need "$@"; word2vec_epochs=$2; shift 2 ;;
         --steps-per-epoch) need "$@"; budget=("train.steps_per_epoch=$2"); shift 2 ;;
         --set) need "$@"; user_sets+=("$2"); shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -56,6 +59,7 @@ done
 for spec in "dae:train.epochs=$dae_epochs" dae:train.warmup_steps=60 dae:train.lr_multiplier=0.15 dae:train.weight_decay=1.0 \
     "pretrain:train.epochs=$pretrain_epochs" pretrain:train.warmup_steps=300 \
     "finetune:train.epochs=$finetune_epochs" finetune:train.warmup_steps=300 validation.every_epochs=1 \
+    "word2vec:train.epochs=$word2vec_epochs" \
     ${budget[@]+"${budget[@]}"} ${user_sets[@]+"${user_sets[@]}"}; do
     melon_add_set "$spec"
 done
@@ -121,13 +125,16 @@ stage "title BERT pretraining (masked pieces): horovodrun -np $np, $pretrain_epo
 timed title_pretrain train pretrain
 stage "title BERT fine-tuning: horovodrun -np $np, $finetune_epochs epochs -> $out/title-finetune"
 timed title_finetune train finetune
+stage "Word2Vec (songs, tags, title pieces): horovodrun -np $np, $word2vec_epochs epochs -> $out/word2vec"
+timed word2vec train word2vec
 
 stage "neighbour members: item-item CF -> $out/neighbours, playlist-neighbour CF -> $out/playlists"
 timed neighbours python -m inference.neighbours --work "$work" --out "$out/neighbours" --kind item_cf
 timed playlists python -m inference.neighbours --work "$work" --out "$out/playlists" --kind playlist_cf
 
 questions=$split/questions/val.json answers=$split/answers/val.json
-models=(--dae "$out/dae" --title "$out/title-finetune" --neighbours "$out/neighbours" --neighbours "$out/playlists")
+models=(--dae "$out/dae" --title "$out/title-finetune" --word2vec "$out/word2vec" --neighbours "$out/neighbours"
+    --neighbours "$out/playlists")
 stage "blend weights per question type, fitted on the tuning half of $questions -> $out/blend.json"
 timed blend python -m inference.fit_blend --questions "$questions" --answers "$answers" --work "$work" "${models[@]}" \
     --out "$out/blend.json"
@@ -138,12 +145,13 @@ timed ensemble python -m inference --questions "$questions" --work "$work" "${mo
     --out "$out/results/ensemble.json"
 python -m inference --questions "$questions" --work "$work" --dae "$out/dae" --out "$out/results/dae.json" --no-progress
 python -m inference --questions "$questions" --work "$work" --title "$out/title-finetune" --out "$out/results/title.json" --no-progress
+python -m inference --questions "$questions" --work "$work" --word2vec "$out/word2vec" --out "$out/results/word2vec.json" --no-progress
 stage "the strongest classical peer, $peer (bench/peers.py, its tuned defaults) -> $out/results/$peer.json"
 timed peer python -m bench.peers "$peer" --split "$split" --meta "$data/song_meta.json" --out "$out/results/$peer.json"
 
 stage "evaluation on the report half of $answers (nothing was tuned on it) -> $out/scores/"
 tables=()
-for model in ensemble dae title "$peer" popular; do
+for model in ensemble dae title word2vec "$peer" popular; do
     python -m evaluate --gt "$answers" --rec "$out/results/$model.json" --questions "$questions" --part report \
         --out "$out/scores/$model.json" >/dev/null
     tables+=("$model=$out/scores/$model.json")
