@@ -105,3 +105,29 @@ def test_fit_chooses_the_power_that_ranks_an_item_both_members_like_first():
     assert fitted["power"]["tags"] == 1.0  # a tie keeps the first power tried
     assert fit({"a": a, "b": b}, truth, sizes, ["songs-only"] * n, powers=(1.0,))["tuning"]["songs-only"]["songs"][
         "blend"] < 0.7
+
+
+def test_with_six_members_the_local_search_finds_what_the_whole_grid_finds(monkeypatch):
+    """Six members at steps 10 (3,003 grid points): the coarse grid plus local search, against every point."""
+    from inference import blend
+
+    rng = np.random.default_rng(3)
+    questions, items = 60, 40
+    truth = [set(rng.choice(items, 6, replace=False).tolist()) for _ in range(questions)]
+    members = []
+    for quality in (0.9, 0.6, 0.4, 0.3, 0.2, 0.1):  # how much each member's scores know of the answers
+        items_, scores = np.zeros((questions, items), int), np.zeros((questions, items))
+        for q in range(questions):
+            signal = np.array([1.0 if i in truth[q] else 0.0 for i in range(items)])
+            value = quality * signal + rng.random(items)
+            order = np.argsort(-value)
+            items_[q], scores[q] = order, value[order]
+        members.append(Candidates(items_, scores, items_[:, :4], scores[:, :4]))
+    pool = Pool(members, "songs", truth, np.full(questions, 6))
+    names, rows = [f"m{i}" for i in range(6)], np.arange(questions)
+    local, _ = blend._best(pool, names, rows, 10)
+    monkeypatch.setattr(blend, "EXHAUSTIVE", 10_000)
+    full, _ = blend._best(pool, names, rows, 10)
+    assert np.isclose(local.sum(), 1.0) and (local >= 0).all() and np.allclose(local * 10, np.round(local * 10))
+    assert pool.ndcg(local, rows) == pytest.approx(pool.ndcg(full, rows), abs=1e-9)
+    assert pool.ndcg(local, rows) > max(pool.ndcg(np.eye(6)[m], rows) for m in range(6))
