@@ -1,4 +1,10 @@
-"""Shared fixtures: one tiny synthetic data set and its official split, written to real files once."""
+"""Shared fixtures, each made once per session and only read by the tests that use them: one tiny synthetic
+data set, its official split and work directories (np 1 and np 2); one tiny two-rank DAE training
+(``dae_run``); and one tiny main job, ``launch/quickstart.sh --scale tiny`` (``quickstart_tiny``: data, split,
+preprocessing, DAE, title pretraining and fine-tuning, Word2Vec, neighbour members, blend, results, scores).
+
+A test that changes a run's files works on a copy (``shutil.copytree``); a test that needs other settings, a
+resume or a failure starts its own run."""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_module(module: str, *args, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` from the repository root, as a user would."""
-    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"python -m {module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -52,3 +59,64 @@ def workdirs(tiny_data, tiny_split, tmp_path_factory):
 
 def load(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------------------------ one tiny DAE run
+
+# The tiny DAE the trainer tests train (tests/test_dae_trainer.py): 12 steps an epoch at np 2 on `workdirs`.
+DAE_FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "--set", "validation.every_epochs=1",
+            "--set", "model.hidden=48", "--set", "model.ffn=96", "--set", "validation.batch_size=128"]
+
+
+def train_dae(np_: int | None, work, out, *extra, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``horovodrun -np N python hvd_train/dae.py --work WORK --out OUT`` with :data:`DAE_FAST` and ``extra``;
+    with ``np_=None`` the trainer alone, ``python hvd_train/dae.py ...``, one process without horovodrun."""
+    launcher = [] if np_ is None else ["horovodrun", "-np", str(np_)]
+    cmd = [*launcher, sys.executable, str(REPO / "hvd_train/dae.py"), "--work", str(work),
+           "--out", str(out), *DAE_FAST, *map(str, extra)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+DAE_RUN_SETTINGS = ["--set", "train.epochs=3", "--set", "model.dropout=0.0"]
+
+
+@pytest.fixture(scope="session")
+def dae_run(workdirs, tmp_path_factory):
+    """One tiny two-rank DAE training on ``workdirs[0]``: 3 epochs, without dropout, so that a run resumed
+    after epoch 2 must end on its very weights (tests/test_dae_trainer.py). Returns (run folder, stdout).
+    Read by the fast tier's one real two-rank training test, the trainer's curve, schedule, resume and
+    refusal tests, and the export loader test of tests/test_no_unsafe_loading.py."""
+    out = tmp_path_factory.mktemp("dae_run") / "run"
+    proc = train_dae(2, workdirs[0], out, *DAE_RUN_SETTINGS)
+    return out, proc.stdout
+
+
+# ------------------------------------------------------------------------------- one tiny main job
+
+QUICKSTART_EPOCHS = ("1", "1", "1")  # DAE, title pretraining, fine-tuning: the tiny benchmark's --epochs too
+
+
+@pytest.fixture(scope="session")
+def quickstart_tiny(tmp_path_factory) -> Path:
+    """The main job at tiny scale, as a user runs it: ``bash launch/quickstart.sh --scale tiny`` into
+    ROOT/runs/quickstart-tiny (seed 0: its own data, split and work directory, not ``tiny_data``'s), one
+    epoch per training stage, its stdout and stderr in ROOT/runs/quickstart-tiny.log. Returns the run folder.
+    bench.quality --out-root ROOT/runs reuses it as a finished run (tests/test_bench_quality.py); the
+    inference tests read its models, neighbour members and blend (tests/test_inference.py), and
+    tests/test_quickstart.py its log, timings and scores. Tests requesting it need a timeout of 1800 s: the
+    first of them to run waits for the whole job."""
+    root = tmp_path_factory.mktemp("quickstart")
+    run = root / "runs/quickstart-tiny"
+    run.parent.mkdir(parents=True)
+    dae, pretrain, finetune = QUICKSTART_EPOCHS
+    cmd = ["bash", "launch/quickstart.sh", "--scale", "tiny", "--out", str(run), "--dae-epochs", dae,
+           "--pretrain-epochs", pretrain, "--finetune-epochs", finetune, "--word2vec-epochs", "2"]
+    log = run.parent / "quickstart-tiny.log"
+    with open(log, "w", encoding="utf-8") as f:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, text=True, timeout=1500)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{log.read_text(encoding='utf-8')[-6000:]}")
+    return run

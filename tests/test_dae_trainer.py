@@ -1,5 +1,8 @@
 """The DAE trainer under real Horovod ranks: ranks stay in sync, loss falls, the learning rate follows
-the formula at np=1 and np=2, resume restores everything, and bad configs fail fast on every rank."""
+the formula at np=1 and np=2, resume restores everything, and bad configs fail fast on every rank.
+
+The two-rank, three-epoch run most tests read is the session's ``dae_run`` (tests/conftest.py), trained
+once; the fast tier's one real two-rank training is its weight-checksum test here."""
 
 from __future__ import annotations
 
@@ -7,28 +10,15 @@ import json
 import math
 import re
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, run_module
+from conftest import DAE_RUN_SETTINGS, REPO, run_module
+from conftest import train_dae as train  # horovodrun -np N hvd_train/dae.py with the tiny settings (DAE_FAST)
 from models.layers import Encoder
-
-FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "--set", "validation.every_epochs=1",
-        "--set", "model.hidden=48", "--set", "model.ffn=96", "--set", "validation.batch_size=128"]
-
-
-def train(np_: int, work, out, *extra, check=True, timeout=600) -> subprocess.CompletedProcess:
-    cmd = ["horovodrun", "-np", str(np_), sys.executable, str(REPO / "hvd_train/dae.py"), "--work", str(work),
-           "--out", str(out), *FAST, *map(str, extra)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
 
 
 def epoch_lines(output: str) -> list[tuple[int, float, float]]:
@@ -48,12 +38,18 @@ def test_last_block_on_cls_positions_only_is_exact():
     np.testing.assert_allclose(encoder(x, mask, False)[:, :3].numpy(), encoder(x, mask, False, outputs=3).numpy(), atol=1e-5)
 
 
-@pytest.mark.slow
-def test_two_ranks_stay_in_sync_loss_falls_and_lr_follows_the_formula(work, tmp_path):
-    proc = train(2, work, tmp_path / "run", "--set", "train.epochs=3")
-    out = proc.stdout
+def test_two_real_ranks_end_with_identical_weights(dae_run):
+    """The fast tier's one real `horovodrun -np 2` training (3 tiny epochs, the session's ``dae_run``)."""
+    run, out = dae_run
+    assert "2 ranks on CPU" in out and "global batch 128 (64 x 2 ranks)" in out
     checksums = re.search(r"weight checksums by rank: \[([^\]]+)\]", out).group(1).split(", ")
     assert len(checksums) == 2 and len(set(checksums)) == 1  # identical weights on both ranks
+    assert [e for e, _, _ in epoch_lines(out)] == [1, 2, 3] and (run / "export/weights.npz").is_file()
+
+
+@pytest.mark.slow
+def test_two_ranks_stay_in_sync_loss_falls_and_lr_follows_the_formula(dae_run):
+    run, out = dae_run  # 3 epochs at np 2 without dropout; its checksums: the test above
     epochs = epoch_lines(out)
     assert [e for e, _, _ in epochs] == [1, 2, 3]
     # the loss falls (softmax item loss of the hidden items, from about log(vocabulary): 9.8 -> 8.9 here; it
@@ -67,11 +63,11 @@ def test_two_ranks_stay_in_sync_loss_falls_and_lr_follows_the_formula(work, tmp_
         s = epoch * steps
         assert lr == pytest.approx(2 * 48 ** -0.5 * min(s ** -0.5, s * 20 ** -1.5), rel=1e-4)
     assert re.search(r"validation music [0-9.]+ tag [0-9.]+ score [0-9.]+", out)
-    assert (tmp_path / "run/export/weights.npz").exists() and (tmp_path / "run/export/config.json").exists()
-    assert (tmp_path / "run/tensorboard").is_dir() and list((tmp_path / "run/checkpoints").glob("ckpt-3*"))
+    assert (run / "export/weights.npz").exists() and (run / "export/config.json").exists()
+    assert (run / "tensorboard").is_dir() and list((run / "checkpoints").glob("ckpt-3*"))
     from bench.dae_curves import curve  # bench.dae_curves reads the same curve back from TensorBoard
 
-    recorded = curve(tmp_path / "run")
+    recorded = curve(run)
     assert [r["epoch"] for r in recorded] == [1, 2, 3]
     assert [r["score"] for r in recorded] == pytest.approx(scores, abs=5e-5)
     assert [r["lr"] for r in recorded] == pytest.approx([lr for _, _, lr in epochs], rel=1e-3)
@@ -81,8 +77,9 @@ def test_two_ranks_stay_in_sync_loss_falls_and_lr_follows_the_formula(work, tmp_
 def test_lr_schedule_at_one_rank_with_sqrt_scaling_a_multiplier_and_the_generalisation_levers(work, tiny_split, tmp_path):
     """One rank, sqrt scaling and lr_multiplier 0.5, with hidden targets, an untied output table, weight
     decay and the title segment on: the schedule follows the formula, the export carries the untied table
-    and the piece rows, and the exported DAE answers a title-only question from its title."""
-    out = train(1, work, tmp_path / "run", "--set", "train.epochs=1", "--set", "train.lr_scaling=sqrt",
+    and the piece rows, and the exported DAE answers a title-only question from its title. The trainer runs
+    as one plain process here (python hvd_train/dae.py, no horovodrun), as a user may start it."""
+    out = train(None, work, tmp_path / "run", "--set", "train.epochs=1", "--set", "train.lr_scaling=sqrt",
                 "--set", "train.lr_multiplier=0.5", "--set", "loss.targets=hidden", "--set", "model.tied_output=false",
                 "--set", "train.weight_decay=0.5", "--set", "model.title=true").stdout
     steps = int(re.search(r"(\d+) steps per epoch", out).group(1))
@@ -104,16 +101,19 @@ def test_lr_schedule_at_one_rank_with_sqrt_scaling_a_multiplier_and_the_generali
 
 
 @pytest.mark.slow
-def test_resume_restores_step_optimizer_slots_and_best_score(work, tmp_path):
+def test_resume_restores_step_optimizer_slots_and_best_score(work, dae_run, tmp_path):
+    """Two epochs, then a rerun to three: the same weights, slots and step as ``dae_run``'s three straight
+    epochs (the same settings; no dropout, whose per-rank streams a resume does not restore)."""
+    straight_run, _ = dae_run
+    assert "model.dropout=0.0" in DAE_RUN_SETTINGS and "train.epochs=3" in DAE_RUN_SETTINGS
     no_dropout = ["--set", "model.dropout=0.0"]
-    train(2, work, tmp_path / "straight", "--set", "train.epochs=3", *no_dropout)
     first = train(2, work, tmp_path / "resumed", "--set", "train.epochs=2", *no_dropout).stdout
     best = float(re.search(r"done: best validation score ([0-9.]+)", first).group(1))
     steps = int(re.search(r"(\d+) steps per epoch", first).group(1))
     second = train(2, work, tmp_path / "resumed", "--set", "train.epochs=3", *no_dropout).stdout
     assert re.search(rf"resumed from .*ckpt-2: epoch 2, step {2 * steps}, best score {best:.4f}", second)
     assert [e for e, _, _ in epoch_lines(second)] == [3]
-    straight = tf.train.load_checkpoint(str(tmp_path / "straight/checkpoints/ckpt-3"))
+    straight = tf.train.load_checkpoint(str(straight_run / "checkpoints/ckpt-3"))
     resumed = tf.train.load_checkpoint(str(tmp_path / "resumed/checkpoints/ckpt-3"))
     names = [n for n in straight.get_variable_to_shape_map() if n.startswith(("model/", "optimizer/"))]
     assert any("optimizer/m" in n for n in names) and any("optimizer/v" in n for n in names)
@@ -138,7 +138,7 @@ def test_a_config_without_a_section_is_refused_before_horovod_starts(tmp_path):
     """In process: the check that runs before hvd.init() names the missing section."""
     import yaml
 
-    from hvd_train.common import ConfigError, load_config
+    from hvd_train.config import ConfigError, load_config
     from hvd_train.dae import DEFAULT_CONFIG, check_config
 
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -180,22 +180,24 @@ def test_missing_or_corrupted_workdir_is_refused(work, tmp_path):
 
 
 @pytest.mark.slow
-def test_resuming_on_another_work_directory_is_refused(workdirs, tiny_data, tmp_path):
+def test_resuming_on_another_work_directory_is_refused(dae_run, tiny_data, tmp_path):
     from conftest import mpirun
 
-    train(1, workdirs[0], tmp_path / "run", "--set", "train.epochs=1")
+    shutil.copytree(dae_run[0], tmp_path / "run")  # a finished run on workdirs[0], its checkpoints included
     other = tmp_path / "other_work"
     split = tmp_path / "split"
     from conftest import run_module
 
     run_module("data.split", tiny_data / "train.json", "--out", split, "--seed", "1")  # other vocabularies
     mpirun(1, "--split", split, "--meta", tiny_data, "--out", other)
-    refused = train(1, other, tmp_path / "run", "--set", "train.epochs=2", check=False, timeout=180)
+    refused = train(1, other, tmp_path / "run", "--set", "train.epochs=4", check=False, timeout=180)
     assert refused.returncode != 0 and "trained on another work directory" in refused.stdout + refused.stderr
 
 
 def test_steps_per_epoch_is_what_the_fewest_rank_fills_or_the_cap():
-    from hvd_train.common import ConfigError, check_trainer_config, load_config, steps_per_epoch
+    from hvd_train.common import steps_per_epoch
+    from hvd_train.config import ConfigError, load_config
+    from hvd_train.dae import check_config
 
     manifest = {"shards": {"train": [{"records": 400, "kept": {"dae": r, "title": r // 10}} for r in (300, 260, 290, 250)]}}
     assert steps_per_epoch(manifest, 1, 100) == 11  # 1,100 records the DAE reads
@@ -204,7 +206,7 @@ def test_steps_per_epoch_is_what_the_fewest_rank_fills_or_the_cap():
     assert steps_per_epoch(manifest, 1, 10, stage="title") == 11  # 110 titled records: one pass, no wrap-around
     config = load_config(REPO / "configs/dae.yaml", ["train.steps_per_epoch=0"])
     with pytest.raises(ConfigError, match="train.steps_per_epoch must be positive or null"):
-        check_trainer_config(config, ("hidden", "blocks", "heads", "ffn"))
+        check_config(config)
 
 
 def test_the_manifest_counts_what_each_pipeline_keeps(work):

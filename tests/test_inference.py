@@ -1,37 +1,42 @@
-"""Ensemble inference on real exports of tiny trained models: valid results, filters, blend, bad input."""
+"""Ensemble inference on real exports of tiny trained models: valid results, filters, blend, bad input.
+
+The models, neighbour members and fitted blend are those of the session's tiny main job (``quickstart_tiny``
+in tests/conftest.py: launch/quickstart.sh --scale tiny, two-rank training), with its data, split and work
+directory; nothing is trained here. Every test of this file may be the first to need that job."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO, load, run_module
+from conftest import load, run_module
 from data.vocab import updt_day
 
-FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "--set", "validation.every_epochs=1",
-        "--set", "model.hidden=32", "--set", "model.ffn=64", "--set", "validation.batch_size=128",
-        "--set", "train.epochs=1"]
-
-
-def train(script: str, *args) -> None:
-    cmd = [sys.executable, str(REPO / "hvd_train" / script), *map(str, args), *FAST]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+# the first test to request the tiny main job waits for all of it (tests/conftest.py's quickstart_tiny)
+pytestmark = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")
-def runs(workdirs, tmp_path_factory):
-    """A DAE and a fine-tuned title model trained for one epoch on the tiny work directory (one process)."""
-    root = tmp_path_factory.mktemp("inference_runs")
-    work = workdirs[0]
-    train("dae.py", "--work", work, "--out", root / "dae")
-    train("title.py", "finetune", "--work", work, "--out", root / "title")
-    return work, root / "dae", root / "title"
+def runs(quickstart_tiny):
+    """The tiny main job's work directory, its DAE and its fine-tuned title model (one epoch each, two ranks)."""
+    run = quickstart_tiny
+    return run / "work", run / "dae", run / "title-finetune"
+
+
+@pytest.fixture(scope="module")
+def split_dir(quickstart_tiny):
+    """The official split the tiny main job made (questions/val.json, answers/val.json, orig/train.json)."""
+    return quickstart_tiny / "split"
+
+
+@pytest.fixture(scope="module")
+def data_dir(quickstart_tiny):
+    """The tiny main job's synthetic data (train.json, song_meta.json)."""
+    return quickstart_tiny / "data"
 
 
 def infer(work, dae, title, questions, out, *extra, check=True) -> subprocess.CompletedProcess:
@@ -42,9 +47,9 @@ def infer(work, dae, title, questions, out, *extra, check=True) -> subprocess.Co
 
 
 @pytest.mark.slow
-def test_results_are_valid_filtered_and_scored_by_the_official_evaluator(runs, tiny_split, tiny_data, tmp_path):
+def test_results_are_valid_filtered_and_scored_by_the_official_evaluator(runs, split_dir, data_dir, tmp_path):
     work, dae, title = runs
-    questions_file = tiny_split / "questions/val.json"
+    questions_file = split_dir / "questions/val.json"
     out = tmp_path / "results.json"
     infer(work, dae, title, questions_file, out)
     questions, results = load(questions_file), load(out)
@@ -55,14 +60,14 @@ def test_results_are_valid_filtered_and_scored_by_the_official_evaluator(runs, t
         assert len(r["songs"]) == len(set(r["songs"])) == 100 and len(r["tags"]) == len(set(r["tags"])) == 10
         assert not set(r["songs"]) & set(q["songs"]) and not set(r["tags"]) & set(q["tags"])
         assert all(release[s] <= updt_day(q["updt_date"]) for s in r["songs"])  # nothing released after the update
-    scores = json.loads(run_module("evaluate", "--gt", tiny_split / "answers/val.json", "--rec", out, "--json").stdout)
+    scores = json.loads(run_module("evaluate", "--gt", split_dir / "answers/val.json", "--rec", out, "--json").stdout)
     assert scores["score"] > 0
 
 
 @pytest.mark.slow
-def test_blend_follows_the_models_and_title_only_questions_use_the_title_model(runs, tiny_split, tmp_path):
+def test_blend_follows_the_models_and_title_only_questions_use_the_title_model(runs, split_dir, tmp_path):
     work, dae, title = runs
-    questions = load(tiny_split / "questions/val.json")
+    questions = load(split_dir / "questions/val.json")
     title_only = [q for q in questions if not q["songs"] and not q["tags"]][:5]
     with_items = [q for q in questions if q["songs"]][:5]
     assert title_only and with_items
@@ -82,9 +87,9 @@ def test_blend_follows_the_models_and_title_only_questions_use_the_title_model(r
 
 
 @pytest.mark.slow
-def test_unknown_items_are_ignored_and_counted(runs, tiny_split, tmp_path):
+def test_unknown_items_are_ignored_and_counted(runs, split_dir, tmp_path):
     work, dae, title = runs
-    q = dict(load(tiny_split / "questions/val.json")[0])
+    q = dict(load(split_dir / "questions/val.json")[0])
     q["songs"] = q["songs"][:3] + [10**9]
     q["tags"] = ["a tag nobody has used"]
     q_file = tmp_path / "q.json"
@@ -115,10 +120,10 @@ def test_bad_questions_files_are_refused_with_the_record_named(runs, tmp_path, c
 
 
 @pytest.mark.slow
-def test_a_model_from_another_work_directory_is_refused(runs, workdirs, tiny_split, tmp_path):
+def test_a_model_from_another_work_directory_is_refused(runs, split_dir, tmp_path):
     work, dae, title = runs
     other = tmp_path / "other"
-    shutil.copytree(workdirs[1], other)
+    shutil.copytree(work, other)
     vocab = load(other / "vocab.json")
     vocab["tags"] = vocab["tags"][::-1]  # another vocabulary: same sizes, other order
     (other / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
@@ -126,20 +131,20 @@ def test_a_model_from_another_work_directory_is_refused(runs, workdirs, tiny_spl
     from data.workdir import sha256_file
     manifest["files"]["vocab.json"]["sha256"] = sha256_file(other / "vocab.json")
     (other / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    proc = infer(other, dae, None, tiny_split / "questions/val.json", tmp_path / "r.json", check=False)
+    proc = infer(other, dae, None, split_dir / "questions/val.json", tmp_path / "r.json", check=False)
     assert proc.returncode == 2 and "trained with another vocab.json" in proc.stderr
     assert not (tmp_path / "r.json").exists()
 
 
 @pytest.mark.slow
-def test_one_playlist_from_the_command_line(runs, tiny_data):
+def test_one_playlist_from_the_command_line(runs, data_dir):
     work, dae, title = runs
-    song = load(tiny_data / "train.json")[0]["songs"][0]
+    song = load(data_dir / "train.json")[0]["songs"][0]
     args = ["--work", work, "--dae", dae, "--title", title, "--title-text", "새벽 감성 발라드", "--songs", song,
             "--tags", "힐링", "--top", "5"]
-    proc = run_module("inference.recommend", *args, "--meta", tiny_data / "song_meta.json")
+    proc = run_module("inference.recommend", *args, "--meta", data_dir / "song_meta.json")
     # --meta means the same in every entry point: the file, or the data folder holding it
-    assert run_module("inference.recommend", *args, "--meta", tiny_data).stdout == proc.stdout
+    assert run_module("inference.recommend", *args, "--meta", data_dir).stdout == proc.stdout
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("playlist: title '새벽 감성 발라드', 1 songs, tags ['힐링']")
     assert sum(1 for line in lines if line.strip()[:1].isdigit()) == 5 + 10  # 5 songs shown, then 10 tags
@@ -163,62 +168,59 @@ def test_a_question_with_nothing_usable_gets_date_filtered_popularity(runs, tmp_
 
 
 @pytest.fixture(scope="module")
-def blended(runs, tiny_split, tmp_path_factory):
-    """The neighbour member of the tiny work directory and a blend of all three models fitted on the tuning
-    half of the tiny validation questions."""
-    work, dae, title = runs
-    root = tmp_path_factory.mktemp("blended")
-    run_module("inference.neighbours", "--work", work, "--out", root / "neighbours")
-    run_module("inference.neighbours", "--work", work, "--out", root / "playlists", "--kind", "playlist_cf")
-    proc = run_module("inference.fit_blend", "--questions", tiny_split / "questions/val.json", "--answers",
-                      tiny_split / "answers/val.json", "--work", work, "--dae", dae, "--title", title,
-                      "--neighbours", root / "neighbours", "--neighbours", root / "playlists", "--out", root / "blend.json")
-    return root / "neighbours", root / "blend.json", proc.stderr
+def blended(quickstart_tiny):
+    """The tiny main job's neighbour members (python -m inference.neighbours --kind item_cf, playlist_cf) and
+    its blend of all the models, fitted on the tuning half of the validation questions (inference.fit_blend);
+    the test below reads the playlist member from the folder next to the item one."""
+    run = quickstart_tiny
+    assert (run / "playlists/export/config.json").is_file() and (run / "blend.json").is_file()
+    return run / "neighbours", run / "blend.json", (run.parent / "quickstart-tiny.log").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
-def test_a_fitted_blend_gives_valid_results_and_records_what_it_was_fitted_on(runs, blended, tiny_split, tmp_path):
+def test_a_fitted_blend_gives_valid_results_and_records_what_it_was_fitted_on(runs, blended, split_dir, quickstart_tiny,
+                                                                              tmp_path):
     from evaluate.protocol import parts
 
     work, dae, title = runs
     neighbours, blend_file, log = blended
-    questions = load(tiny_split / "questions/val.json")
+    questions = load(split_dir / "questions/val.json")
     blend = load(blend_file)
-    assert blend["members"] == ["dae", "title", "item_cf", "playlist_cf", "popular"]
+    assert blend["members"] == ["dae", "title", "word2vec", "item_cf", "playlist_cf", "popular"]  # quickstart's
     assert blend["tuning_questions"] == len(parts(questions)["tune"]) < len(questions)
     for weights in blend["weights"].values():  # song and tag weights on the simplex
         for k in (0, 1):
             assert sum(w[k] for w in weights.values()) == pytest.approx(1.0) or not any(w[k] for w in weights.values())
     out = tmp_path / "r.json"
-    infer(work, dae, title, tiny_split / "questions/val.json", out, "--neighbours", neighbours, "--neighbours",
-          neighbours.parent / "playlists", "--blend", blend_file)
+    infer(work, dae, title, split_dir / "questions/val.json", out, "--word2vec", quickstart_tiny / "word2vec",
+          "--neighbours", neighbours, "--neighbours", neighbours.parent / "playlists", "--blend", blend_file)
     results = load(out)
     assert [r["id"] for r in results] == [q["id"] for q in questions]
     for q, r in zip(questions, results):
         assert len(set(r["songs"])) == 100 and len(set(r["tags"])) == 10
         assert not set(r["songs"]) & set(q["songs"]) and not set(r["tags"]) & set(q["tags"])
-    report = json.loads(run_module("evaluate", "--gt", tiny_split / "answers/val.json", "--rec", out, "--questions",
-                                   tiny_split / "questions/val.json", "--part", "report", "--json").stdout)
+    report = json.loads(run_module("evaluate", "--gt", split_dir / "answers/val.json", "--rec", out, "--questions",
+                                   split_dir / "questions/val.json", "--part", "report", "--json").stdout)
     assert report["part"] == "report" and report["n"] == len(parts(questions)["report"]) and report["score"] > 0
 
 
 @pytest.mark.slow
-def test_a_blend_for_other_members_is_refused(runs, blended, tiny_split, tmp_path):
+def test_a_blend_for_other_members_is_refused(runs, blended, split_dir, tmp_path):
     work, dae, title = runs
     neighbours, blend_file, _ = blended
-    proc = infer(work, dae, None, tiny_split / "questions/val.json", tmp_path / "r.json", "--neighbours", neighbours,
+    proc = infer(work, dae, None, split_dir / "questions/val.json", tmp_path / "r.json", "--neighbours", neighbours,
                  "--blend", blend_file, check=False)
     assert proc.returncode == 2 and "fitted for the members" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "r.json").exists()
 
 
 @pytest.mark.slow
-def test_the_neighbour_member_alone_recommends_co_occurring_songs(runs, blended, tiny_split, tmp_path):
+def test_the_neighbour_member_alone_recommends_co_occurring_songs(runs, blended, split_dir, tmp_path):
     """A question made of one training playlist's first songs: the neighbour member ranks that playlist's
     other songs above the popularity ranking does."""
     work, _, _ = runs
     neighbours, _, _ = blended
-    train = [p for p in load(tiny_split / "orig/train.json") if len(p["songs"]) >= 20][:10]
+    train = [p for p in load(split_dir / "orig/train.json") if len(p["songs"]) >= 20][:10]
     questions = [{**p, "id": 10_000 + i, "songs": p["songs"][:5], "tags": [], "updt_date": "2030-01-01 00:00:00.000"}
                  for i, p in enumerate(train)]
     q_file = tmp_path / "q.json"

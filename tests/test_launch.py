@@ -52,7 +52,8 @@ def commands(proc: subprocess.CompletedProcess) -> list[list[str]]:
 
 def test_every_script_passes_shellcheck():
     assert len(SBATCH) == 4 and (LAUNCH / "train.sh") in SCRIPTS
-    proc = subprocess.run([tool("shellcheck"), *map(str, SCRIPTS)], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([tool("shellcheck"), *map(str, SCRIPTS)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -74,7 +75,7 @@ def test_every_script_is_strict_and_answers_help(script):
 
 def test_dockerfile_passes_hadolint_and_installs_only_what_ngc_lacks_pinned_like_pyproject():
     proc = subprocess.run([tool("hadolint"), "--failure-threshold", "style", "Dockerfile.horovod"], cwd=REPO,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
     text = (REPO / "Dockerfile.horovod").read_text(encoding="utf-8")
     assert re.search(r"^FROM nvcr\.io/nvidia/tensorflow:25\.02-tf2-py3$", text, re.M)

@@ -244,3 +244,16 @@ def test_export_loader_refuses_a_pickled_npz_without_running_it(tmp_path):
     assert not marker.exists()
     np.savez(export / "weights.npz", embedding=np.zeros((2, 3), np.float32))
     assert read_export(export)[0]["embedding"].shape == (2, 3)  # plain arrays load
+
+
+def test_a_real_trainer_export_holds_plain_arrays_only(dae_run):
+    """The weights.npz the DAE trainer really writes (the session's two-rank run) loads with pickles refused:
+    every array numeric, none an object array; its config.json is plain JSON."""
+    from models.export import read_export
+
+    run, _ = dae_run
+    with np.load(run / "export/weights.npz", allow_pickle=False) as weights:
+        assert weights.files and all(weights[n].dtype != object for n in weights.files)
+        names = set(weights.files)
+    arrays, config = read_export(run / "export")
+    assert set(arrays) == names and config["model"] == "dae"

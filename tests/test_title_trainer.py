@@ -1,5 +1,6 @@
 """The title trainer under real Horovod ranks: MLM pretraining, weight transfer into fine-tuning, resume,
-identical weights across ranks, and refusal of a pretrained model that does not fit."""
+identical weights across ranks, and refusal of a pretrained model that does not fit; and fine-tuning from
+scratch as one plain process (no horovodrun)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "--set
         "--set", "model.hidden=32", "--set", "model.ffn=64", "--set", "validation.batch_size=128"]
 
 
-def title(np_: int, stage: str, work, out, *extra, check=True) -> subprocess.CompletedProcess:
-    cmd = ["horovodrun", "-np", str(np_), sys.executable, str(REPO / "hvd_train/title.py"), stage, "--work", str(work),
+def title(np_: int | None, stage: str, work, out, *extra, check=True) -> subprocess.CompletedProcess:
+    """horovodrun -np N python hvd_train/title.py STAGE ...; with ``np_=None`` one plain process, no horovodrun."""
+    launcher = [] if np_ is None else ["horovodrun", "-np", str(np_)]
+    cmd = [*launcher, sys.executable, str(REPO / "hvd_train/title.py"), stage, "--work", str(work),
            "--out", str(out), *FAST, *map(str, extra)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
@@ -64,6 +67,18 @@ def test_finetuning_starts_from_the_pretrained_encoder(workdirs, pretrained, tmp
     resumed = title(2, "finetune", workdirs[0], tmp_path / "ft", "--init", pre_out, "--set", "train.epochs=2").stdout
     assert "resumed from" in resumed and "epoch 1, step" in resumed
     assert [e for e in re.findall(r"\[title_finetune\] epoch (\d+):", resumed)] == ["2"]
+
+
+@pytest.mark.slow
+def test_finetuning_from_scratch_as_one_plain_process(workdirs, tmp_path):
+    """No --init (a fresh encoder) and no horovodrun (python hvd_train/title.py finetune, as a user may start
+    it): one process trains, validates on the title-only questions and exports."""
+    log = title(None, "finetune", workdirs[0], tmp_path / "ft", "--set", "train.epochs=1",
+                "--set", "train.steps_per_epoch=3").stdout
+    assert "global batch 64 (64 x 1 ranks), 3 steps per epoch" in log and len(checksums(log)) == 1
+    assert re.search(r"title-only questions: music [0-9.]+ tag [0-9.]+ score [0-9.]+ \(n=\d+\)", log)
+    weights, config = read_export(tmp_path / "ft/export")
+    assert config["model"] == "title_finetune" and config["initialised_from"] is None and weights
 
 
 @pytest.mark.slow
