@@ -59,13 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     vocab = json.loads((args.work / "vocab.json").read_text())
     popularity = np.log(np.array([c for _, c in vocab["songs"]], dtype=float))
     tf.random.set_seed(0)
-    dae_config = check_config(load_config(REPO / "configs/dae.yaml")).model  # the default model, reading no titles
-    model = DAE.from_config(dataclasses.replace(dae_config, title=False, dropout=0.0 if args.overfit_one_batch else 0.1),
-                            sizes)
+    config = check_config(load_config(REPO / "configs/dae.yaml"))  # the default model, reading no titles
+    dropout = 0.0 if args.overfit_one_batch else 0.1
+    model = DAE.from_config(dataclasses.replace(config.model, title=False, dropout=dropout), sizes)
     if args.zero_cls:
         model.embedding[model.pad_id - 3: model.pad_id].assign(tf.zeros([3, model.hidden]))
     variables = list(model.trainable_variables)
-    optimizer = Adam(variables)
+    optimizer = Adam(variables, config.train.beta1, config.train.beta2, config.train.epsilon)
 
     @tf.function(reduce_retracing=True)
     def step(batch):

@@ -62,7 +62,7 @@ def trainer_rate(workdir: Path, batch_size: int = 128, steps: int = 12) -> dict:
     sizes = json.loads((workdir / "manifest.json").read_text())["sizes"]
     model = DAE.from_config(config.model, sizes)
     variables = list(model.trainable_variables)
-    optimizer = Adam(variables)
+    optimizer = Adam(variables, config.train.beta1, config.train.beta2, config.train.epsilon)
     batches = list(training_dataset(workdir, "dae", 0, 1, 0, batch_size).take(steps + 2))
 
     @tf.function(reduce_retracing=True)

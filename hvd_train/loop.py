@@ -213,7 +213,8 @@ def train_epochs(hvd, world: World, config: TrainerConfig, out: Path, optimizer,
                     print(f"{tag} step {int(optimizer.iterations.numpy()) + 1} (epoch {epoch}): non-finite loss or "
                           f"gradients on some rank; skipped on all ranks ({bad_in_a_row} in a row)"
                           + (f", loss scale now {float(counters.loss_scale.numpy()):g}" if mixed else ""), flush=True)
-                if bad_in_a_row >= config.train.max_bad_steps and (not mixed or float(counters.loss_scale.numpy()) <= 1.0):
+                scale_left = mixed and float(counters.loss_scale.numpy()) > 1.0  # halving it may still help
+                if bad_in_a_row >= config.train.max_bad_steps and not scale_left:
                     progress.close()
                     return stop_diverged(hvd, tag, checkpoint, out, bad_in_a_row, int(optimizer.iterations.numpy()) + 1,
                                          epoch)

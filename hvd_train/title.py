@@ -150,7 +150,7 @@ def pretrain_task(hvd, model, tokenizer, config: TitleTrainerConfig, manifest: d
                 variables=[v for v in model.trainable_variables if not v.name.startswith("output")],  # not the
                 # fine-tuning head
                 hidden=config.model.hidden, reshard=reshard,
-                export=lambda epoch, scores: export_config(config, manifest, tokenizer, args, "pretrain", epoch, scores),
+                export=functools.partial(export_config, config, manifest, tokenizer, args, "pretrain"),
                 describe=lambda s: f"masked-piece loss {s['mlm_loss']:.4f} accuracy {s['accuracy']:.4f}",
                 **reshard(hvd.rank(), hvd.size()))
 
@@ -181,7 +181,7 @@ def finetune_task(hvd, model, tokenizer, config: TitleTrainerConfig, manifest: d
                 variables=[v for v in model.trainable_variables if not v.name.startswith("piece_bias")],  # not the
                 # MLM head
                 hidden=config.model.hidden, reshard=reshard,
-                export=lambda epoch, scores: export_config(config, manifest, tokenizer, args, "finetune", epoch, scores),
+                export=functools.partial(export_config, config, manifest, tokenizer, args, "finetune"),
                 describe=lambda s: (f"title-only questions: music {s['music_ndcg']:.4f} tag {s['tag_ndcg']:.4f} "
                                     f"score {s['score']:.4f} (n={s['n']})"),
                 loss_variants=lambda epoch: loss_cfg.rank_weight_at(epoch) != 0,

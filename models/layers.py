@@ -121,7 +121,8 @@ class Adam(tf.Module):
     """Adam with its slots created up front, so model and optimizer state can be broadcast from rank 0
     (and restored from a checkpoint) before the first step."""
 
-    def __init__(self, variables, beta1: float = 0.9, beta2: float = 0.98, epsilon: float = 1e-9, name: str = "adam"):
+    def __init__(self, variables, beta1: float, beta2: float, epsilon: float, name: str = "adam"):
+        """``beta1``, ``beta2``, ``epsilon``: a config's ``train`` section holds them (configs/*.yaml)."""
         super().__init__(name=name)
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
