@@ -70,7 +70,9 @@ class Settings:
             raise ConfigError(f"{path}: {e}") from None
 
 
-def _load_export(rundir: Path, expected: tuple, manifest: dict, workdir: Path):
+def load_export(rundir: Path, expected: tuple, manifest: dict, workdir: Path):
+    """(weights, config.json) of RUNDIR's export (or an export folder), an ``expected`` kind of model trained on
+    this work directory's vocabulary and tokenizer; ExportError otherwise."""
     from models.export import read_export
 
     export = rundir / "export" if (rundir / "export").is_dir() else rundir
@@ -98,7 +100,7 @@ def load_dae(rundir: Path, manifest: dict, workdir: Path):
     from models.dae import DAE, DAEConfig
     from models.weights import assign_weights
 
-    weights, config = _load_export(Path(rundir), ("dae",), manifest, workdir)
+    weights, config = load_export(Path(rundir), ("dae",), manifest, workdir)
     model = DAE.from_config(_model_config(DAEConfig, rundir, config), config["sizes"])
     problem = assign_weights(model, weights)
     if problem:
@@ -110,7 +112,7 @@ def load_title(rundir: Path, manifest: dict, workdir: Path, tokenizer):
     from models.title import TitleBERT, TitleConfig
     from models.weights import assign_weights
 
-    weights, config = _load_export(Path(rundir), ("title_finetune",), manifest, workdir)
+    weights, config = load_export(Path(rundir), ("title_finetune",), manifest, workdir)
     model = TitleBERT.from_config(_model_config(TitleConfig, rundir, config), config["sizes"], tokenizer)
     problem = assign_weights(model, weights)
     if problem:
@@ -122,7 +124,7 @@ def load_word2vec(rundir: Path, manifest: dict, workdir: Path):
     from models.weights import assign_weights
     from models.word2vec import Word2Vec, Word2VecConfig
 
-    weights, config = _load_export(Path(rundir), ("word2vec",), manifest, workdir)
+    weights, config = load_export(Path(rundir), ("word2vec",), manifest, workdir)
     model = Word2Vec.from_config(_model_config(Word2VecConfig, rundir, config), config["sizes"])
     problem = assign_weights(model, weights)
     if problem:

@@ -23,7 +23,7 @@ from inference.recommend import cell
 
 
 class SimilarError(ValueError):
-    """A query or a run that cannot be answered."""
+    """A query that cannot be answered (a run that cannot be used is inference.ensemble's ExportError)."""
 
 
 class Vectors:
@@ -32,18 +32,10 @@ class Vectors:
     def __init__(self, workdir: Path, rundir: Path):
         from data.title import TitleTokenizer
         from data.workdir import verify_workdir
-        from models.export import read_export
+        from inference.ensemble import load_export
 
         manifest = verify_workdir(workdir, check_shards=False)
-        export = rundir / "export" if (rundir / "export").is_dir() else rundir
-        if not (export / "weights.npz").is_file():
-            raise SimilarError(f"{rundir}: no export/weights.npz (is it a finished hvd_train/word2vec.py run?)")
-        weights, config = read_export(export)
-        if config.get("model") != "word2vec":
-            raise SimilarError(f"{rundir}: its export is a {config.get('model')!r} model, not a word2vec run")
-        for key, name in (("vocab_sha256", "vocab.json"), ("tokenizer_sha256", "title.model")):
-            if config.get(key) != manifest["files"][name]["sha256"]:
-                raise SimilarError(f"{rundir}: trained with another {name} than {workdir} has (sha256 differs)")
+        weights, _ = load_export(Path(rundir), ("word2vec",), manifest, workdir)
         vocab = json.loads((workdir / "vocab.json").read_text(encoding="utf-8"))
         self.song_ids = [s for s, _ in vocab["songs"]]
         self.tags = [t for t, _ in vocab["tags"]]
@@ -112,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from data.melon import MelonDataError, load_song_meta, song_meta_path
     from data.workdir import WorkdirError, sha256_file
+    from inference.ensemble import ExportError
 
     try:
         vectors = Vectors(args.work, args.model)
@@ -122,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             if sha256_file(meta) != vectors.manifest["inputs"]["song_meta"]["sha256"]:
                 raise SimilarError(f"{meta} is not the song_meta.json {args.work} was built from (sha256 differs)")
             song_meta = load_song_meta(meta)
-    except (SimilarError, WorkdirError, MelonDataError, OSError) as e:
+    except (SimilarError, ExportError, WorkdirError, MelonDataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     what = f"song {args.song}" if args.song is not None else f"tag {args.tag!r}" if args.tag else f"title {args.title!r}"

@@ -145,7 +145,7 @@ def test_similar_lists_the_nearest_items_and_refuses_unknown_ones(run, workdirs,
     for args, words in ((["--song", "987654321"], "song 987654321 is not in the"),
                         (["--tag", "no-such-tag"], "tag 'no-such-tag' is not in the"),
                         (["--title", "!!!"], "has no piece"),
-                        (["--song", song, "--model", work], "no export/weights.npz")):
+                        (["--song", song, "--model", work], "no export (weights.npz + config.json)")):
         refused = run_module("inference.similar", "--work", work, "--model", out, *args, check=False)
         assert refused.returncode == 2 and words in refused.stderr and "Traceback" not in refused.stderr
 
