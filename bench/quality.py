@@ -1,8 +1,8 @@
 """Recommendation quality of the trained models next to classic peers, with their time and memory.
 
     python -m bench.quality --scale small|tiny|melon [--out-root runs] [--results-dir bench/results]
-                            [--skip-ensemble] [--no-tune] [--tune-questions N] [--seed 0] [--epochs D P F]
-                            [--steps-per-epoch N]
+                            [--skip-ensemble] [--no-tune | --tune-peers PEER ...] [--tune-questions N]
+                            [--systems SYSTEM ...] [--seed 0] [--epochs D P F] [--steps-per-epoch N]
 
 1. Data, split and models: ``bash launch/quickstart.sh --scale SCALE --out OUT_ROOT/quickstart-SCALE``
    (synthetic data, the official split, preprocessing, DAE, title BERT and Word2Vec training, the neighbour members,
@@ -102,9 +102,14 @@ def measured(cmd: list[str], log_path: Path, env: dict | None = None) -> dict:
     return {"wall_s": usage["wall_s"], "peak_rss_gb": usage["peak_rss_gb"]}
 
 
-def _env() -> dict:
-    # implicit wants single-threaded BLAS (it parallelises itself); numpy reads this at import
-    return {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def _env(peer: str | None = None) -> dict:
+    """The environment of a measured command: the repository importable, and for ALS single-threaded BLAS
+    (implicit parallelises itself and warns otherwise; numpy reads this at import). EASE's inverse and
+    everything else keep every core."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if peer == "als":
+        env["OPENBLAS_NUM_THREADS"] = "1"
+    return env
 
 
 # -------------------------------------------------------------------------------- data and models
@@ -148,24 +153,25 @@ def prepare(run: Path, scale: str, seed: int, skip_ensemble: bool, epochs: list[
 
 # -------------------------------------------------------------------------------- systems
 
-def run_peers(run: Path, out: Path, tune: bool, tune_questions: int | None) -> dict:
+def run_peers(run: Path, out: Path, tuned: list[str], tune_questions: int | None) -> dict:
+    """Every peer of :data:`PEER_NAMES`; those in ``tuned`` first searched on the tuning half (their grids)."""
     split, meta = run / "split", run / "data/song_meta.json"
     systems = {}
     for name in PEER_NAMES:
         common = ["--split", str(split), "--meta", str(meta)]
         tuning = None
         settings = {}
-        if tune and name in GRIDS:
+        if name in tuned:
             path = out / f"tuning/{name}.json"
             limit = ["--questions-limit", str(tune_questions)] if tune_questions else []
             usage = measured([sys.executable, "-m", "bench.peers", "tune", name, *common, "--out", str(path), *limit],
-                             out / f"logs/tune-{name}.log", _env())
+                             out / f"logs/tune-{name}.log", _env(name))
             tuning = {**json.loads(path.read_text(encoding="utf-8")), "process": usage}
             settings = tuning["best"]
             log(f"{name}: tuned on {tuning['questions_scored']} questions in {usage['wall_s']:.0f} s: {settings}")
         results, timings = out / f"results/{name}.json", out / f"timings/{name}.json"
         usage = measured([sys.executable, "-m", "bench.peers", name, *common, "--out", str(results), "--timings",
-                          str(timings), "--settings", json.dumps(settings)], out / f"logs/{name}.log", _env())
+                          str(timings), "--settings", json.dumps(settings)], out / f"logs/{name}.log", _env(name))
         t = json.loads(timings.read_text(encoding="utf-8"))
         systems[name] = {"kind": "peer", "results": str(results), "settings": t["settings"], "train_s": t["fit_s"],
                          "inference_s": t["recommend_s"], "load_s": t["load_s"], "process_wall_s": usage["wall_s"],
@@ -195,9 +201,10 @@ def training_seconds(run: Path) -> tuple[dict, str]:
     return spans, "the run folders' file times (no timings.json; start-up not included)"
 
 
-def run_neural(run: Path, out: Path) -> dict:
-    """Every neural system and ablation (:data:`NEURAL`): its blend fitted on the tuning half where it has
-    one (``python -m inference.fit_blend``), then ``python -m inference`` on every question, each timed."""
+def run_neural(run: Path, out: Path, names: list[str]) -> dict:
+    """The neural systems and ablations of :data:`NEURAL` named in ``names``: each one's blend fitted on the
+    tuning half where it has one (``python -m inference.fit_blend``), then ``python -m inference`` on every
+    question, each timed."""
     stages, source = training_seconds(run)
 
     def total(*keys):
@@ -207,7 +214,7 @@ def run_neural(run: Path, out: Path) -> dict:
     stage_of = {"dae": ("dae",), "title": ("title_pretrain", "title_finetune"), "word2vec": ("word2vec",),
                 "item_cf": ("neighbours",), "playlist_cf": ("playlists",)}
     questions, systems = run / "split/questions/val.json", {}
-    for name, (members, blended) in NEURAL.items():
+    for name, (members, blended) in ((n, NEURAL[n]) for n in names):
         models = [a for m in members for a in (MEMBERS[m][0], str(run / MEMBERS[m][1]))]
         common = ["--questions", str(questions), "--work", str(run / "work"), *models]
         blend, fit = [], None
@@ -285,27 +292,33 @@ def ratios(systems: dict) -> dict | None:
         best_here = max(peers, key=lambda n: score(n, t) or 0.0)
         by_type[t] = {"best_peer": best_here, "ratio": score("ensemble", t) / score(best_here, t)}
     return {"best_peer": best, "ensemble_vs_best_peer": score("ensemble") / score(best), "by_type": by_type,
-            "without_neural_vs_ensemble": score("ensemble_without_neural") / score("ensemble"),
-            "dae_vs_best_peer": score("dae") / score(best)}
+            "without_neural_vs_ensemble": (score("ensemble_without_neural") / score("ensemble")
+                                           if "ensemble_without_neural" in systems else None),
+            "dae_vs_best_peer": score("dae") / score(best) if "dae" in systems else None}
 
 
 def ratios_markdown(r: dict) -> list[str]:
     lines = ["Against the bars (report half):", "",
              f"- ensemble / best peer ({r['best_peer']}): **{r['ensemble_vs_best_peer']:.3f}**",
              "- by question type (ensemble / that type's best peer): " + ", ".join(
-                 f"{t} {v['ratio']:.3f} ({v['best_peer']})" for t, v in r["by_type"].items()),
-             f"- ensemble without its trained models (DAE, title BERT, Word2Vec) / ensemble: "
-             f"{r['without_neural_vs_ensemble']:.3f}",
-             f"- DAE alone / best peer: {r['dae_vs_best_peer']:.3f}", ""]
-    return lines
+                 f"{t} {v['ratio']:.3f} ({v['best_peer']})" for t, v in r["by_type"].items())]
+    if r["without_neural_vs_ensemble"] is not None:
+        lines.append(f"- ensemble without its trained models (DAE, title BERT, Word2Vec) / ensemble: "
+                     f"{r['without_neural_vs_ensemble']:.3f}")
+    if r["dae_vs_best_peer"] is not None:
+        lines.append(f"- DAE alone / best peer: {r['dae_vs_best_peer']:.3f}")
+    return lines + [""]
 
 
-def tuning_note(tuned: bool) -> str:
+def tuning_note(tuned: list[str]) -> str:
     where = ("Every score is measured on the report half of the validation questions (evaluate/protocol.py), "
              "which nothing was tuned on. ")
     neural = ("The neural models' best epochs and the ensembles' blend weights were chosen on the tuning half.")
-    if tuned:
+    if set(tuned) == set(GRIDS):
         return where + "The peers' grids were searched on the tuning half. " + neural
+    if tuned:
+        return (where + f"The grids of {', '.join(sorted(tuned))} were searched on the tuning half; the other peers "
+                "use bench/peers.py's default settings. " + neural)
     return where + ("The peers use bench/peers.py's default settings (--no-tune): item_cf's, ease's and "
                     "playlist_cf's are the best of their grids on small's tuning half; als's come from an earlier "
                     "search on the first 1,000 validation questions, which overlap the report half, so its score "
@@ -360,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-per-epoch", type=int,
                         help="quickstart's --steps-per-epoch: cap each training epoch (time-budget runs at melon scale)")
     parser.add_argument("--no-tune", action="store_true", help="use bench/peers.py's default settings")
+    parser.add_argument("--tune-peers", nargs="+", choices=sorted(GRIDS), default=sorted(GRIDS), metavar="PEER",
+                        help="tune only these peers, the others on their defaults (default: every peer with a grid: "
+                             + ", ".join(sorted(GRIDS)) + ")")
+    parser.add_argument("--systems", nargs="+", choices=list(NEURAL), default=list(NEURAL), metavar="SYSTEM",
+                        help="the neural systems and ablations to run (default: all: " + ", ".join(NEURAL) + ")")
     parser.add_argument("--tune-questions", type=int, default=0,
                         help="tune the peers on the first N questions of the tuning half (default 0: all of it)")
     args = parser.parse_args(argv)
@@ -368,9 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     started, load_at_start = time.perf_counter(), os.getloadavg()[0]
 
     prepare(run, args.scale, args.seed, args.skip_ensemble, args.epochs, args.steps_per_epoch)
-    systems = run_peers(run, out, tune=not args.no_tune, tune_questions=args.tune_questions or None)
+    tuned = [] if args.no_tune else args.tune_peers
+    systems = run_peers(run, out, tuned, tune_questions=args.tune_questions or None)
     if not args.skip_ensemble:
-        systems.update(run_neural(run, out))
+        systems.update(run_neural(run, out, args.systems))
 
     every_question = load_playlists(run / "split/questions/val.json")
     report = parts(every_question)["report"]  # every figure is the report half's: nothing was tuned on it
@@ -381,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         s["description"] = DESCRIPTIONS[name]
         s["scores"] = evaluate(answers, select(load_results(s["results"]), report), questions)
     timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
-    notes = [tuning_note(not args.no_tune),
+    notes = [tuning_note(tuned),
              f"Peer and inference timings are wall seconds measured by this command on this {os.cpu_count()}-core "
              f"machine; its 1-minute load average was {load_at_start:.2f} at the start and {os.getloadavg()[0]:.2f} "
              "at the end (about 1 per busy core: anything above what the benchmark itself runs means other jobs "

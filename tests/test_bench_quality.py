@@ -15,7 +15,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from bench.peers import PEERS, als, ease, genre_popular, item_cf, playlist_cf, popular
+from bench.peers import DEFAULTS, PEERS, als, ease, genre_popular, item_cf, playlist_cf, popular
 from data.vocab import release_dates, updt_day
 from evaluate.ndcg import check_results
 
@@ -420,18 +420,14 @@ def _fmt(value, digits=1):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def check_quality_summary(summary: dict, markdown: str) -> None:
+def check_quality_summary(summary: dict, markdown: str, neural: set[str] | None = None) -> None:
     """What must hold between the figures of a bench.quality summary, whatever the models scored: each
     score from its parts, the overall figures from the by-type ones, every training time from quickstart's
-    timings.json and the members' stages, every ratio from the scores, and the Markdown from the JSON."""
+    timings.json and the members' stages, every ratio from the scores, and the Markdown from the JSON.
+    ``neural``: the neural systems the run was asked for (``--systems``; default all of them)."""
     systems, timings = summary["systems"], summary["quickstart_timings"]
-    # results written before the Word2Vec member (the committed small results until bench.quality is rerun
-    # on a main job that trains it) hold neither it nor its ablation; the rest must match as it is
-    word2vec = "word2vec" in systems
-    expected = SYSTEMS if word2vec else SYSTEMS - {"word2vec", "ensemble_without_word2vec"}
-    members = {n: m if word2vec else m - {"word2vec"} for n, m in MEMBERS.items()}
-    stages_of = STAGES if word2vec else {m: k for m, k in STAGES.items() if m != "word2vec"}
-    assert set(systems) == expected
+    members, stages_of = MEMBERS, STAGES
+    assert set(systems) == SYSTEMS - (set(MEMBERS) - neural if neural else set())
     for name, s in systems.items():
         sc = s["scores"]
         assert sc["n"] == summary["questions"], name
@@ -501,6 +497,13 @@ def test_check_quality_summary_catches_an_edited_figure():
         check_quality_summary(summary, markdown.replace("| dae | 0.1822 |", "| dae | 0.1830 |"))
 
 
+# The tiny benchmark's subsets: every peer runs, but EASE is not tuned (its grid inverts nine matrices of up to
+# 20,000 columns: 157 s of the suite) and of the neural systems only those the bars' ratios read run (every
+# ablation is the same code with other members; tests/test_inference.py covers each member's inference).
+TINY_TUNED = ("als", "item_cf", "playlist_cf")
+TINY_NEURAL = ("ensemble", "ensemble_without_neural", "dae")
+
+
 @pytest.fixture(scope="module")
 def tiny_benchmark(quickstart_tiny):
     """bench.quality at tiny scale on the session's tiny main job (tests/conftest.py's quickstart_tiny, which
@@ -510,7 +513,8 @@ def tiny_benchmark(quickstart_tiny):
 
     root = quickstart_tiny.parent.parent
     cmd = [sys.executable, "-m", "bench.quality", "--scale", "tiny", "--out-root", str(root / "runs"),
-           "--results-dir", str(root / "results"), "--epochs", *QUICKSTART_EPOCHS]
+           "--results-dir", str(root / "results"), "--epochs", *QUICKSTART_EPOCHS, "--tune-peers", *TINY_TUNED,
+           "--systems", *TINY_NEURAL]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     assert "a finished quickstart run (scores/table.md): reusing" in proc.stdout + proc.stderr  # not trained twice
@@ -530,8 +534,10 @@ def test_tiny_benchmark_scores_every_system_by_question_type(tiny_benchmark):
     timings = json.loads((run / "timings.json").read_text(encoding="utf-8"))
     assert summary["quickstart_timings"] == timings
     assert summary["systems"]["ensemble"]["train_s_from"] == "timings.json"
-    check_quality_summary(summary, (root / "results/quality_tiny.md").read_text(encoding="utf-8"))
+    check_quality_summary(summary, (root / "results/quality_tiny.md").read_text(encoding="utf-8"), set(TINY_NEURAL))
     peers = summary["systems"]
+    assert {n for n, s in peers.items() if s.get("tuning")} == set(TINY_TUNED)
+    assert peers["ease"]["settings"] == {**DEFAULTS["ease"]}  # untuned: its defaults
     assert peers["item_cf"]["scores"]["score"] > 2 * peers["popular"]["scores"]["score"]
     assert peers["als"]["scores"]["score"] > 2 * peers["popular"]["scores"]["score"]
     assert peers["item_cf"]["tuning"]["best"] == peers["item_cf"]["settings"]
