@@ -83,27 +83,45 @@ def test_finetuning_from_scratch_as_one_plain_process(workdirs, tmp_path):
 
 @pytest.mark.slow
 def test_a_pretrained_model_that_does_not_fit_is_refused(workdirs, pretrained, tmp_path):
+    """One real two-rank refusal: rank 0 checks the pretraining, every rank stops, nothing is exported."""
     pre_out, _ = pretrained
     wrong = title(2, "finetune", workdirs[0], tmp_path / "ft", "--init", pre_out, "--set", "model.hidden=48",
                   "--set", "train.epochs=1", check=False)
     assert wrong.returncode != 0 and "has shape" in wrong.stdout + wrong.stderr
-    missing = title(1, "finetune", workdirs[0], tmp_path / "ft2", "--init", tmp_path, "--set", "train.epochs=1", check=False)
-    assert missing.returncode != 0 and "no export/weights.npz" in missing.stdout + missing.stderr
+    assert not (tmp_path / "ft/export").exists()
+
+
+def refusal(work, init, *overrides) -> str | None:
+    """hvd_train.title.load_pretrained in process, on a fine-tuning model of configs/title.yaml (+ FAST)."""
+    import json
+
+    from data.title import TitleTokenizer
+    from hvd_train import title as trainer
+    from hvd_train.config import load_config
+    from models.title import TitleBERT
+
+    config = trainer.check_config(load_config(trainer.DEFAULT_CONFIG, [*FAST[1::2], *overrides]))
+    manifest = json.loads((work / "manifest.json").read_text())
+    model = TitleBERT.from_config(config.model, manifest["sizes"], TitleTokenizer(work / "title.model"))
+    return trainer.load_pretrained(model, init, manifest)
 
 
 @pytest.mark.slow
-def test_a_pretraining_with_another_tokenizer_is_refused_naming_both_hashes(workdirs, pretrained, tmp_path):
+def test_a_missing_or_foreign_pretraining_is_refused_naming_why(workdirs, pretrained, tmp_path):
     """Another work directory's tokenizer of the same size has the same shapes: only the hash tells."""
     import json
     import shutil
 
     pre_out, _ = pretrained
+    assert refusal(workdirs[0], pre_out) is None  # the real one fits
+    assert "no export/weights.npz" in refusal(workdirs[0], tmp_path)
     other = tmp_path / "other-pretrain"
     shutil.copytree(pre_out / "export", other / "export")
     config = json.loads((other / "export/config.json").read_text())
     ours, config["tokenizer_sha256"] = config["tokenizer_sha256"], "0" * 64
     (other / "export/config.json").write_text(json.dumps(config))
-    refused = title(1, "finetune", workdirs[0], tmp_path / "ft", "--init", other, "--set", "train.epochs=1", check=False)
-    text = refused.stdout + refused.stderr
-    assert refused.returncode != 0 and "another tokenizer" in text and "0" * 64 in text and ours in text
-    assert not (tmp_path / "ft/export").exists()
+    text = refusal(workdirs[0], other)
+    assert "another tokenizer" in text and "0" * 64 in text and ours in text
+    config.update(tokenizer_sha256=ours, model="dae")
+    (other / "export/config.json").write_text(json.dumps(config))
+    assert "is a 'dae' model, not a title pretraining run" in refusal(workdirs[0], other)
