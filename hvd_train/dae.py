@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(started, int):
         return started
     hvd, config, manifest = started
+    return run(hvd, dae_task(hvd, config, manifest, args.work), config, manifest, args.work, args.out)
+
+
+def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
+    """The DAE, its loss, this rank's batches and validation, for the shared loop (and bench.comm)."""
     import tensorflow as tf
 
     from data.pipeline import training_dataset
@@ -104,12 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         """What depends on this rank's place among `size` ranks (rebuilt when an elastic world changes)."""
         batch_size = config.per_rank_batch(size)
         steps = steps_per_epoch(manifest, size, batch_size, train.steps_per_epoch)
-        validator = Validator(args.work, rank, size, config.validation.batch_size,
+        validator = Validator(work, rank, size, config.validation.batch_size,
                               predict=lambda b: model(b["songs"], b["tags"], b["artists"], b["title"],
                                                       training=False, heads=2))
 
         def batches(epoch):
-            return training_dataset(args.work, "dae", rank, size, epoch, batch_size, seed=train.seed,
+            return training_dataset(work, "dae", rank, size, epoch, batch_size, seed=train.seed,
                                     shuffle_buffer=train.shuffle_buffer, interleave_cycle=train.interleave_cycle,
                                     interleave_block=train.interleave_block, max_songs=train.max_songs,
                                     max_tags=train.max_tags, title_keep=train.title_keep if model_cfg.title else 0.0,
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"batches": batches, "steps": steps, "batch_size": batch_size,
                 "validate": lambda: validator.gather_and_score(hvd)}
 
-    task = Task(
+    return Task(
         name="dae", model=model, variables=list(model.trainable_variables), loss=loss, **shard(rank, size),
         hidden=model_cfg.hidden, reshard=shard,
         decayed=[v for v in (model.embedding, model.output_table) if v is not None],
@@ -126,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         describe=lambda s: f"music {s['music_ndcg']:.4f} tag {s['tag_ndcg']:.4f} score {s['score']:.4f}",
         loss_variants=lambda epoch: loss_cfg.rank_weight_at(epoch) != 0,
     )
-    return run(hvd, task, config, manifest, args.work, args.out)
 
 
 def export_config(config: DAETrainerConfig, manifest: dict, epoch: int, scores: dict) -> dict:

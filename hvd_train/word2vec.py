@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(started, int):
         return started
     hvd, config, manifest = started
+    return run(hvd, word2vec_task(hvd, config, manifest, args.work), config, manifest, args.work, args.out)
+
+
+def word2vec_task(hvd, config: Word2VecTrainerConfig, manifest: dict, work: Path) -> Task:
+    """Word2Vec, its loss, this rank's batches and validation, for the shared loop (and bench.comm)."""
     import tensorflow as tf
 
     from data.pipeline import training_dataset
@@ -62,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train = config.train
     tf.random.set_seed(train.seed)
-    vocab = json.loads((args.work / "vocab.json").read_text(encoding="utf-8"))
+    vocab = json.loads((work / "vocab.json").read_text(encoding="utf-8"))
     model = Word2Vec.from_config(config.model, manifest["sizes"], item_counts(vocab))
     seed_dropout(train.seed, hvd.rank())  # no dropout here; kept so every trainer seeds alike
 
@@ -70,23 +75,22 @@ def main(argv: list[str] | None = None) -> int:
         """What depends on this rank's place among `size` ranks (rebuilt when an elastic world changes)."""
         batch_size = config.per_rank_batch(size)
         steps = steps_per_epoch(manifest, size, batch_size, train.steps_per_epoch)
-        validator = Validator(args.work, rank, size, config.validation.batch_size,
+        validator = Validator(work, rank, size, config.validation.batch_size,
                               predict=lambda b: model.recommend_logits(b["songs"], b["tags"], b["title"]))
 
         def batches(epoch):
-            return training_dataset(args.work, "word2vec", rank, size, epoch, batch_size, seed=train.seed,
+            return training_dataset(work, "word2vec", rank, size, epoch, batch_size, seed=train.seed,
                                     shuffle_buffer=train.shuffle_buffer, interleave_cycle=train.interleave_cycle,
                                     interleave_block=train.interleave_block, word2vec=config.model).repeat().take(steps)
 
         return {"batches": batches, "steps": steps, "batch_size": batch_size,
                 "validate": lambda: validator.gather_and_score(hvd)}
 
-    task = Task(name="word2vec", model=model, variables=list(model.trainable_variables),
+    return Task(name="word2vec", model=model, variables=list(model.trainable_variables),
                 loss=lambda batch, epoch: model.loss(batch), **shard(hvd.rank(), hvd.size()), hidden=config.model.dim,
                 reshard=shard, export=lambda epoch, scores: export_config(config, manifest, epoch, scores),
                 describe=lambda s: f"music {s['music_ndcg']:.4f} tag {s['tag_ndcg']:.4f} score {s['score']:.4f}",
                 export_weights=export_weights)
-    return run(hvd, task, config, manifest, args.work, args.out)
 
 
 def export_weights(model) -> dict:

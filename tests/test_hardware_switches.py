@@ -10,14 +10,12 @@ configs/title.yaml) has its effect, one switch at a time:
   and their indices) instead of an allreduce of the whole table.
 
 The first two need no second rank: they run the trainers' own step (``hvd_train.loop.trace_step``) in this
-process with :class:`OneRank` in place of Horovod. The last two start ``horovodrun -np 2``.
+process with ``hvd_train.one_rank.OneRank`` in place of Horovod. The last two start ``horovodrun -np 2``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,13 +24,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bench.comm import gradient_collectives, timeline
 from conftest import REPO, load
-from data.pipeline import training_dataset
-from hvd_train.common import compute_dtype
 from hvd_train.config import load_config
+from hvd_train import dae
 from hvd_train.dae import check_config
 from hvd_train.loop import Task, prepare, trace_step
-from models.dae import DAE, dae_loss
+from hvd_train.one_rank import OneRank
+from models.dae import DAE
 
 DAE_CONFIG = REPO / "configs/dae.yaml"
 SMALL = ["train.batch_size=64", "model.hidden=32", "model.ffn=64"]  # the tiny model the horovodrun tests train too
@@ -43,55 +42,15 @@ MATMULS = ("MatMul", "BatchMatMulV2")
 
 
 # ------------------------------------------------------------------ in process: the trainer's step at one rank
-class OneRank:
-    """What ``prepare`` and ``trace_step`` call on Horovod, at one rank: the collectives are the identity, as
-    Horovod's own are at size 1. Not ``hvd.init()``: it would MPI_Init the pytest process, whose children then
-    inherit Open MPI's singleton environment (OMPI_MCA_ess, PMIX_*), and an ``mpirun`` started after it (the
-    ``workdirs`` fixture, every horovodrun test) exits 1."""
-
-    class Compression:
-        none, fp16 = "none", "fp16"
-
-    Average, Sum = "average", "sum"
-
-    def rank(self):
-        return 0
-
-    def size(self):
-        return 1
-
-    def allreduce(self, tensor, op=None, name=None, compression=None):
-        return tensor
-
-    def DistributedGradientTape(self, tape, compression=None, sparse_as_dense=False):  # noqa: N802 (Horovod's name)
-        return tape
-
-
 def dae_config(overrides: list[str]):
     """configs/dae.yaml with the tiny model and ``overrides``, typed as the DAE trainer types it."""
     return check_config(load_config(DAE_CONFIG, SMALL + overrides))
 
 
 def dae_task(work: Path, config) -> tuple[Task, dict]:
-    """The DAE trainer's task (hvd_train/dae.py's ``main``) at one rank, without validation or export."""
+    """The DAE trainer's own task (hvd_train/dae.py's ``dae_task``) at one rank."""
     manifest = load(work / "manifest.json")
-    train, loss_cfg = config.train, config.loss
-    tf.random.set_seed(train.seed)
-    model = DAE.from_config(config.model, manifest["sizes"], compute_dtype(config.hardware))
-
-    def loss(batch, epoch):
-        return dae_loss(model, batch, loss_cfg.tag_weight, loss_cfg.artist_weight, 0.0, training=True,
-                        item_loss=loss_cfg.item_loss, targets=loss_cfg.targets)
-
-    def batches(epoch):
-        return training_dataset(work, "dae", 0, 1, epoch, train.batch_size, seed=train.seed, shuffle_buffer=256,
-                                max_songs=train.max_songs, max_tags=train.max_tags, title_keep=train.title_keep,
-                                title_only=train.title_only).repeat()
-
-    task = Task(name="dae", model=model, variables=list(model.trainable_variables), loss=loss, batches=batches,
-                steps=1, batch_size=train.batch_size, hidden=config.model.hidden, validate=lambda: None,
-                export=lambda epoch, scores: {})
-    return task, manifest
+    return dae.dae_task(OneRank(), config, manifest, work), manifest
 
 
 def traced_step(work: Path, out: Path, overrides: list[str]):
@@ -206,31 +165,6 @@ def test_xla_compiles_the_step_s_forward_and_backward_pass(workdirs, tmp_path, x
 
 
 # ------------------------------------------------------------------ horovodrun -np 2: Horovod's timeline
-def timeline(path: Path) -> dict[str, dict]:
-    """Horovod's timeline (``HOROVOD_TIMELINE``, written by rank 0; horovod/common/timeline.cc): for every
-    tensor name, the collectives it went through ("ALLREDUCE", "ALLGATHER", "BROADCAST") and the (dtype,
-    shape) of its results, which the timeline records at the end of each collective."""
-    events = json.loads(path.read_text(encoding="utf-8"))
-    names = {e["pid"]: e["args"]["name"] for e in events if e.get("name") == "process_name" and "name" in e["args"]}
-    out = {name: {"ops": set(), "results": set()} for name in names.values()}
-    for e in events:
-        if e.get("ph") == "B" and e["pid"] in names and e["name"] in ("ALLREDUCE", "ALLGATHER", "BROADCAST"):
-            out[names[e["pid"]]]["ops"].add(e["name"])
-        if e.get("ph") == "E" and "dtype" in e.get("args", {}):
-            out[names[e["pid"]]]["results"].add((e["args"]["dtype"], shape(e["args"]["shape"])))
-    return out
-
-
-def shape(text: str) -> tuple[int, ...]:
-    """'[12786, 32]' -> (12786, 32)."""
-    return tuple(int(n) for n in re.findall(r"\d+", text))
-
-
-def gradients(tensors: dict[str, dict]) -> dict[str, dict]:
-    """The timeline's tensors of the step's gradients: DistributedGradientTape names its collectives."""
-    return {name: t for name, t in tensors.items() if name.startswith("DistributedGradientTape")}
-
-
 def horovodrun(trainer: list[str], work: Path, out: Path, *extra: str) -> tuple[dict[str, dict], str]:
     """One training step on each of 2 ranks with Horovod's timeline on: (the timeline, rank 0's output)."""
     path = out.parent / f"{out.name}.timeline.json"
@@ -248,7 +182,7 @@ def test_fp16_compression_sends_every_gradient_as_float16(workdirs, tmp_path):
                               "--set", "hardware.gradient_compression=fp16")
     assert "gradient compression fp16" in log
     model = DAE.from_config(dae_config([]).model, load(workdirs[0] / "manifest.json")["sizes"])
-    grads = gradients(tensors)
+    grads = gradient_collectives(tensors)
     # one allreduce per trained variable, of its shape, and every one in float16
     assert sorted(s for t in grads.values() for _, s in t["results"]) == sorted(
         tuple(v.shape) for v in model.trainable_variables)
@@ -274,7 +208,7 @@ def test_sparse_embedding_gradients_are_allgathered_rows_instead_of_the_allreduc
                                   TitleTokenizer(workdirs[0] / "title.model"))
     trained = [v for v in model.trainable_variables if not v.name.startswith("piece_bias")]  # as hvd_train/title.py
     hidden, length = config.model.hidden, config.model.max_length
-    grads = gradients(tensors)
+    grads = gradient_collectives(tensors)
     gathered = {r for t in grads.values() if t["ops"] == {"ALLGATHER"} for r in t["results"]}
     # the piece rows both ranks looked up (one per token, at most 64 titles x max_length each) and their indices
     values = {s for d, s in gathered if d == "float32"}
