@@ -1,6 +1,6 @@
 """Every speed figure in one run: training throughput and scaling, preprocessing and inference at melon scale.
 
-    python -m bench.speed [--work SMALL_WORKDIR] [--keep DIR] [--scale melon] [--epochs 2]
+    python -m bench.speed [--work SMALL_WORKDIR] [--keep DIR] [--scale melon] [--epochs 2] [--set KEY=VALUE ...]
 
 One after the other, in this one invocation (so that the ratios compare figures taken on the same
 machine in the same state):
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="data set size for preprocessing and inference (default melon)")
     parser.add_argument("--keep", type=Path, help="data, split and work directory of SCALE (default runs/speed-SCALE)")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs per -np (the last one is timed)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a DAE trainer config override for the training step (repeatable)")
     args = parser.parse_args(argv)
     if not (args.work / "manifest.json").is_file():
         parser.error(f"{args.work}: no work directory there (run `bash launch/quickstart.sh` first, or pass --work)")
@@ -78,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     names = {"train_speed": "train_speed", "preprocess_speed": f"preprocess_{args.scale}",
              "inference_speed": f"inference_{args.scale}"}
     steps = {
-        "train_speed": _step("train_speed", train_speed.main, ["--work", str(args.work), "--epochs", str(args.epochs)], names),
+        "train_speed": _step("train_speed", train_speed.main, ["--work", str(args.work), "--epochs", str(args.epochs),
+                                                                *[a for s in args.set for a in ("--set", s)]], names),
         "preprocess_speed": _step("preprocess_speed", preprocess_speed.main,
                                   ["--scale", args.scale, "--keep", str(keep)], names),
         "inference_speed": _step("inference_speed", inference_speed.main, ["--scale", args.scale, "--keep", str(keep)], names),

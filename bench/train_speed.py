@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     flops = flops_per_playlist(args.work, config, args.batch)
     achieved = flops * rates[1]
     result = {
-        "work": str(args.work), "batch_per_rank": args.batch,
+        "work": str(args.work), "batch_per_rank": args.batch, "overrides": args.set,
         "playlists_per_s": {"np1": rates[1], "np2": rates[2]},
         "scaling_efficiency_np2": round(rates[2] / (2 * rates[1]), 3),
         "gflop_per_playlist": round(flops / 1e9, 3),

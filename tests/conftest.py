@@ -68,10 +68,12 @@ DAE_FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "-
             "--set", "model.hidden=48", "--set", "model.ffn=96", "--set", "validation.batch_size=128"]
 
 
-def train_dae(np_: int | None, work, out, *extra, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``horovodrun -np N python hvd_train/dae.py --work WORK --out OUT`` with :data:`DAE_FAST` and ``extra``;
-    with ``np_=None`` the trainer alone, ``python hvd_train/dae.py ...``, one process without horovodrun."""
-    launcher = [] if np_ is None else ["horovodrun", "-np", str(np_)]
+def train_dae(np_: int | None, work, out, *extra, check: bool = True, timeout: int = 600,
+              gloo: bool = False) -> subprocess.CompletedProcess:
+    """``horovodrun -np N [--gloo] python hvd_train/dae.py --work WORK --out OUT`` with :data:`DAE_FAST` and
+    ``extra``; with ``np_=None`` the trainer alone, ``python hvd_train/dae.py ...``, one process without
+    horovodrun."""
+    launcher = [] if np_ is None else ["horovodrun", "-np", str(np_), *(["--gloo"] if gloo else [])]
     cmd = [*launcher, sys.executable, str(REPO / "hvd_train/dae.py"), "--work", str(work),
            "--out", str(out), *DAE_FAST, *map(str, extra)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
@@ -88,7 +90,8 @@ def dae_run(workdirs, tmp_path_factory):
     """One tiny two-rank DAE training on ``workdirs[0]``: 3 epochs, without dropout, so that a run resumed
     after epoch 2 must end on its very weights (tests/test_dae_trainer.py). Returns (run folder, stdout).
     Read by the fast tier's one real two-rank training test, the trainer's curve, schedule, resume and
-    refusal tests, and the export loader test of tests/test_no_unsafe_loading.py."""
+    refusal tests, the export loader test of tests/test_no_unsafe_loading.py and the MPI-against-Gloo test
+    of tests/test_reliability.py."""
     out = tmp_path_factory.mktemp("dae_run") / "run"
     proc = train_dae(2, workdirs[0], out, *DAE_RUN_SETTINGS)
     return out, proc.stdout

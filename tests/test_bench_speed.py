@@ -137,7 +137,8 @@ def test_speed_runs_every_step_and_reports_their_ratios(workdirs, tmp_path):
     results = tmp_path / "results"
     env = {**os.environ, "MELON_BENCH_RESULTS": str(results)}
     proc = subprocess.run([sys.executable, "-m", "bench.speed", "--work", str(workdirs[1]), "--scale", "tiny",
-                           "--keep", str(tmp_path / "tiny"), "--epochs", "1"],
+                           "--keep", str(tmp_path / "tiny"), "--epochs", "1", "--set", "model.hidden=48",
+                           "--set", "model.ffn=96", "--set", "validation.batch_size=128"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert sorted(p.name for p in results.iterdir()) == ["inference_tiny.json", "preprocess_tiny.json", "speed.json",
@@ -145,6 +146,8 @@ def test_speed_runs_every_step_and_reports_their_ratios(workdirs, tmp_path):
     summary = json.loads((results / "speed.json").read_text())
     check_speed_summary(summary, results)
     assert summary["scale"] == "tiny" and summary["train_work"] == str(workdirs[1])
+    assert summary["steps"]["train_speed"]["result"]["overrides"] == ["model.hidden=48", "model.ffn=96",
+                                                                      "validation.batch_size=128"]
     # the preprocessing read the kept split, and the inference answered the kept data set's test questions
     kept = tmp_path / "tiny"
     records = summary["steps"]["preprocess_speed"]["result"]["np1"]["records"]

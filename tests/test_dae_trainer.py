@@ -174,10 +174,16 @@ def test_more_ranks_than_validation_shards_is_a_clear_error_before_training(work
     assert not (tmp_path / "run/checkpoints").exists()
 
 
+def test_a_missing_workdir_is_refused_naming_it(tmp_path):
+    """In process, the check rank 0 runs before training (hvd_train.loop.start)."""
+    from data.workdir import WorkdirError, verify_workdir
+
+    with pytest.raises(WorkdirError, match="no manifest.json"):
+        verify_workdir(tmp_path / "nothing")
+
+
 @pytest.mark.slow
-def test_missing_or_corrupted_workdir_is_refused(work, tmp_path):
-    missing = train(2, work, tmp_path / "run", "--work", tmp_path / "nothing", check=False, timeout=120)
-    assert missing.returncode != 0 and "no manifest.json" in missing.stdout + missing.stderr
+def test_a_corrupted_workdir_is_refused_on_two_ranks(work, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(work, broken)
     shard = broken / "shards/train-00003-of-00064.tfrecord"

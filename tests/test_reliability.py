@@ -23,13 +23,13 @@ FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "--set
         "--set", "model.hidden=32", "--set", "model.ffn=64", "--set", "validation.batch_size=128"]
 
 
-def command(np_: int, work, out, *extra, gloo: bool = False) -> list[str]:
-    return ["horovodrun", "-np", str(np_), *(["--gloo"] if gloo else []), sys.executable, str(REPO / "hvd_train/dae.py"),
+def command(np_: int, work, out, *extra) -> list[str]:
+    return ["horovodrun", "-np", str(np_), sys.executable, str(REPO / "hvd_train/dae.py"),
             "--work", str(work), "--out", str(out), *FAST, *map(str, extra)]
 
 
-def train(np_: int, work, out, *extra, gloo: bool = False, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(command(np_, work, out, *extra, gloo=gloo), cwd=REPO, capture_output=True, text=True,
+def train(np_: int, work, out, *extra, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(command(np_, work, out, *extra), cwd=REPO, capture_output=True, text=True,
                           timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
@@ -81,18 +81,21 @@ def test_a_killed_rank_ends_the_job_quickly_and_the_rerun_resumes(workdirs, tmp_
 
 
 @pytest.mark.slow
-def test_mpi_and_gloo_controllers_train_the_same_weights_and_exports_describe_themselves(workdirs, tmp_path):
-    logs = {}
-    for gloo in (False, True):
-        logs[gloo] = train(2, workdirs[0], tmp_path / f"gloo{gloo}", "--set", "train.epochs=1", gloo=gloo).stdout
-    assert "controller MPI" in logs[False] and "controller Gloo" in logs[True]
-    mpi, config = read_export(tmp_path / "gloo{}/export".format(False))
-    gloo, _ = read_export(tmp_path / "gloo{}/export".format(True))
+def test_mpi_and_gloo_controllers_train_the_same_weights_and_exports_describe_themselves(workdirs, dae_run, tmp_path):
+    """The session's DAE run (conftest.py's dae_run: MPI, the default controller) against the same run under Gloo."""
+    from conftest import DAE_RUN_SETTINGS, train_dae
+
+    mpi_out, mpi_log = dae_run
+    gloo_out = tmp_path / "gloo"
+    gloo_log = train_dae(2, workdirs[0], gloo_out, *DAE_RUN_SETTINGS, gloo=True).stdout
+    assert "controller MPI" in mpi_log and "controller Gloo" in gloo_log
+    mpi, config = read_export(mpi_out / "export")
+    gloo, _ = read_export(gloo_out / "export")
     assert mpi.keys() == gloo.keys()
     for name in mpi:
         np.testing.assert_allclose(mpi[name], gloo[name], rtol=1e-4, atol=1e-6, err_msg=name)
     manifest = __import__("json").loads((workdirs[0] / "manifest.json").read_text())
     assert config["vocab_sha256"] == manifest["files"]["vocab.json"]["sha256"]
     assert config["tokenizer_sha256"] == manifest["files"]["title.model"]["sha256"]
-    assert config["trained_with"]["train"]["epochs"] == 1 and config["trained_with"]["hardware"]
-    assert not list((tmp_path / "gloo{}".format(False)).glob(".export.*"))  # no temporary export left behind
+    assert config["trained_with"]["train"]["epochs"] == 3 and config["trained_with"]["hardware"]
+    assert not list(gloo_out.glob(".export.*"))  # no temporary export left behind
