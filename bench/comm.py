@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
@@ -90,10 +91,7 @@ def einsum_flops(op) -> int:
     sizes = {}
     for letters, tensor in zip(inputs, op.inputs):
         sizes.update(zip(letters, tensor.shape.as_list()))
-    total = 2
-    for size in sizes.values():
-        total *= size
-    return total
+    return 2 * math.prod(sizes.values())
 
 
 def matmul_flops(graph) -> int:
@@ -154,14 +152,13 @@ def one_step(trainer: str, work: Path, sizes: dict | None = None) -> dict:
     traced = tf.function(gradients).get_concrete_function(batch)
     tensors = [tensor_bytes(v, g) for v, g in zip(task.variables, traced(batch)) if g is not None]
     by_switch = switches(tensors)
-    configured = "dense" if config.hardware.sparse_as_dense else "rows"
-    if config.hardware.gradient_compression == "fp16":
-        configured = "dense_fp16" if configured == "dense" else configured
-    batch_size = task.batch_size
+    hardware = config.hardware
+    configured = ("rows" if not hardware.sparse_as_dense
+                  else "dense_fp16" if hardware.gradient_compression == "fp16" else "dense")
     for switch in by_switch.values():
         switch["sent_per_rank_at_2"] = sent_per_rank(switch, 2)
-        switch["sent_per_playlist_at_2"] = round(sent_per_rank(switch, 2) / batch_size)
-    return {"sizes": manifest["sizes"], "batch_size": batch_size, "configured_switch": configured,
+        switch["sent_per_playlist_at_2"] = round(switch["sent_per_rank_at_2"] / task.batch_size)
+    return {"sizes": manifest["sizes"], "batch_size": task.batch_size, "configured_switch": configured,
             "flops_per_step": matmul_flops(traced.graph), "tensors": tensors, "switches": by_switch}
 
 
@@ -196,7 +193,8 @@ def timeline_bytes(trainer: str, work: Path, tmp: Path) -> dict:
     (each result's size) and allgathered bytes (each gathered result holds both ranks' rows)."""
     out, path = tmp / trainer, tmp / f"{trainer}.timeline.json"
     sets = ["train.epochs=1", "train.steps_per_epoch=1", "validation.every_epochs=1000"]
-    cmd = ["horovodrun", "-np", "2", sys.executable, *[str(REPO / TRAINERS[trainer][1][0]), *TRAINERS[trainer][1][1:]],
+    script, *stage = TRAINERS[trainer][1]
+    cmd = ["horovodrun", "-np", "2", sys.executable, str(REPO / script), *stage,
            "--work", str(work), "--out", str(out), *[a for s in sets for a in ("--set", s)]]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "HOROVOD_TIMELINE": str(path)})
@@ -206,10 +204,7 @@ def timeline_bytes(trainer: str, work: Path, tmp: Path) -> dict:
     sizes = {op: 0 for op in ("ALLREDUCE", "ALLGATHER")}
     for t in grads.values():
         for dtype, shape in t["results"]:
-            n = DTYPE_BYTES[dtype]
-            for d in shape:
-                n *= d
-            sizes[next(iter(t["ops"]))] += n
+            sizes[next(iter(t["ops"]))] += DTYPE_BYTES[dtype] * math.prod(shape)
     return {"allreduce_bytes": sizes["ALLREDUCE"], "allgather_bytes_both_ranks": sizes["ALLGATHER"],
             "collectives": len(grads)}
 

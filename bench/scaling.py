@@ -40,6 +40,7 @@ import json
 import sys
 from pathlib import Path
 
+from bench.comm import sent_per_rank
 from bench.common import REPO, results_dir, save_result
 
 GPU = {"name": "H100 SXM5", "fp16_tflops": 989.4, "tf32_tflops": 494.7,
@@ -63,12 +64,12 @@ def step_time(trainer: dict, switch: str, n: int, mixed: bool, fractions: dict, 
     s = melon["switches"][switch]
     g = LINKS["gpus_per_node"]
     bandwidth = (LINKS["nvlink_GBps"] if n <= g else min(nics_per_node, g) * LINKS["nic_GBps"]) * 1e9
-    sent = 2 * (n - 1) / n * s["allreduce_bytes"] + (n - 1) * s["allgather_bytes"]
-    comm = sent / (bandwidth * fractions["bandwidth"])
+    comm = sent_per_rank(s, n) / (bandwidth * fractions["bandwidth"])
     return {"compute_ms": compute * 1e3, "comm_ms": comm * 1e3, "efficiency": compute / (compute + comm)}
 
 
 TARGETS = {8: 0.85, 32: 0.70}  # the scaling issue's bars: efficiency at 8 GPUs in a node, 32 over 4 nodes
+MIN_FLOPS_PER_BYTE = 1.0  # below this many matmul FLOPs per byte of tables a trainer is memory-bound
 
 
 def batch_for(row: dict, batch_size: int, n: int, target: float) -> int | None:
@@ -100,19 +101,12 @@ def predict(comm: dict, fractions: dict, nics_per_node: int) -> dict:
             for mixed in (False, True):
                 key = f"{switch}, {'mixed precision' if mixed else 'float32 (TF32)'}"
                 row = {"allgather_bytes": s["allgather_bytes"],
-                       "bytes_per_playlist_at_8": round(sent_at(s, 8) / melon["batch_size"]),
+                       "bytes_per_playlist_at_8": round(sent_per_rank(s, 8) / melon["batch_size"]),
                        **{str(n): step_time(trainer, switch, n, mixed, fractions, nics_per_node) for n in GPU_COUNTS}}
                 row["batch_for_targets"] = {str(n): batch_for(row, melon["batch_size"], n, t) for n, t in TARGETS.items()}
                 rows[key] = row
         out[name] = {"batch_size": melon["batch_size"], "flops_per_step": melon["flops_per_step"], "rows": rows}
     return out
-
-
-MIN_FLOPS_PER_BYTE = 1.0
-
-
-def sent_at(switch: dict, n: int) -> float:
-    return 2 * (n - 1) / n * switch["allreduce_bytes"] + (n - 1) * switch["allgather_bytes"]
 
 
 def markdown(prediction: dict, fractions: dict, nics_per_node: int) -> str:

@@ -91,7 +91,7 @@ def test_a_pretrained_model_that_does_not_fit_is_refused(workdirs, pretrained, t
     assert not (tmp_path / "ft/export").exists()
 
 
-def refusal(work, init, *overrides) -> str | None:
+def refusal(work, init) -> str | None:
     """hvd_train.title.load_pretrained in process, on a fine-tuning model of configs/title.yaml (+ FAST)."""
     import json
 
@@ -100,7 +100,7 @@ def refusal(work, init, *overrides) -> str | None:
     from hvd_train.config import load_config
     from models.title import TitleBERT
 
-    config = trainer.check_config(load_config(trainer.DEFAULT_CONFIG, [*FAST[1::2], *overrides]))
+    config = trainer.check_config(load_config(trainer.DEFAULT_CONFIG, FAST[1::2]))
     manifest = json.loads((work / "manifest.json").read_text())
     model = TitleBERT.from_config(config.model, manifest["sizes"], TitleTokenizer(work / "title.model"))
     return trainer.load_pretrained(model, init, manifest)
