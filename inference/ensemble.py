@@ -11,7 +11,9 @@ Per question (configs/ensemble.yaml holds the numbers):
   gives songs, tags or title pieces, popularity always;
 * with a fitted blend (``--blend``, inference/blend.py: weights per question type, fitted on the
   protocol's tuning questions by ``python -m inference.fit_blend``) an item's score is the weighted sum
-  of each member's score divided by that member's best score on the question;
+  of each member's score divided by that member's best score on the question (the grid blend), or the
+  learned ranker's score (inference/ranker.py: a linear function of each member's score and rank and of
+  the item's popularity and age, fitted by the same command);
 * without one, the reference design's blend of the two BERTs: song score
   ``p_dae * n/(w+n) + p_title * w/(w+n)`` with n = number of given songs + tags and w the title weight;
   tag score ``q_dae + v * q_title``; a model that does not propose an item contributes 0;
@@ -200,6 +202,10 @@ class Ensemble:
                 raise NeighbourError(f"{run}: a second {member.config['kind']} neighbour member; give each kind once")
             self.neighbours[member.config["kind"]] = member
         self.blend = None if blend_path is None else blend.load(blend_path, self.manifest, self.members())
+        if self.blend is not None and self.blend["method"] == "ranker":
+            from inference.ranker import artists_table
+
+            self.artists = artists_table(self.index["song_artists"])  # [n_songs, A]: the ranker's artist share
 
     def members(self) -> list[str]:
         """The members a fitted blend weighs: the loaded models (neighbour members by kind), then popularity."""
@@ -277,10 +283,12 @@ class Ensemble:
         return np.where(missing, -1, indices), np.where(missing, 0.0, values)
 
     @staticmethod
-    def _rank(candidates: np.ndarray, scores: np.ndarray, blocked: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per row: candidates (-1 = none; an item proposed twice has its scores summed) best first, then
-        unblocked items in vocabulary (= popularity) order; -1 where a row has fewer than n unblocked items.
-        Returns (indices [rows, n], scores [rows, n]; 0 for the popularity fill)."""
+    def _rank(candidates: np.ndarray, scores: np.ndarray, blocked: np.ndarray, n: int,
+              bonus: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: candidates (-1 = none; an item proposed twice has its scores summed, plus its ``bonus``
+        [rows, cols] once, when given) best first, then unblocked items in vocabulary (= popularity) order; -1
+        where a row has fewer than n unblocked items. Returns (indices [rows, n], scores [rows, n]; 0 for the
+        popularity fill)."""
         order = np.argsort(candidates, axis=1, kind="stable")
         items, values = np.take_along_axis(candidates, order, axis=1), np.take_along_axis(scores, order, axis=1)
         # the runs of one item (one entry per member that proposed it): their sum, kept at the run's first entry
@@ -290,6 +298,8 @@ class Ensemble:
         sums = np.zeros(items.size)
         np.add.at(sums, run.ravel(), values.ravel())
         values = np.where(first, sums[run], 0.0)
+        if bonus is not None:
+            values = values + np.where(first, np.take_along_axis(bonus, order, axis=1), 0.0)
         items = np.where(first, items, -1)
         key = np.where(items >= 0, values, -np.inf)
         best = top_rows(key, n)
@@ -376,8 +386,9 @@ class Ensemble:
                 for m in members}
 
     def batches(self, questions: list[dict], popular: bool, progress: bool = False):
-        """Per batch of questions: (the questions, their update days, blocked songs, blocked tags, every
-        member's Candidates by name; see ``blocked`` and ``candidates``)."""
+        """Per batch of questions: (the questions, their update days, the vocabulary songs' release days
+        (release_by_song, the same for every batch), blocked songs, blocked tags, every member's Candidates by
+        name; see ``blocked`` and ``candidates``)."""
         from tqdm import tqdm
 
         from data.vocab import updt_day
@@ -389,41 +400,58 @@ class Ensemble:
             qs, rs = questions[start:start + size], records[start:start + size]
             days = np.array([updt_day(q["updt_date"]) for q in qs])
             blocked_songs, blocked_tags = self.blocked(rs, days, release)
-            yield qs, days, blocked_songs, blocked_tags, self.candidates(qs, rs, blocked_songs, blocked_tags, popular)
+            yield qs, days, release, blocked_songs, blocked_tags, self.candidates(qs, rs, blocked_songs, blocked_tags,
+                                                                                  popular)
 
     def recommend(self, questions: list[dict], progress: bool = True, scores: bool = False) -> list[dict]:
         """Results in the official format (``scores=True`` adds ``song_scores``/``tag_scores`` for display)."""
-        from inference.blend import normalised
-
-        power = None if self.blend is None else self.blend["power"]  # a fitted blend normalises its members
-
-        def scale(scores, kind):
-            return scores if power is None else normalised(scores, power[kind])
-
         results, used = [], {}
-        for qs, days, blocked_songs, blocked_tags, proposals in self.batches(questions, self.blend is not None,
-                                                                             progress):
-            weights = self._weights(qs, list(proposals))
+        for qs, days, release, blocked_songs, blocked_tags, proposals in self.batches(
+                questions, self.blend is not None, progress):
             for name, c in proposals.items():
                 used[name] = used.get(name, 0) + int((c.song_items[:, 0] >= 0).sum())
-            song_items = np.concatenate([c.song_items for c in proposals.values()] + [np.full((len(qs), 1), -1)], axis=1)
-            tag_items = np.concatenate([c.tag_items for c in proposals.values()] + [np.full((len(qs), 1), -1)], axis=1)
-            song_scores = np.concatenate([scale(c.song_scores, "songs") * weights[m][0][:, None] for m, c in proposals.items()]
-                                         + [np.zeros((len(qs), 1))], axis=1)
-            tag_scores = np.concatenate([scale(c.tag_scores, "tags") * weights[m][1][:, None] for m, c in proposals.items()]
-                                        + [np.zeros((len(qs), 1))], axis=1)
-            songs, chosen_song_scores = self._rank(song_items, song_scores, blocked_songs, SONGS_PER_PLAYLIST)
-            tags, chosen_tag_scores = self._rank(tag_items, tag_scores, blocked_tags, TAGS_PER_PLAYLIST)
+            chosen = {}
+            for kind, blocked, n in (("songs", blocked_songs, SONGS_PER_PLAYLIST), ("tags", blocked_tags, TAGS_PER_PLAYLIST)):
+                items, values, bonus = self._scored(kind, qs, proposals, days, release)
+                chosen[kind] = self._rank(items, values, blocked, n, bonus)
             for i, q in enumerate(qs):
+                (songs, song_scores), (tags, tag_scores) = chosen["songs"], chosen["tags"]
                 result = {"id": q["id"], "songs": self._song_ids(songs[i], q, days[i]), "tags": self._tags(tags[i], q)}
                 if scores:
-                    result["song_scores"] = chosen_song_scores[i][songs[i] >= 0].tolist()
-                    result["tag_scores"] = chosen_tag_scores[i][tags[i] >= 0].tolist()
+                    result["song_scores"] = song_scores[i][songs[i] >= 0].tolist()
+                    result["tag_scores"] = tag_scores[i][tags[i] >= 0].tolist()
                 results.append(result)
-        log.info("questions: %d; members that proposed: %s; %s", len(questions),
-                 ", ".join(f"{m} {k}" for m, k in used.items()),
-                 "blend: fitted per question type" if self.blend is not None else "blend: the reference design's")
+        method = "the reference design's" if self.blend is None else self.blend["method"] + ", fitted per question type"
+        log.info("questions: %d; members that proposed: %s; blend: %s", len(questions),
+                 ", ".join(f"{m} {k}" for m, k in used.items()), method)
         return results
+
+    def _scored(self, kind: str, qs: list[dict], proposals: dict[str, Candidates], days: np.ndarray,
+                release: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One kind's candidates of every member side by side, for _rank: items [Q, C] (a last column of -1),
+        each entry's blended score [Q, C] and the per-item bonus [Q, C] (the ranker's item term; None for
+        the other blends)."""
+        from inference import ranker
+        from inference.blend import normalised
+
+        k = 0 if kind == "songs" else 1
+        items = np.concatenate([c.kind(kind)[0] for c in proposals.values()] + [np.full((len(qs), 1), -1)], axis=1)
+        if self.blend is None or self.blend["method"] == "grid":
+            weights = self._weights(qs, list(proposals))
+            power = None if self.blend is None else self.blend["power"][kind]  # a fitted blend normalises
+            values = [(c.kind(kind)[1] if power is None else normalised(c.kind(kind)[1], power)) * weights[m][k][:, None]
+                      for m, c in proposals.items()]
+            return items, np.concatenate(values + [np.zeros((len(qs), 1))], axis=1), None
+        if kind == "songs":
+            given = [[self.index["songs"][s] for s in q["songs"] if s in self.index["songs"]] for q in qs]
+            rows = np.broadcast_to(np.arange(len(qs))[:, None], items.shape)
+            features = ranker.item_features(items, self.song_counts, ranker.ages(items, days, release),
+                                            ranker.artist_shares(rows, items, given, self.artists))
+        else:
+            features = ranker.item_features(items, self.tag_counts, None, None)
+        values, bonus = ranker.blended(self.blend["ranker"]["weights"][kind], [question_type(q) for q in qs],
+                                       {m: c.kind(kind) for m, c in proposals.items()}, features)
+        return items, np.concatenate([values, np.zeros((len(qs), 1))], axis=1), bonus
 
     def _song_ids(self, indices: np.ndarray, question: dict, day: int) -> list[int]:
         """Song ids; on the rare question whose date leaves fewer than 100 vocabulary songs, the oldest

@@ -2,10 +2,12 @@
 
     python -m inference.fit_blend --questions QUESTIONS --answers ANSWERS --work WORKDIR --out BLEND_JSON \
         [--dae RUNDIR] [--title RUNDIR] [--word2vec RUNDIR] [--neighbours RUNDIR ...] [--config configs/ensemble.yaml]
+        [--method ranker|grid]
 
 Only the tuning part of QUESTIONS (evaluate/protocol.py) is read for the fit; the report part stays
-untouched. Every member proposes its candidates once (inference/ensemble.py), then inference/blend.py
-searches each question type's song and tag weights. BLEND_JSON holds the weights, the members, the work
+untouched. Every member proposes its candidates once (inference/ensemble.py), then inference/ranker.py
+fits its learned linear ranker (the default; ``--method grid``: inference/blend.py searches each question
+type's song and tag weights on the simplex). BLEND_JSON holds the weights, the members, the work
 directory's hashes and the tuning table (each member alone and the blend, nDCG per type); give it to
 ``python -m inference --blend``.
 """
@@ -24,18 +26,21 @@ from inference.ensemble import DEFAULT_CONFIG, log
 
 
 def tuning_candidates(ensemble, questions: list[dict]):
-    """Every member's Candidates over ``questions`` (popularity included), batch by batch, concatenated."""
+    """Every member's Candidates over ``questions`` (popularity included), batch by batch, concatenated;
+    the questions' update days [Q] and the vocabulary songs' release days [n_songs]."""
     from inference.blend import Candidates
 
     parts: dict[str, list] = {}
-    for *_, proposals in ensemble.batches(questions, popular=True):
+    days = []
+    for _, batch_days, release, _, _, proposals in ensemble.batches(questions, popular=True):
+        days.append(batch_days)
         for name, c in proposals.items():
             parts.setdefault(name, []).append(c)
     joined = {}
     for name, chunks in parts.items():
         joined[name] = Candidates(*(np.concatenate([getattr(c, f) for c in chunks]) for f in
                                     ("song_items", "song_scores", "tag_items", "tag_scores")))
-    return joined
+    return joined, np.concatenate(days), release
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--word2vec", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="the blend file to write (JSON)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--method", choices=("ranker", "grid"), default="ranker",
+                        help="ranker: inference/ranker.py's learned linear ranker (default); grid: inference/blend.py's "
+                             "weights on the simplex")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -75,21 +83,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.answers} has no answer for question id {missing[0]} ({len(missing)} missing)",
               file=sys.stderr)
         return 2
-    candidates = tuning_candidates(ensemble, tuning)
+    candidates, days, release = tuning_candidates(ensemble, tuning)
     truth = {"songs": [{ensemble.index["songs"][s] for s in answers[q["id"]]["songs"] if s in ensemble.index["songs"]}
                        for q in tuning],
              "tags": [{ensemble.index["tags"][t] for t in answers[q["id"]]["tags"] if t in ensemble.index["tags"]}
                       for q in tuning]}
     sizes = {kind: np.array([len(answers[q["id"]][kind]) for q in tuning]) for kind in ("songs", "tags")}
-    fitted = blend.fit(candidates, truth, sizes, [question_type(q) for q in tuning])
+    types = [question_type(q) for q in tuning]
     members = list(candidates)
+    if args.method == "grid":
+        fitted = {"method": "grid", **blend.fit(candidates, truth, sizes, types)}
+    else:
+        from inference import ranker
+
+        given = [[ensemble.index["songs"][s] for s in q["songs"] if s in ensemble.index["songs"]] for q in tuning]
+        fitted = {"method": "ranker", "ranker": ranker.fit(
+            candidates, truth, sizes, types, {"songs": ensemble.song_counts, "tags": ensemble.tag_counts}, days,
+            release, given, ranker.artists_table(ensemble.index["song_artists"]))}
+        fitted["tuning"] = fitted["ranker"].pop("tuning")
     blend.save(args.out, fitted, ensemble.manifest, members, {"tuning_questions": len(tuning),
                                                              "questions_file": str(args.questions)})
     for t, row in fitted["tuning"].items():
         for kind, cell in row.items():
-            alone = ", ".join(f"{m} {v:.4f}" for m, v in cell.get("alone", {}).items())
-            weights = ", ".join(f"{m} {fitted['weights'][t][m][0 if kind == 'songs' else 1]:.1f}" for m in members)
-            log.info("%s %s (n=%d): blend %.4f [%s]; alone: %s", t, kind, cell["n"], cell["blend"], weights, alone)
+            if args.method == "grid":
+                alone = ", ".join(f"{m} {v:.4f}" for m, v in cell.get("alone", {}).items())
+                weights = ", ".join(f"{m} {fitted['weights'][t][m][0 if kind == 'songs' else 1]:.1f}" for m in members)
+                log.info("%s %s (n=%d): blend %.4f [%s]; alone: %s", t, kind, cell["n"], cell["blend"], weights, alone)
+            else:
+                log.info("%s %s (n=%d): ranker %.4f (two-fold cross-validated: %.4f)", t, kind, cell["n"],
+                         cell["ranker"], cell["cv"])
     log.info("wrote %s (%d tuning questions) in %.1f s", args.out, len(tuning), time.perf_counter() - started)
     return 0
 

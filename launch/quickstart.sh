@@ -135,7 +135,7 @@ timed playlists python -m inference.neighbours --work "$work" --out "$out/playli
 questions=$split/questions/val.json answers=$split/answers/val.json
 models=(--dae "$out/dae" --title "$out/title-finetune" --word2vec "$out/word2vec" --neighbours "$out/neighbours"
     --neighbours "$out/playlists")
-stage "blend weights per question type, fitted on the tuning half of $questions -> $out/blend.json"
+stage "the learned ranker over every member (inference/ranker.py), fitted on the tuning half of $questions -> $out/blend.json"
 timed blend python -m inference.fit_blend --questions "$questions" --answers "$answers" --work "$work" "${models[@]}" \
     --out "$out/blend.json"
 mkdir -p "$out/results" "$out/scores"

@@ -188,9 +188,12 @@ def test_a_fitted_blend_gives_valid_results_and_records_what_it_was_fitted_on(ru
     blend = load(blend_file)
     assert blend["members"] == ["dae", "title", "word2vec", "item_cf", "playlist_cf", "popular"]  # quickstart's
     assert blend["tuning_questions"] == len(parts(questions)["tune"]) < len(questions)
-    for weights in blend["weights"].values():  # song and tag weights on the simplex
-        for k in (0, 1):
-            assert sum(w[k] for w in weights.values()) == pytest.approx(1.0) or not any(w[k] for w in weights.values())
+    assert blend["method"] == "ranker"  # fit_blend's default: inference/ranker.py's weights per kind and type
+    for kind in ("songs", "tags"):
+        for t in ("songs-only", "songs+tags", "tags-only", "title-only"):
+            weights = blend["ranker"]["weights"][kind][t]
+            assert set(weights["members"]) == set(blend["members"]) and len(weights["item"]) == 3
+            assert all(len(w) == 4 and all(np.isfinite(w)) for w in weights["members"].values())
     out = tmp_path / "r.json"
     infer(work, dae, title, split_dir / "questions/val.json", out, "--word2vec", quickstart_tiny / "word2vec",
           "--neighbours", neighbours, "--neighbours", neighbours.parent / "playlists", "--blend", blend_file)

@@ -1,0 +1,243 @@
+"""A learned blend: a linear listwise ranker over the members' candidates, fitted on the tuning questions.
+
+Every item some member proposed for a question is a candidate. Its score is a sum over the members plus a
+term of the item's own::
+
+    f(item) = sum_m w[t][m] . (s, sqrt(s), 1 / (1 + r), 1)_m  +  u[t] . (log(1 + n) / 10, log(1 + a) / 10, h)
+
+``s`` is member m's score divided by its best on the question (inference/blend.py's ``normalised``), ``r``
+its rank in m's list (0 = first) and the last 1 says that m proposed the item (the member's four features
+are all 0 when it did not). ``n`` is the item's count in the training playlists; for songs (0 for tags),
+``a`` is the days from the song's release to the question's update date and ``h`` the share of the
+question's given songs that are by one of the song's artists (playlists gather an artist's songs; the
+members see artists only through co-occurrence, and the DAE reads them as input). ``t`` is the question
+type: each type's weights are a shared vector plus the type's own offsets, both L2-penalised (``lam``), so
+a type with few tuning questions stays near the shared weights. Songs and tags have separate weights.
+
+The weights maximise the listwise softmax likelihood of the answer items among each tuning question's
+candidates (ListNet's top-one probability, Cao et al. 2007: ``-mean_{answers} log softmax(f)``, averaged
+over the questions with an answer among their candidates), a smooth convex loss minimised with L-BFGS,
+deterministic. ``lam`` is chosen from :data:`LAMBDAS` by two-fold cross-validation on the tuning
+questions (the mean nDCG of each half scored by the weights fitted on the other), then the weights are
+refitted on all of them.
+
+Because ``f`` is a sum of per-member terms and one per-item term, the ensemble ranks with it as with the
+grid blend: each member's term per candidate, summed per item, plus the item term once (inference/ensemble.py).
+Unlike the grid blend, nothing bounds the ranker below its best member on the tuning questions; the
+cross-validated nDCG in its tuning table is the check.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from evaluate.ndcg import IDCG, QUESTION_TYPES
+
+KINDS = ("songs", "tags")
+CUTOFF = {"songs": 100, "tags": 10}
+MEMBER_FEATURES = ("score", "sqrt_score", "reciprocal_rank", "proposed")
+ITEM_FEATURES = ("log_count", "log_age", "artist_share")
+LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def member_features(items: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """[Q, K, 4] float32 features of one member's [Q, K] proposals (items -1 = none: all 0), in the order of
+    :data:`MEMBER_FEATURES`."""
+    from inference.blend import normalised
+
+    proposed = (items >= 0).astype(np.float32)
+    s = normalised(scores).astype(np.float32) * proposed
+    rank = np.broadcast_to(1.0 / (1.0 + np.arange(items.shape[1], dtype=np.float32)), items.shape)
+    return np.stack([s, np.sqrt(s), rank * proposed, proposed], axis=-1)
+
+
+def item_features(items: np.ndarray, counts: np.ndarray, age_days: np.ndarray | None,
+                  shares: np.ndarray | None) -> np.ndarray:
+    """[..., 3] float32 features of the items ``items`` (-1 = none: all 0), in the order of
+    :data:`ITEM_FEATURES`: log training count, log age (``age_days``, same shape as items, or None: 0) and
+    the artist share (``shares``, same shape, or None: 0)."""
+    valid = items >= 0
+    count = np.where(valid, np.log1p(counts[np.where(valid, items, 0)]) / 10.0, 0.0)
+    age = np.zeros(items.shape) if age_days is None else np.where(valid, np.log1p(np.maximum(age_days, 0)) / 10.0, 0.0)
+    share = np.zeros(items.shape) if shares is None else np.where(valid, shares, 0.0)
+    return np.stack([count, age, share], axis=-1).astype(np.float32)
+
+
+def artists_table(song_artists: list[list[int]]) -> np.ndarray:
+    """[n_songs, A] int32: each vocabulary song's artist indices, -1 past its own (A: the most of any song)."""
+    width = max(1, max((len(a) for a in song_artists), default=1))
+    table = np.full((len(song_artists), width), -1, dtype=np.int32)
+    for s, artists in enumerate(song_artists):
+        table[s, :len(artists)] = artists
+    return table
+
+
+def artist_shares(rows: np.ndarray, items: np.ndarray, given: list, artists: np.ndarray,
+                  chunk: int = 512) -> np.ndarray:
+    """The share of question ``rows``' given songs (``given``: per question, vocabulary song indices) that
+    are by an artist of song ``items`` (rows and items: the same shape; items -1 give 0), summed over the
+    song's artists. ``artists``: artists_table. Computed ``chunk`` questions at a time ([chunk, n_artists]
+    floats)."""
+    n_artists = int(artists.max(initial=-1)) + 1
+    flat_rows, flat_items = rows.reshape(-1), items.reshape(-1)
+    values = np.zeros(flat_rows.shape, dtype=np.float32)
+    questions = np.unique(flat_rows)
+    for part in np.array_split(questions, max(1, -(-len(questions) // chunk))):
+        pick = np.flatnonzero(np.isin(flat_rows, part))
+        share = np.zeros((len(part), n_artists + 1), dtype=np.float32)  # the last column: no artist
+        for j, q in enumerate(part.tolist()):
+            songs = np.asarray(given[q], dtype=np.int64)
+            if len(songs):
+                by = artists[songs].reshape(-1)
+                np.add.at(share[j], by[by >= 0], 1.0 / len(songs))
+        of_item = artists[np.maximum(flat_items[pick], 0)]  # [picked, A]
+        of_item = np.where(of_item >= 0, of_item, n_artists)
+        values[pick] = share[np.searchsorted(part, flat_rows[pick])[:, None], of_item].sum(axis=1)
+    return np.where(items >= 0, values.reshape(items.shape), 0.0)
+
+
+def ages(items: np.ndarray, days: np.ndarray, release: np.ndarray) -> np.ndarray:
+    """[Q, K] days from each song's release (``release``: [n_songs] days) to its question's update day
+    (``days``: [Q]); items -1 give 0."""
+    return np.where(items >= 0, days[:, None] - release[np.where(items >= 0, items, 0)], 0)
+
+
+class Pool:
+    """One kind's candidates of every question, merged: one row per (question, distinct item) with its
+    features [N, 4 M + 2] (member m's four at 4m..4m+3, then the item's two), whether it is an answer, and the
+    questions' ideal DCG."""
+
+    def __init__(self, candidates: list, kind: str, truth: list[set], answer_sizes: np.ndarray,
+                 counts: np.ndarray, days: np.ndarray | None = None, release: np.ndarray | None = None,
+                 given: list | None = None, artists: np.ndarray | None = None):
+        width = 1 + max(int(c.kind(kind)[0].max(initial=-1)) for c in candidates)
+        keys, blocks = [], []
+        for c in candidates:
+            items, scores = c.kind(kind)
+            valid = items.reshape(-1) >= 0
+            rows = np.repeat(np.arange(items.shape[0]), items.shape[1])[valid]
+            keys.append(rows * width + items.reshape(-1)[valid])
+            blocks.append(member_features(items, scores).reshape(-1, len(MEMBER_FEATURES))[valid])
+        unique, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+        m = len(MEMBER_FEATURES)
+        self.features = np.zeros((len(unique), m * len(candidates) + len(ITEM_FEATURES)), np.float32)
+        start = 0
+        for j, block in enumerate(blocks):
+            self.features[inverse[start:start + len(block)], m * j:m * (j + 1)] = block
+            start += len(block)
+        self.rows, items = unique // width, unique % width
+        age = None if days is None else days[self.rows] - release[items]
+        shares = None if given is None else artist_shares(self.rows, items, given, artists)
+        self.features[:, -len(ITEM_FEATURES):] = item_features(items, counts, age, shares)
+        truth_keys = np.array(sorted(r * width + i for r, its in enumerate(truth) for i in its if i < width),
+                              dtype=np.int64)
+        self.relevant = np.isin(unique, truth_keys)
+        self.cutoff = CUTOFF[kind]
+        self.idcg = np.array(IDCG)[np.minimum(answer_sizes, self.cutoff)]
+        self.questions = len(truth)
+
+    def design(self, types: np.ndarray, present: list[str]) -> np.ndarray:
+        """[N, F (1 + T)]: the features, then a copy of them per question type of ``present`` (T of them), zero
+        outside that type's rows."""
+        row_types = types[self.rows]
+        return np.concatenate([self.features] + [self.features * (row_types == t)[:, None] for t in present], axis=1)
+
+    def ndcg(self, score: np.ndarray, questions: np.ndarray) -> np.ndarray:
+        """[len(questions)] nDCG of ranking each question's candidates by ``score`` [N]."""
+        order = np.lexsort((-score, self.rows))
+        rows, relevant = self.rows[order], self.relevant[order]
+        rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
+        hit = relevant & (rank < self.cutoff)
+        dcg = np.bincount(rows[hit], weights=1.0 / np.log(rank[hit] + 2.0), minlength=self.questions)
+        idcg = self.idcg[questions]
+        return np.where(idcg > 0, dcg[questions] / np.where(idcg > 0, idcg, 1.0), 0.0)
+
+
+def _listwise(design: np.ndarray, rows: np.ndarray, relevant: np.ndarray, lam: float) -> np.ndarray:
+    """The weights [F] minimising the mean listwise softmax loss of the questions ``rows`` with an answer
+    among their candidates, + lam |w|^2 (L-BFGS)."""
+    import scipy.optimize
+
+    answered = np.zeros(rows.max(initial=-1) + 1, dtype=bool)
+    answered[rows[relevant]] = True
+    keep = answered[rows]  # rows are sorted (Pool's order), so each question's candidates are contiguous
+    x, target = design[keep], relevant[keep].astype(np.float64)  # x float32: products in float32, sums in float64
+    _, starts, group = np.unique(rows[keep], return_index=True, return_inverse=True)
+    groups = len(starts)
+    target = target / np.bincount(group, weights=target)[group]  # each question's answers share weight 1
+
+    def loss(w):
+        z = (x @ w.astype(np.float32)).astype(np.float64)
+        top = np.maximum.reduceat(z, starts) if groups else z[:0]
+        e = np.exp(z - top[group])
+        total = np.bincount(group, weights=e, minlength=groups)
+        value = (np.log(total) + top).sum() - target @ z
+        grad = (x.T @ (e / total[group] - target).astype(np.float32)).astype(np.float64)
+        return value / groups + lam * w @ w, grad / groups + 2 * lam * w
+
+    if not groups:
+        return np.zeros(design.shape[1])
+    return scipy.optimize.minimize(loss, np.zeros(design.shape[1]), jac=True, method="L-BFGS-B",
+                                   options={"maxiter": 300}).x
+
+
+def fit(candidates: dict, truth: dict[str, list[set]], answer_sizes: dict[str, np.ndarray], types: list[str],
+        counts: dict[str, np.ndarray], days: np.ndarray, release: np.ndarray, given: list, artists: np.ndarray,
+        lambdas: tuple = LAMBDAS) -> dict:
+    """The ranker's weights ``{kind: {type: {"members": {member: [4]}, "item": [2]}}}``, the chosen ``lambda``
+    per kind and the tuning table ``{type: {kind: {"n", "ranker", "cv"}}}`` (in-sample and cross-validated
+    nDCG).
+
+    ``candidates``: member -> Candidates over the Q tuning questions; ``truth``/``answer_sizes`` as in
+    inference/blend.py's fit; ``counts``: kind -> [n_items] training counts; ``days``: [Q] update days;
+    ``release``: [n_songs] release days of the vocabulary songs; ``given``: per question, its given songs
+    (vocabulary indices); ``artists``: artists_table."""
+    names = list(candidates)
+    types = np.array(types)
+    halves = np.arange(len(types)) % 2 == 1  # every other question: both halves hold every type
+    out = {"weights": {}, "lambda": {}, "tuning": {t: {} for t in QUESTION_TYPES}}
+    for kind in KINDS:
+        pool = Pool([candidates[m] for m in names], kind, truth[kind], answer_sizes[kind], counts[kind],
+                    *((days, release, given, artists) if kind == "songs" else ()))
+        present = [t for t in QUESTION_TYPES if (types == t).any()]
+        design = pool.design(types, present)
+        cv = {}
+        for lam in lambdas:
+            scored = np.zeros(len(types))
+            for held in (False, True):
+                fit_rows = halves[pool.rows] != held
+                w = _listwise(design[fit_rows], pool.rows[fit_rows], pool.relevant[fit_rows], lam)
+                questions = np.flatnonzero(halves == held)
+                scored[questions] = pool.ndcg(design @ w, questions)
+            cv[lam] = scored
+        lam = max(lambdas, key=lambda value: (cv[value].mean(), -value))
+        w = _listwise(design, pool.rows, pool.relevant, lam)
+        in_sample = pool.ndcg(design @ w, np.arange(len(types)))
+        f, m = pool.features.shape[1], len(MEMBER_FEATURES)
+        out["lambda"][kind] = lam
+        out["weights"][kind] = {}
+        for t in QUESTION_TYPES:  # a type without tuning questions takes the shared weights
+            j = present.index(t) if t in present else None
+            effective = (w[:f] + (0 if j is None else w[f * (1 + j):f * (2 + j)])).tolist()
+            out["weights"][kind][t] = {"members": {name: effective[m * i:m * (i + 1)] for i, name in enumerate(names)},
+                                       "item": effective[m * len(names):]}
+            mask = types == t
+            if mask.any():
+                out["tuning"][t][kind] = {"n": int(mask.sum()), "ranker": float(in_sample[mask].mean()),
+                                          "cv": float(cv[lam][mask].mean())}
+    return out
+
+
+def blended(weights: dict, types: list[str], proposals: dict[str, tuple[np.ndarray, np.ndarray]],
+            item_feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted score split as the ensemble ranks with it: per member its term of each proposal
+    (``proposals``: member -> (items [Q, K_m], scores [Q, K_m])), side by side [Q, sum K_m], and the item
+    term [Q, C] of the item features ``item_feats`` [Q, C, 3] (item_features). ``weights``: one kind's
+    ``fit()["weights"][kind]``; ``types``: the Q question types. Summing a candidate's member terms and
+    adding its item term once gives the ``design @ w`` the weights were fitted on."""
+    terms = []
+    for member, (items, scores) in proposals.items():
+        w = np.array([weights[t]["members"][member] for t in types], dtype=np.float32)  # [Q, 4]
+        terms.append(np.einsum("qkf,qf->qk", member_features(items, scores), w))
+    u = np.array([weights[t]["item"] for t in types], dtype=np.float32)  # [Q, 3]
+    return np.concatenate(terms, axis=1), np.einsum("qcf,qf->qc", item_feats, u)
