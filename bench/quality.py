@@ -17,9 +17,10 @@
    playlist_cf are first searched on the protocol's tuning half of the validation questions
    (evaluate/protocol.py; also in their own process, timed), then the best setting runs on every question.
 3. Neural systems (:data:`NEURAL`): the ensemble (DAE, title BERT, Word2Vec, the neighbour members and popularity,
-   blend weights per question type fitted on the tuning half by ``python -m inference.fit_blend``), the
-   ensemble without each member (its blend refitted), and each model alone; ``python -m inference`` for
-   each in its own process, for its inference time and peak memory.
+   ranked by the learned ranker that ``python -m inference.fit_blend`` fits on the tuning half), the same
+   members under the grid blend (``--method grid``), the ensemble without each member (its ranker
+   refitted), and each model alone; ``python -m inference`` for each in its own process, for its inference
+   time and peak memory.
 4. Every results file is scored by the project's evaluator (``evaluate.ndcg.evaluate``, overall and by
    question type) on the **report half** of the validation questions only, which nothing above was tuned
    on; the ratios to the best peer are reported beside the table. Writes RESULTS_DIR/quality_SCALE.json,
@@ -50,27 +51,31 @@ from evaluate.protocol import parts, select
 from evaluate.table import markdown
 
 PEER_NAMES = ("popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf")
-# The neural systems: the members each runs with (run folders of the quickstart run), and whether a blend
-# fitted on the tuning half weighs them (then popularity is a member too). The ablations leave one member out.
+# The neural systems: the members each runs with (run folders of the quickstart run), and the blend fitted on
+# the tuning half that weighs them (inference.fit_blend --method: ranker or grid; then popularity is a member
+# too), or None. The ablations leave one member out.
 MEMBERS = {"dae": ("--dae", "dae"), "title": ("--title", "title-finetune"), "word2vec": ("--word2vec", "word2vec"),
            "item_cf": ("--neighbours", "neighbours"),
            "playlist_cf": ("--neighbours", "playlists")}  # member -> (inference flag, quickstart run folder)
 NEURAL = {
-    "ensemble": (("dae", "title", "word2vec", "item_cf", "playlist_cf"), True),
-    "ensemble_without_dae": (("title", "word2vec", "item_cf", "playlist_cf"), True),
-    "ensemble_without_title": (("dae", "word2vec", "item_cf", "playlist_cf"), True),
-    "ensemble_without_word2vec": (("dae", "title", "item_cf", "playlist_cf"), True),
-    "ensemble_without_neighbours": (("dae", "title", "word2vec"), True),
-    "ensemble_without_neural": (("item_cf", "playlist_cf"), True),
-    "dae": (("dae",), False),
-    "title": (("title",), False),
-    "word2vec": (("word2vec",), False),
-    "neighbours": (("item_cf",), False),
-    "playlists": (("playlist_cf",), False),
+    "ensemble": (("dae", "title", "word2vec", "item_cf", "playlist_cf"), "ranker"),
+    "ensemble_grid": (("dae", "title", "word2vec", "item_cf", "playlist_cf"), "grid"),
+    "ensemble_without_dae": (("title", "word2vec", "item_cf", "playlist_cf"), "ranker"),
+    "ensemble_without_title": (("dae", "word2vec", "item_cf", "playlist_cf"), "ranker"),
+    "ensemble_without_word2vec": (("dae", "title", "item_cf", "playlist_cf"), "ranker"),
+    "ensemble_without_neighbours": (("dae", "title", "word2vec"), "ranker"),
+    "ensemble_without_neural": (("item_cf", "playlist_cf"), "ranker"),
+    "dae": (("dae",), None),
+    "title": (("title",), None),
+    "word2vec": (("word2vec",), None),
+    "neighbours": (("item_cf",), None),
+    "playlists": (("playlist_cf",), None),
 }
 DESCRIPTIONS = {
-    "ensemble": "DAE + title BERT + Word2Vec + item and playlist neighbours + popularity, blend fitted per question "
-                "type on the tuning half",
+    "ensemble": "DAE + title BERT + Word2Vec + item and playlist neighbours + popularity, ranked by the learned "
+                "ranker (inference/ranker.py) fitted on the tuning half",
+    "ensemble_grid": "the same members blended by the grid search's weights per question type (inference/blend.py), "
+                     "fitted on the tuning half",
     "ensemble_without_dae": "the ensemble without the DAE (blend refitted)",
     "ensemble_without_title": "the ensemble without the title BERT (blend refitted)",
     "ensemble_without_word2vec": "the ensemble without the Word2Vec member (blend refitted)",
@@ -214,15 +219,15 @@ def run_neural(run: Path, out: Path, names: list[str]) -> dict:
     stage_of = {"dae": ("dae",), "title": ("title_pretrain", "title_finetune"), "word2vec": ("word2vec",),
                 "item_cf": ("neighbours",), "playlist_cf": ("playlists",)}
     questions, systems = run / "split/questions/val.json", {}
-    for name, (members, blended) in ((n, NEURAL[n]) for n in names):
+    for name, (members, method) in ((n, NEURAL[n]) for n in names):
         models = [a for m in members for a in (MEMBERS[m][0], str(run / MEMBERS[m][1]))]
         common = ["--questions", str(questions), "--work", str(run / "work"), *models]
         blend, fit = [], None
-        if blended:
+        if method:
             path = out / f"blends/{name}.json"
             fit = measured([sys.executable, "-m", "inference.fit_blend", *common, "--answers",
-                            str(run / "split/answers/val.json"), "--out", str(path)], out / f"logs/blend-{name}.log",
-                           _env())
+                            str(run / "split/answers/val.json"), "--out", str(path), "--method", method],
+                           out / f"logs/blend-{name}.log", _env())
             blend = ["--blend", str(path)]
         results = out / f"results/{name}.json"
         usage = measured([sys.executable, "-m", "inference", *common, *blend, "--out", str(results), "--no-progress"],

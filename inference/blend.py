@@ -1,5 +1,8 @@
 """Blend weights per question type, fitted on the protocol's tuning questions, stored with the run.
 
+This is the grid blend (``python -m inference.fit_blend --method grid``); the default blend is the learned
+ranker of inference/ranker.py, which reuses this module's Candidates, ``normalised``, ``save`` and ``load``.
+
 Each member of the ensemble (inference/ensemble.py: ``dae``, ``title``, ``neighbours``, ``popular``)
 proposes, per question, up to K candidate songs and tags with non-negative scores. A fitted blend scores
 an item by ``sum_m w[type][m] * (s_m(item) / max_j s_m(j)) ** p``: each member's scores divided by its own

@@ -399,12 +399,13 @@ def test_a_question_older_than_the_played_songs_gets_the_oldest_songs_of_the_cat
 
 # ------------------------------------------------------------------------------------ tiny, end to end
 
-SYSTEMS = {"ensemble", "ensemble_without_dae", "ensemble_without_title", "ensemble_without_word2vec",
+SYSTEMS = {"ensemble", "ensemble_grid", "ensemble_without_dae", "ensemble_without_title", "ensemble_without_word2vec",
            "ensemble_without_neighbours", "ensemble_without_neural", "dae", "title", "word2vec", "neighbours",
            "playlists", "popular_official", "popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf"}
 PEER_NAMES = ("popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf")
 # what each neural system is made of (bench/quality.py's docstring), and the quickstart stages training each member
 MEMBERS = {"ensemble": {"dae", "title", "word2vec", "item_cf", "playlist_cf"},
+           "ensemble_grid": {"dae", "title", "word2vec", "item_cf", "playlist_cf"},
            "ensemble_without_dae": {"title", "word2vec", "item_cf", "playlist_cf"},
            "ensemble_without_title": {"dae", "word2vec", "item_cf", "playlist_cf"},
            "ensemble_without_word2vec": {"dae", "title", "item_cf", "playlist_cf"},
@@ -498,10 +499,11 @@ def test_check_quality_summary_catches_an_edited_figure():
 
 
 # The tiny benchmark's subsets: every peer runs, but EASE is not tuned (its grid inverts nine matrices of up to
-# 20,000 columns: 157 s of the suite) and of the neural systems only those the bars' ratios read run (every
-# ablation is the same code with other members; tests/test_inference.py covers each member's inference).
+# 20,000 columns: 157 s of the suite) and of the neural systems only those the bars' ratios read run, with the
+# grid blend for its inference path (every ablation is the same code with other members;
+# tests/test_inference.py covers each member's inference).
 TINY_TUNED = ("als", "item_cf", "playlist_cf")
-TINY_NEURAL = ("ensemble", "ensemble_without_neural", "dae")
+TINY_NEURAL = ("ensemble", "ensemble_grid", "ensemble_without_neural", "dae")
 
 
 @pytest.fixture(scope="module")
