@@ -100,6 +100,19 @@ def test_lr_schedule_at_one_rank_with_sqrt_scaling_a_multiplier_and_the_generali
 
 
 @pytest.mark.slow
+def test_the_references_bce_item_loss_trains_and_the_ranking_term_starts_at_rank_from_epoch(work, tmp_path):
+    """One plain process, 2 epochs of 3 steps, ``item_loss: bce`` with the ranking term from epoch 2 at a weight
+    of 1000: epoch 1's loss is on BCE's scale (about log 2 per class at the start, where the softmax loss of
+    this vocabulary is about 9.8), and epoch 2's carries the ranking term (1000 x a BCE near log 2)."""
+    out = train(None, work, tmp_path / "run", "--set", "train.epochs=2", "--set", "train.steps_per_epoch=3",
+                "--set", "loss.item_loss=bce", "--set", "loss.rank_weight=1000", "--set", "loss.rank_from_epoch=2").stdout
+    (e1, first, _), (e2, second, _) = epoch_lines(out)
+    assert (e1, e2) == (1, 2) and 0 < first < 2.0 and second > 100.0
+    config = json.loads((tmp_path / "run/export/config.json").read_text())
+    assert config["trained_with"]["loss"]["item_loss"] == "bce" and config["trained_with"]["loss"]["rank_from_epoch"] == 2
+
+
+@pytest.mark.slow
 def test_resume_restores_step_optimizer_slots_and_best_score(work, dae_run, tmp_path):
     """Two epochs, then a rerun to three: the same weights, slots and step as ``dae_run``'s three straight
     epochs (the same settings; no dropout, whose per-rank streams a resume does not restore)."""
