@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             candidates, truth, sizes, types, {"songs": ensemble.song_counts, "tags": ensemble.tag_counts}, days,
             release, given, ranker.artists_table(ensemble.index["song_artists"]))}
         fitted["tuning"] = fitted["ranker"].pop("tuning")
+        for kind, dropped in fitted["ranker"]["dropped"].items():
+            log.info("ranker %s: lambda %g; left out (their absence raised the cross-validated nDCG): %s", kind,
+                     fitted["ranker"]["lambda"][kind], ", ".join(dropped) or "none")
     blend.save(args.out, fitted, ensemble.manifest, members, {"tuning_questions": len(tuning),
                                                              "questions_file": str(args.questions)})
     for t, row in fitted["tuning"].items():

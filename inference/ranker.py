@@ -18,8 +18,9 @@ The weights maximise the listwise softmax likelihood of the answer items among e
 candidates (ListNet's top-one probability, Cao et al. 2007: ``-mean_{answers} log softmax(f)``, averaged
 over the questions with an answer among their candidates), a smooth convex loss minimised with L-BFGS,
 deterministic. ``lam`` is chosen from :data:`LAMBDAS` by two-fold cross-validation on the tuning
-questions (the mean nDCG of each half scored by the weights fitted on the other), then the weights are
-refitted on all of them.
+questions (the mean nDCG of each half scored by the weights fitted on the other); then members whose
+absence raises that cross-validated nDCG are left out one at a time (their weights 0, per kind:
+``_drop_members``), and the weights are refitted on all the tuning questions.
 
 Because ``f`` is a sum of per-member terms and one per-item term, the ensemble ranks with it as with the
 grid blend: each member's term per candidate, summed per item, plus the item term once (inference/ensemble.py).
@@ -38,6 +39,7 @@ CUTOFF = {"songs": 100, "tags": 10}
 MEMBER_FEATURES = ("score", "sqrt_score", "reciprocal_rank", "proposed")
 ITEM_FEATURES = ("log_count", "log_age", "artist_share")
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1)
+MIN_GAIN = 5e-4  # the cross-validated nDCG a member's absence must add for _drop_members to leave it out
 
 
 def member_features(items: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -153,10 +155,18 @@ class Pool:
         return np.where(idcg > 0, dcg[questions] / np.where(idcg > 0, idcg, 1.0), 0.0)
 
 
-def _listwise(design: np.ndarray, rows: np.ndarray, relevant: np.ndarray, lam: float) -> np.ndarray:
+def _listwise(design: np.ndarray, rows: np.ndarray, relevant: np.ndarray, lam: float,
+              columns: np.ndarray | None = None, start: np.ndarray | None = None) -> np.ndarray:
     """The weights [F] minimising the mean listwise softmax loss of the questions ``rows`` with an answer
-    among their candidates, + lam |w|^2 (L-BFGS)."""
+    among their candidates, + lam |w|^2 (L-BFGS from ``start``, or 0); with ``columns`` ([F] bool) only those
+    columns are fitted and the others' weights are 0."""
     import scipy.optimize
+
+    if columns is not None:
+        w = np.zeros(design.shape[1])
+        w[columns] = _listwise(design[:, columns], rows, relevant, lam, None,
+                               None if start is None else start[columns])
+        return w
 
     answered = np.zeros(rows.max(initial=-1) + 1, dtype=bool)
     answered[rows[relevant]] = True
@@ -177,16 +187,17 @@ def _listwise(design: np.ndarray, rows: np.ndarray, relevant: np.ndarray, lam: f
 
     if not groups:
         return np.zeros(design.shape[1])
-    return scipy.optimize.minimize(loss, np.zeros(design.shape[1]), jac=True, method="L-BFGS-B",
-                                   options={"maxiter": 300}).x
+    # ftol: stop when an iteration lowers the loss by under 1e-7 of itself (far below what moves a ranking)
+    return scipy.optimize.minimize(loss, np.zeros(design.shape[1]) if start is None else start, jac=True,
+                                   method="L-BFGS-B", options={"maxiter": 300, "ftol": 1e-7}).x
 
 
 def fit(candidates: dict, truth: dict[str, list[set]], answer_sizes: dict[str, np.ndarray], types: list[str],
         counts: dict[str, np.ndarray], days: np.ndarray, release: np.ndarray, given: list, artists: np.ndarray,
         lambdas: tuple = LAMBDAS) -> dict:
-    """The ranker's weights ``{kind: {type: {"members": {member: [4]}, "item": [2]}}}``, the chosen ``lambda``
-    per kind and the tuning table ``{type: {kind: {"n", "ranker", "cv"}}}`` (in-sample and cross-validated
-    nDCG).
+    """The ranker's weights ``{kind: {type: {"members": {member: [4]}, "item": [3]}}}``, the chosen ``lambda``
+    and the ``dropped`` members per kind (:func:`_drop_members`: their weights are 0), and the tuning table
+    ``{type: {kind: {"n", "ranker", "cv"}}}`` (in-sample and cross-validated nDCG).
 
     ``candidates``: member -> Candidates over the Q tuning questions; ``truth``/``answer_sizes`` as in
     inference/blend.py's fit; ``counts``: kind -> [n_items] training counts; ``days``: [Q] update days;
@@ -195,27 +206,23 @@ def fit(candidates: dict, truth: dict[str, list[set]], answer_sizes: dict[str, n
     names = list(candidates)
     types = np.array(types)
     halves = np.arange(len(types)) % 2 == 1  # every other question: both halves hold every type
-    out = {"weights": {}, "lambda": {}, "tuning": {t: {} for t in QUESTION_TYPES}}
+    out = {"weights": {}, "lambda": {}, "dropped": {}, "tuning": {t: {} for t in QUESTION_TYPES}}
     for kind in KINDS:
         pool = Pool([candidates[m] for m in names], kind, truth[kind], answer_sizes[kind], counts[kind],
                     *((days, release, given, artists) if kind == "songs" else ()))
         present = [t for t in QUESTION_TYPES if (types == t).any()]
         design = pool.design(types, present)
-        cv = {}
-        for lam in lambdas:
-            scored = np.zeros(len(types))
-            for held in (False, True):
-                fit_rows = halves[pool.rows] != held
-                w = _listwise(design[fit_rows], pool.rows[fit_rows], pool.relevant[fit_rows], lam)
-                questions = np.flatnonzero(halves == held)
-                scored[questions] = pool.ndcg(design @ w, questions)
-            cv[lam] = scored
-        lam = max(lambdas, key=lambda value: (cv[value].mean(), -value))
-        w = _listwise(design, pool.rows, pool.relevant, lam)
+        cv, starts = {}, None
+        for lam in sorted(lambdas, reverse=True):  # from the strongest penalty down, each fit starting from the last
+            cv[lam] = _cross_validated(design, pool, halves, lam, starts=starts)
+            starts = cv[lam][1]
+        lam = max(lambdas, key=lambda value: (cv[value][0].mean(), -value))
+        dropped, scored = _drop_members(design, pool, halves, lam, names, cv[lam])
+        w = _listwise(design, pool.rows, pool.relevant, lam, _member_columns(design, pool, names, dropped),
+                      np.mean(cv[lam][1], axis=0))
         in_sample = pool.ndcg(design @ w, np.arange(len(types)))
         f, m = pool.features.shape[1], len(MEMBER_FEATURES)
-        out["lambda"][kind] = lam
-        out["weights"][kind] = {}
+        out["lambda"][kind], out["dropped"][kind], out["weights"][kind] = lam, dropped, {}
         for t in QUESTION_TYPES:  # a type without tuning questions takes the shared weights
             j = present.index(t) if t in present else None
             effective = (w[:f] + (0 if j is None else w[f * (1 + j):f * (2 + j)])).tolist()
@@ -224,8 +231,52 @@ def fit(candidates: dict, truth: dict[str, list[set]], answer_sizes: dict[str, n
             mask = types == t
             if mask.any():
                 out["tuning"][t][kind] = {"n": int(mask.sum()), "ranker": float(in_sample[mask].mean()),
-                                          "cv": float(cv[lam][mask].mean())}
+                                          "cv": float(scored[mask].mean())}
     return out
+
+
+def _member_columns(design: np.ndarray, pool: Pool, names: list[str], dropped: list[str]) -> np.ndarray:
+    """[F (1 + T)] bool: the design's columns that do not belong to a ``dropped`` member."""
+    f, m = pool.features.shape[1], len(MEMBER_FEATURES)
+    keep = np.ones(f, dtype=bool)
+    for name in dropped:
+        i = names.index(name)
+        keep[m * i:m * (i + 1)] = False
+    return np.tile(keep, design.shape[1] // f)
+
+
+def _cross_validated(design: np.ndarray, pool: Pool, halves: np.ndarray, lam: float,
+                     columns: np.ndarray | None = None, starts: list | None = None) -> tuple[np.ndarray, list]:
+    """[Q] nDCG of each tuning question ranked by the weights fitted on the other half (``halves``: [Q] bool),
+    using only the design's ``columns`` (all when None), and the two halves' weights. ``starts``: weights
+    to start each half's fit from (a nearby fit's: fewer iterations)."""
+    scored, weights = np.zeros(len(halves)), []
+    for k, held in enumerate((False, True)):
+        fit_rows = halves[pool.rows] != held
+        weights.append(_listwise(design[fit_rows], pool.rows[fit_rows], pool.relevant[fit_rows], lam, columns,
+                                 None if starts is None else starts[k]))
+        questions = np.flatnonzero(halves == held)
+        scored[questions] = pool.ndcg(design @ weights[-1], questions)
+    return scored, weights
+
+
+def _drop_members(design: np.ndarray, pool: Pool, halves: np.ndarray, lam: float, names: list[str],
+                  baseline: tuple[np.ndarray, list]) -> tuple[list[str], np.ndarray]:
+    """Backward elimination on the tuning half: while leaving one member out (its weights 0) raises the mean
+    cross-validated nDCG by more than :data:`MIN_GAIN`, leave out the member whose absence raises it most.
+    Each member adds 4 weights per question type; one that the tuning questions fit mostly as noise costs
+    more than it brings. ``baseline``: _cross_validated with every member. Returns the members left out and
+    the final [Q] cross-validated nDCG."""
+    dropped, (best, starts) = [], baseline
+    while len(dropped) < len(names) - 1:
+        trials = {name: _cross_validated(design, pool, halves, lam,
+                                         _member_columns(design, pool, names, dropped + [name]), starts)
+                  for name in names if name not in dropped}
+        name = max(trials, key=lambda n: trials[n][0].mean())
+        if trials[name][0].mean() <= best.mean() + MIN_GAIN:
+            break
+        dropped, (best, starts) = dropped + [name], trials[name]
+    return dropped, best
 
 
 def blended(weights: dict, types: list[str], proposals: dict[str, tuple[np.ndarray, np.ndarray]],

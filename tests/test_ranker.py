@@ -119,3 +119,24 @@ def test_blend_files_name_their_method_and_a_ranker_file_needs_its_weights(tmp_p
         load(path, MANIFEST, ["dae", "popular"])
     save(path, {"weights": {}, "tuning": {}}, MANIFEST, ["dae", "popular"], {})  # an older file: the grid blend
     assert load(path, MANIFEST, ["dae", "popular"])["method"] == "grid"
+
+
+def test_a_member_that_misleads_the_other_half_is_left_out_and_the_others_kept():
+    """``flip`` ranks the answers first on every other question and the non-answers first on the rest, so
+    whatever one half teaches about it is wrong on the other: its absence raises the cross-validated nDCG,
+    and the fit leaves it out (weights 0). The good member stays."""
+    rng = np.random.default_rng(1)
+    q, n = 80, 150
+    truth = [set(rng.choice(n, 8, replace=False).tolist()) for _ in range(q)]
+    good = noisy_member(truth, rng, 2.0, n, 30)
+    flipped = [t if i % 2 else set(rng.choice(sorted(set(range(n)) - t), 8, replace=False).tolist())
+               for i, t in enumerate(truth)]
+    flip = noisy_member(flipped, rng, 0.1, n, 30)
+    types = ["songs-only"] * q
+    out = ranker.fit({"good": good, "flip": flip}, {"songs": truth, "tags": truth},
+                     {"songs": np.full(q, 8), "tags": np.full(q, 8)}, types, {"songs": np.ones(n), "tags": np.ones(n)},
+                     np.zeros(q, dtype=int), np.zeros(n, dtype=int), [[] for _ in range(q)],
+                     ranker.artists_table([[0]] * n))
+    assert out["dropped"]["songs"] == ["flip"]
+    weights = out["weights"]["songs"]["songs-only"]["members"]
+    assert weights["flip"] == [0.0] * 4 and any(weights["good"])
