@@ -106,8 +106,9 @@ def ages(items: np.ndarray, days: np.ndarray, release: np.ndarray) -> np.ndarray
 
 class Pool:
     """One kind's candidates of every question, merged: one row per (question, distinct item) with its
-    features [N, 4 M + 2] (member m's four at 4m..4m+3, then the item's two), whether it is an answer, and the
-    questions' ideal DCG."""
+    features [N, 4 M + 3] (member m's four at 4m..4m+3, then the item's three; ``rows`` [N] sorted), whether
+    it is an answer [N], and the questions' ideal DCG [Q]. ``days``/``release``/``given``/``artists`` (songs
+    only) give the age and the artist share; without them those features are 0."""
 
     def __init__(self, candidates: list, kind: str, truth: list[set], answer_sizes: np.ndarray,
                  counts: np.ndarray, days: np.ndarray | None = None, release: np.ndarray | None = None,
