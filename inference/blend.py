@@ -72,31 +72,45 @@ def simplex(members: int, steps: int) -> np.ndarray:
     return np.array(points, dtype=np.float64) / steps
 
 
+def merged(candidates: list[Candidates], kind: str) -> tuple[int, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The candidates of one kind of every member, merged by (question, item): ``width`` (the key of an entry
+    is question * width + item), the sorted distinct keys [N], each valid entry's index into them (member
+    by member, in the members' row-major order) and each member's mask of valid entries [Q * K]."""
+    width = 1 + max(int(c.kind(kind)[0].max(initial=-1)) for c in candidates)
+    keys, valid = [], []
+    for c in candidates:
+        items = c.kind(kind)[0]
+        valid.append(items.reshape(-1) >= 0)
+        rows = np.repeat(np.arange(items.shape[0]), items.shape[1])
+        keys.append(rows[valid[-1]] * width + items.reshape(-1)[valid[-1]])
+    unique, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    return width, unique, inverse, valid
+
+
+def answers(unique: np.ndarray, width: int, truth: list[set], answer_sizes: np.ndarray,
+            kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each merged candidate (``unique``: keys of :func:`merged`) is in its question's answer [N],
+    and each question's ideal DCG at the kind's cutoff [Q] (``answer_sizes``: out-of-vocabulary answers
+    included)."""
+    truth_keys = np.array(sorted(r * width + i for r, items in enumerate(truth) for i in items if i < width),
+                          dtype=np.int64)
+    return np.isin(unique, truth_keys), np.array(IDCG)[np.minimum(answer_sizes, CUTOFF[kind])]
+
+
 class Pool:
     """Every question's candidates of one kind, merged: one row per (question, distinct item) with each
     member's normalised score, whether the item is in the answer, and the question's ideal DCG."""
 
     def __init__(self, candidates: list[Candidates], kind: str, truth: list[set], answer_sizes: np.ndarray,
                  power: float = 1.0):
-        width = 1 + max(int(c.kind(kind)[0].max(initial=-1)) for c in candidates)
-        keys, members, values = [], [], []
-        for m, c in enumerate(candidates):
-            items, scores = c.kind(kind)
-            rows = np.repeat(np.arange(items.shape[0]), items.shape[1])
-            valid = items.reshape(-1) >= 0
-            keys.append(rows[valid] * width + items.reshape(-1)[valid])
-            members.append(np.full(int(valid.sum()), m))
-            values.append(normalised(scores, power).reshape(-1)[valid])
-        keys = np.concatenate(keys)
-        unique, inverse = np.unique(keys, return_inverse=True)
+        width, unique, inverse, valid = merged(candidates, kind)
+        members = np.concatenate([np.full(int(v.sum()), m) for m, v in enumerate(valid)])
+        values = np.concatenate([normalised(c.kind(kind)[1], power).reshape(-1)[v] for c, v in zip(candidates, valid)])
         self.scores = np.zeros((len(unique), len(candidates)))
-        np.add.at(self.scores, (inverse, np.concatenate(members)), np.concatenate(values))
+        np.add.at(self.scores, (inverse, members), values)
         self.rows = unique // width
-        truth_keys = np.array(sorted(r * width + i for r, items in enumerate(truth) for i in items if i < width),
-                              dtype=np.int64)
-        self.relevant = np.isin(unique, truth_keys)
+        self.relevant, self.idcg = answers(unique, width, truth, answer_sizes, kind)
         self.cutoff = CUTOFF[kind]
-        self.idcg = np.array(IDCG)[np.minimum(answer_sizes, self.cutoff)]
         starts = np.searchsorted(self.rows, np.arange(len(truth)))
         self.position = np.arange(len(unique)) - starts[self.rows]
         self.width = int(self.position.max(initial=-1)) + 1

@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluate.ndcg import IDCG, QUESTION_TYPES
-
-KINDS = ("songs", "tags")
-CUTOFF = {"songs": 100, "tags": 10}
+from evaluate.ndcg import QUESTION_TYPES
+from inference.blend import CUTOFF, KINDS, answers, merged, normalised
 MEMBER_FEATURES = ("score", "sqrt_score", "reciprocal_rank", "proposed")
 ITEM_FEATURES = ("log_count", "log_age", "artist_share")
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -45,8 +43,6 @@ MIN_GAIN = 5e-4  # the cross-validated nDCG a member's absence must add for _dro
 def member_features(items: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """[Q, K, 4] float32 features of one member's [Q, K] proposals (items -1 = none: all 0), in the order of
     :data:`MEMBER_FEATURES`."""
-    from inference.blend import normalised
-
     proposed = (items >= 0).astype(np.float32)
     s = normalised(scores).astype(np.float32) * proposed
     rank = np.broadcast_to(1.0 / (1.0 + np.arange(items.shape[1], dtype=np.float32)), items.shape)
@@ -113,30 +109,20 @@ class Pool:
     def __init__(self, candidates: list, kind: str, truth: list[set], answer_sizes: np.ndarray,
                  counts: np.ndarray, days: np.ndarray | None = None, release: np.ndarray | None = None,
                  given: list | None = None, artists: np.ndarray | None = None):
-        width = 1 + max(int(c.kind(kind)[0].max(initial=-1)) for c in candidates)
-        keys, blocks = [], []
-        for c in candidates:
-            items, scores = c.kind(kind)
-            valid = items.reshape(-1) >= 0
-            rows = np.repeat(np.arange(items.shape[0]), items.shape[1])[valid]
-            keys.append(rows * width + items.reshape(-1)[valid])
-            blocks.append(member_features(items, scores).reshape(-1, len(MEMBER_FEATURES))[valid])
-        unique, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+        width, unique, inverse, valid = merged(candidates, kind)
         m = len(MEMBER_FEATURES)
         self.features = np.zeros((len(unique), m * len(candidates) + len(ITEM_FEATURES)), np.float32)
         start = 0
-        for j, block in enumerate(blocks):
+        for j, (c, mask) in enumerate(zip(candidates, valid)):
+            block = member_features(*c.kind(kind)).reshape(-1, m)[mask]
             self.features[inverse[start:start + len(block)], m * j:m * (j + 1)] = block
             start += len(block)
         self.rows, items = unique // width, unique % width
         age = None if days is None else days[self.rows] - release[items]
         shares = None if given is None else artist_shares(self.rows, items, given, artists)
         self.features[:, -len(ITEM_FEATURES):] = item_features(items, counts, age, shares)
-        truth_keys = np.array(sorted(r * width + i for r, its in enumerate(truth) for i in its if i < width),
-                              dtype=np.int64)
-        self.relevant = np.isin(unique, truth_keys)
+        self.relevant, self.idcg = answers(unique, width, truth, answer_sizes, kind)
         self.cutoff = CUTOFF[kind]
-        self.idcg = np.array(IDCG)[np.minimum(answer_sizes, self.cutoff)]
         self.questions = len(truth)
 
     def design(self, types: np.ndarray, present: list[str]) -> np.ndarray:
