@@ -28,6 +28,7 @@ a blend file's.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -202,15 +203,24 @@ class Ensemble:
                 raise NeighbourError(f"{run}: a second {member.config['kind']} neighbour member; give each kind once")
             self.neighbours[member.config["kind"]] = member
         self.blend = None if blend_path is None else blend.load(blend_path, self.manifest, self.members())
-        if self.blend is not None and self.blend["method"] == "ranker":
-            from inference.ranker import artists_table
-
-            self.artists = artists_table(self.index["song_artists"])  # [n_songs, A]: the ranker's artist share
 
     def members(self) -> list[str]:
         """The members a fitted blend weighs: the loaded models (neighbour members by kind), then popularity."""
         loaded = (("dae", self.dae), ("title", self.title), ("word2vec", self.word2vec))
         return [name for name, model in loaded if model is not None] + list(self.neighbours) + ["popular"]
+
+    @functools.cached_property
+    def artists(self) -> np.ndarray:
+        """[n_songs, A] the vocabulary songs' artists (inference/ranker.py's artists_table), for the ranker's
+        artist share; built on first use."""
+        from inference.ranker import artists_table
+
+        return artists_table(self.index["song_artists"])
+
+    def given_songs(self, questions: list[dict]) -> list[list[int]]:
+        """Each question's given songs that are in the vocabulary, as vocabulary indices."""
+        songs = self.index["songs"]
+        return [[songs[s] for s in q["songs"] if s in songs] for q in questions]
 
     # -------------------------------------------------------------- questions
     def release_by_song(self, questions: list[dict]) -> np.ndarray:
@@ -443,10 +453,9 @@ class Ensemble:
                       for m, c in proposals.items()]
             return items, np.concatenate(values + [np.zeros((len(qs), 1))], axis=1), None
         if kind == "songs":
-            given = [[self.index["songs"][s] for s in q["songs"] if s in self.index["songs"]] for q in qs]
             rows = np.broadcast_to(np.arange(len(qs))[:, None], items.shape)
             features = ranker.item_features(items, self.song_counts, ranker.ages(items, days, release),
-                                            ranker.artist_shares(rows, items, given, self.artists))
+                                            ranker.artist_shares(rows, items, self.given_songs(qs), self.artists))
         else:
             features = ranker.item_features(items, self.tag_counts, None, None)
         values, bonus = ranker.blended(self.blend["ranker"]["weights"][kind], [question_type(q) for q in qs],

@@ -96,10 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from inference import ranker
 
-        given = [[ensemble.index["songs"][s] for s in q["songs"] if s in ensemble.index["songs"]] for q in tuning]
         fitted = {"method": "ranker", "ranker": ranker.fit(
             candidates, truth, sizes, types, {"songs": ensemble.song_counts, "tags": ensemble.tag_counts}, days,
-            release, given, ranker.artists_table(ensemble.index["song_artists"]))}
+            release, ensemble.given_songs(tuning), ensemble.artists)}
         fitted["tuning"] = fitted["ranker"].pop("tuning")
         for kind, dropped in fitted["ranker"]["dropped"].items():
             log.info("ranker %s: lambda %g; left out (their absence raised the cross-validated nDCG): %s", kind,
