@@ -99,6 +99,7 @@ def _elastic(hvd, task: Task, config: TrainerConfig, manifest: dict, workdir: Pa
 def _continue_epoch(state, task: Task, config: TrainerConfig, optimizer, size: int, tag: str, rank: int) -> None:
     """After a world change: k of n steps done at the old size become round(k x n' / n) of n' at the new one."""
     done = min(task.steps, round(state.batch * task.steps / state.steps))
+    done -= done % config.train.accumulation_steps  # commits fall between updates, never inside an accumulation
     if rank == 0:
         old_scale, scale, step = config.lr_scale(state.size), config.lr_scale(size), int(optimizer.iterations.numpy())
         now = float(learning_rate(step + 1, task.hidden, config.train.warmup_steps, scale))

@@ -8,7 +8,9 @@ model:
   directory), then model, optimizer state and counters are broadcast from rank 0 before the first step;
 * steps: ``DistributedGradientTape`` averages gradients (optionally fp16-compressed, embedding gradients
   dense or sparse), the learning rate follows the warmup schedule scaled by the number of ranks, every
-  rank runs the same number of steps; optional XLA and mixed precision with dynamic loss scaling;
+  rank runs the same number of steps; optional XLA and mixed precision with dynamic loss scaling; with
+  ``train.accumulation_steps`` k > 1 a step is k batches: each rank sums their gradients locally and
+  allreduces the mean once (:class:`Step`);
 * divergence: a step whose loss or gradients are not finite on any rank is skipped by every rank (one
   allreduce decides); ``train.max_bad_steps`` of them in a row stop training with the step named, and the
   weights of the last checkpoint restored;
@@ -196,17 +198,34 @@ def train_epochs(hvd, world: World, config: TrainerConfig, out: Path, optimizer,
     scale = config.lr_scale(size)
     lr = learning_rate(optimizer.iterations + 1, task.hidden, config.train.warmup_steps, scale)
     bad_in_a_row, since_commit = 0, 0
+    k = config.train.accumulation_steps
+    updates = task.steps // k  # an epoch's updates; the last task.steps % k batches of each epoch are not read
+    if not updates:
+        return fail(f"{task.name}: an epoch holds {task.steps} batches per rank, fewer than "
+                    f"train.accumulation_steps={k}; lower it or the per-rank batch", rank)
     for epoch in range(state.epoch, epochs + 1):
         key = task.loss_variants(epoch)
         if key not in world.traced:
             world.traced[key] = trace_step(hvd, task, config, optimizer, counters, scale, epoch)
         seen, started = 0, time.perf_counter()
-        progress = tqdm(total=task.steps, initial=state.batch, desc=f"epoch {epoch}/{epochs}", disable=rank != 0,
+        progress = tqdm(total=updates * k, initial=state.batch, desc=f"epoch {epoch}/{epochs}", disable=rank != 0,
                         unit="step", leave=False)
-        for batch in task.batches(epoch).skip(state.batch):
-            loss, parts, lr, skipped = world.traced[key](batch)
+        pending = []  # with accumulation: the losses of the batches accumulated since the last update
+        for batch in task.batches(epoch).take(updates * k).skip(state.batch):
+            step = world.traced[key]
             seen += int(tf.shape(next(iter(batch.values())))[0])
             state.batch += 1
+            progress.update(1)
+            if k == 1:
+                loss, parts, lr, skipped = step.run(batch)
+            else:
+                pending.append(step.accumulate(batch))
+                if len(pending) < k:
+                    continue
+                lr, skipped = step.apply()
+                loss = sum(float(p[0]) for p in pending) / k
+                parts = {name: sum(float(p[1][name]) for p in pending) / k for name in pending[0][1]}
+                pending = []
             if bool(skipped):  # the same on every rank
                 bad_in_a_row += 1
                 if rank == 0:
@@ -224,8 +243,7 @@ def train_epochs(hvd, world: World, config: TrainerConfig, out: Path, optimizer,
                 for name, value in {"loss": loss, **parts}.items():
                     state.sums[name] = state.sums.get(name, 0.0) + float(value)
                 progress.set_postfix(loss=f"{float(loss):.4f}")
-            progress.update(1)
-            since_commit += 1
+            since_commit += 1  # updates: a commit never falls inside an accumulation
             if since_commit >= config.elastic.commit_every_steps:
                 since_commit = 0
                 state.commit()
@@ -263,7 +281,9 @@ def announce(hvd, task: Task, config: TrainerConfig, out: Path, optimizer, count
     print(f"{tag} {describe_horovod(hvd)}; mixed precision {'on' if hardware.mixed_precision else 'off'}, XLA "
           f"{'on' if hardware.xla else 'off'}, gradient compression {hardware.gradient_compression}, "
           f"embedding gradients {'dense allreduce' if hardware.sparse_as_dense else 'sparse allgather'}", flush=True)
-    print(f"{tag} global batch {task.batch_size * size} ({task.batch_size} x {size} ranks), {task.steps} steps per "
+    k = config.train.accumulation_steps
+    batches = f"{task.batch_size} x {size} ranks" + (f" x {k} accumulated batches" if k > 1 else "")
+    print(f"{tag} global batch {task.batch_size * size * k} ({batches}), {task.steps // k} steps per "
           f"epoch; learning rate {scale:g} x {task.hidden}^-0.5 x min(step^-0.5, "
           f"step x {warmup}^-1.5): peak {float(learning_rate(warmup, task.hidden, warmup, scale)):.3e} at step "
           f"{warmup} ({config.train.lr_scaling} scaling over {size} ranks)", flush=True)
@@ -273,15 +293,28 @@ def announce(hvd, task: Task, config: TrainerConfig, out: Path, optimizer, count
               f"{int(counters.best_epoch.numpy())})", flush=True)
 
 
+class Step(NamedTuple):
+    """A traced training step. With ``train.accumulation_steps`` k = 1, ``run(batch)`` is the whole step:
+    ``(loss, parts, learning rate, skipped on every rank)``. With k > 1, ``accumulate(batch)`` adds a batch's
+    local gradients to the rank's accumulators and returns ``(loss, parts)``; after k of them ``apply()``
+    allreduces their mean once, updates, zeroes the accumulators and returns ``(learning rate, skipped)``;
+    ``sums`` are the accumulators, one per trained variable and of its shape."""
+    run: Callable | None
+    accumulate: Callable | None = None
+    apply: Callable | None = None
+    sums: list | None = None
+
+
 def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Counters, scale: float,
-               epoch_for_loss: int):
-    """The training step as a tf.function: (batch) -> (loss, parts, learning rate, skipped on every rank)."""
+               epoch_for_loss: int) -> Step:
+    """The training step as tf.functions (:class:`Step`)."""
     import tensorflow as tf
 
     hardware, faults = config.hardware, config.faults
     mixed, sparse_as_dense = hardware.mixed_precision, hardware.sparse_as_dense
     loss_scale, good_steps = counters.loss_scale, counters.good_steps
     warmup, weight_decay = config.train.warmup_steps, config.train.weight_decay
+    accumulation = config.train.accumulation_steps
     compression = hvd.Compression.fp16 if hardware.gradient_compression == "fp16" else hvd.Compression.none
     nan_from = faults.nan_loss_from_step
     rank = hvd.rank()
@@ -301,20 +334,16 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
         loss, parts, scaled, tape = forward(batch)
         return loss, parts, tape.gradient(scaled, task.variables)
 
-    compiled = tf.function(local_gradients, jit_compile=True) if hardware.xla else None
+    local = tf.function(local_gradients, jit_compile=True) if hardware.xla else local_gradients
 
-    def step(batch):
-        if compiled is not None:
-            loss, parts, local = compiled(batch)
-            reduced = [hvd.allreduce(tf.convert_to_tensor(g) if sparse_as_dense else g, op=hvd.Average,
-                                     compression=compression) for g in local]
-        else:
-            loss, parts, scaled, tape = forward(batch)
-            tape = hvd.DistributedGradientTape(tape, compression=compression, sparse_as_dense=sparse_as_dense)
-            reduced = tape.gradient(scaled, task.variables)
+    def allreduce(gradients):
+        return [hvd.allreduce(tf.convert_to_tensor(g) if sparse_as_dense else g, op=hvd.Average,
+                              compression=compression) for g in gradients]
+
+    def update(reduced, loss_finite):
+        """Unscale, decide on every rank whether the step is finite, apply or skip: (lr, skipped)."""
         gradients = [_unscale(g, loss_scale) for g in reduced]
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(_values(g))) for g in gradients])
-        finite &= tf.reduce_all(tf.math.is_finite(loss))
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(_values(g))) for g in gradients]) & loss_finite
         # every rank must take the same decision: one allreduce of "bad here"
         bad = hvd.allreduce(tf.cast(tf.logical_not(finite), tf.float32), op=hvd.Sum, name="bad_step") > 0
         lr = learning_rate(optimizer.iterations + 1, task.hidden, warmup, scale)
@@ -336,10 +365,46 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
                 good_steps.assign(0)
             return tf.constant(True)
 
-        skipped = tf.cond(bad, skip, apply)
-        return loss, parts, lr, skipped
+        return lr, tf.cond(bad, skip, apply)
 
-    return tf.function(step, input_signature=[task.batches(1).element_spec])
+    signature = [task.batches(1).element_spec]
+    if accumulation == 1:
+        def step(batch):
+            if hardware.xla:
+                loss, parts, gradients = local(batch)
+                reduced = allreduce(gradients)
+            else:
+                loss, parts, scaled, tape = forward(batch)
+                tape = hvd.DistributedGradientTape(tape, compression=compression, sparse_as_dense=sparse_as_dense)
+                reduced = tape.gradient(scaled, task.variables)
+            lr, skipped = update(reduced, tf.reduce_all(tf.math.is_finite(loss)))
+            return loss, parts, lr, skipped
+
+        return Step(tf.function(step, input_signature=signature))
+
+    # k > 1: per-rank sums of the k batches' (scaled) gradients, and of their non-finite losses
+    sums = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in task.variables]
+    bad_losses = tf.Variable(0.0, trainable=False)
+
+    def accumulate(batch):
+        loss, parts, gradients = local(batch)
+        for total, g in zip(sums, gradients):
+            if g is not None:
+                total.assign_add(tf.convert_to_tensor(g))
+        bad_losses.assign_add(tf.cast(tf.logical_not(tf.math.is_finite(loss)), tf.float32))
+        return loss, parts
+
+    def apply_accumulated():
+        mean = [total / accumulation for total in sums]
+        reduced = [hvd.allreduce(g, op=hvd.Average, compression=compression) for g in mean]
+        lr, skipped = update(reduced, tf.equal(bad_losses, 0.0))
+        with tf.control_dependencies([skipped]):
+            for total in sums:
+                total.assign(tf.zeros_like(total))
+            bad_losses.assign(0.0)
+        return lr, tf.identity(skipped)
+
+    return Step(None, tf.function(accumulate, input_signature=signature), tf.function(apply_accumulated), sums)
 
 
 def finish_epoch(hvd, task: Task, config: TrainerConfig, out: Path, counters: Counters, writer, managers, epoch: int,

@@ -134,6 +134,32 @@ def test_resume_restores_step_optimizer_slots_and_best_score(work, dae_run, tmp_
 
 
 @pytest.mark.slow
+def test_two_ranks_accumulating_two_batches_per_step_stay_in_sync_and_count_steps_as_updates(work, tmp_path):
+    """``train.accumulation_steps=2`` at np 2: a step is two batches per rank and one allreduce, the epoch has
+    half the steps, the schedule counts them, and both ranks end on the same weights."""
+    proc = train(2, work, tmp_path / "run", "--set", "train.epochs=2", "--set", "train.accumulation_steps=2")
+    out = proc.stdout
+    assert "global batch 256 (64 x 2 ranks x 2 accumulated batches)" in out
+    steps = int(re.search(r"(\d+) steps per epoch", out).group(1))
+    batches = int(re.search(r"epoch 1/2: .*?\| \d+/(\d+)", proc.stdout + proc.stderr).group(1))
+    assert steps == batches // 2 and steps >= 1
+    for epoch, _, lr in epoch_lines(out):  # scale 2 x 48^-0.5 x min(s^-0.5, s x 20^-1.5) at the epoch's last update
+        s = epoch * steps
+        assert lr == pytest.approx(2 * 48 ** -0.5 * min(s ** -0.5, s * 20 ** -1.5), rel=1e-4)
+    checksums = re.search(r"weight checksums by rank: \[([^\]]+)\]", out).group(1).split(", ")
+    assert len(checksums) == 2 and len(set(checksums)) == 1
+    step = tf.train.load_variable(str(tmp_path / "run/checkpoints/ckpt-2"), "optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE")
+    assert int(step) == 2 * steps
+
+
+def test_fewer_batches_than_accumulation_steps_is_a_clear_error(work, tmp_path):
+    proc = train(None, work, tmp_path / "run", "--set", "train.steps_per_epoch=1", "--set", "train.accumulation_steps=2",
+                 check=False, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "an epoch holds 1 batches per rank, fewer than train.accumulation_steps=2" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
 def test_invalid_config_fails_fast_on_both_ranks(work, tmp_path):
     """One real two-rank case: each rank types the config before hvd.init() and names the bad key."""
     proc = train(2, work, tmp_path / "run", "--set", "train.epochz=3", check=False, timeout=120)

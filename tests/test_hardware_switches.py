@@ -54,7 +54,8 @@ def dae_task(work: Path, config) -> tuple[Task, dict]:
 
 
 def traced_step(work: Path, out: Path, overrides: list[str]):
-    """(the trainer's traced step, its task, optimizer, counters) for configs/dae.yaml with ``overrides``."""
+    """(the trainer's traced :class:`~hvd_train.loop.Step`, its task, optimizer, counters) for configs/dae.yaml
+    with ``overrides``."""
     config = dae_config(overrides)
     task, manifest = dae_task(work, config)
     hvd = OneRank()
@@ -101,7 +102,7 @@ def test_mixed_precision_loss_scale_halves_on_a_float16_overflow_and_grows_after
     assert scale == 2.0 ** 32
     history, good_in_a_row = [], 0
     for batch in task.batches(1).take(40):
-        loss, _, _, skipped = step(batch)
+        loss, _, _, skipped = step.run(batch)
         assert np.isfinite(float(loss))  # only the scaled float16 gradients overflow
         after = float(counters.loss_scale.numpy())
         if bool(skipped):
@@ -125,10 +126,38 @@ def test_without_mixed_precision_there_is_no_loss_scale(workdirs, tmp_path):
     step, task, optimizer, counters = traced_step(workdirs[0], tmp_path / "run", [
         "hardware.mixed_precision=false", f"hardware.loss_scale_initial={2 ** 32}", "hardware.loss_scale_growth_steps=1"])
     for batch in task.batches(1).take(3):
-        loss, _, _, skipped = step(batch)
+        loss, _, _, skipped = step.run(batch)
         assert not bool(skipped) and float(counters.loss_scale.numpy()) == 1.0
     assert int(optimizer.iterations.numpy()) == 3
-    assert not any(d == tf.float16 for d in matmul_dtypes(step.get_concrete_function().graph))
+    assert not any(d == tf.float16 for d in matmul_dtypes(step.run.get_concrete_function().graph))
+
+
+def test_accumulation_sums_k_batches_gradients_locally_and_updates_once_with_their_mean(workdirs, tmp_path):
+    """``train.accumulation_steps=2``: each batch only adds its gradients to the rank's sums (no update); the
+    second batch's ``apply`` makes one update from their mean and zeroes the sums. Without dropout the sums
+    equal the two batches' gradients taken by a tape of their own."""
+    step, task, optimizer, _ = traced_step(workdirs[0], tmp_path / "run", ["train.accumulation_steps=2",
+                                                                           "model.dropout=0.0"])
+    assert step.run is None
+    first, second = list(task.batches(1).take(2))
+    expected = []
+    for batch in (first, second):
+        with tf.GradientTape() as tape:
+            loss, _ = task.loss(batch, 1)
+        expected.append([tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, task.variables)])
+    before = [v.numpy().copy() for v in task.variables]
+    for batch in (first, second):
+        step.accumulate(batch)
+        assert int(optimizer.iterations.numpy()) == 0
+        assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, task.variables))  # nothing applied yet
+    accumulated = [g.numpy() for g in step.sums]
+    for got, a, b in zip(accumulated, *expected):
+        np.testing.assert_allclose(got, a + b, rtol=1e-4, atol=1e-6)
+    lr, skipped = step.apply()
+    assert not bool(skipped) and int(optimizer.iterations.numpy()) == 1
+    assert all(not np.any(g.numpy()) for g in step.sums)  # zeroed for the next step
+    moved = [not np.array_equal(b, v.numpy()) for b, v in zip(before, task.variables)]
+    assert sum(moved) >= len(moved) - 1, moved  # every trained variable moved (the title table may not)
 
 
 # ------------------------------------------------------------------ in process: XLA
@@ -147,7 +176,7 @@ def must_compile(graph) -> list:
 @pytest.mark.parametrize("xla", [True, False])
 def test_xla_compiles_the_step_s_forward_and_backward_pass(workdirs, tmp_path, xla):
     step, task, optimizer, _ = traced_step(workdirs[0], tmp_path / "run", [f"hardware.xla={str(xla).lower()}"])
-    graph = step.get_concrete_function().graph
+    graph = step.run.get_concrete_function().graph
     compiled = must_compile(graph)
     if xla:
         # one call XLA must compile, holding every matmul of the forward and backward pass (none is left
@@ -160,7 +189,7 @@ def test_xla_compiles_the_step_s_forward_and_backward_pass(workdirs, tmp_path, x
     else:
         assert not compiled and len(matmul_dtypes(graph)) >= 3 * 11
     batch = next(iter(task.batches(1)))
-    loss, _, _, skipped = step(batch)  # a must-compile function runs only compiled: XLA compiled it on this CPU
+    loss, _, _, skipped = step.run(batch)  # a must-compile function runs only compiled: XLA compiled it on this CPU
     assert np.isfinite(float(loss)) and not bool(skipped) and int(optimizer.iterations.numpy()) == 1
 
 
