@@ -69,6 +69,10 @@ def test_the_scaling_model_on_a_handmade_trainer():
     assert thirty_two["efficiency"] == pytest.approx(1 / 1.871875)
     tf32 = step_time(trainer, "dense", 1, False, fractions, 8)
     assert tf32["compute_ms"] == pytest.approx(2.0)  # TF32's peak is half of float16's
+    # k accumulated batches: k batches' arithmetic before the same bytes travel once
+    accumulated = step_time(trainer, "dense", 32, True, fractions, 8, accumulation=4)
+    assert accumulated["compute_ms"] == pytest.approx(4.0) and accumulated["comm_ms"] == thirty_two["comm_ms"]
+    assert accumulated["efficiency"] == pytest.approx(4 / 4.871875)
 
 
 @pytest.mark.slow
