@@ -145,7 +145,7 @@ def test_two_ranks_accumulating_two_batches_per_step_stay_in_sync_and_count_step
     assert steps == batches // 2 and steps >= 1
     for epoch, _, lr in epoch_lines(out):  # scale 2 x 48^-0.5 x min(s^-0.5, s x 20^-1.5) at the epoch's last update
         s = epoch * steps
-        assert lr == pytest.approx(2 * 48 ** -0.5 * min(s ** -0.5, s * 20 ** -1.5), rel=1e-4)
+        assert lr == pytest.approx(2 * 48 ** -0.5 * min(s ** -0.5, s * 20 ** -1.5), rel=1e-3)
     checksums = re.search(r"weight checksums by rank: \[([^\]]+)\]", out).group(1).split(", ")
     assert len(checksums) == 2 and len(set(checksums)) == 1
     step = tf.train.load_variable(str(tmp_path / "run/checkpoints/ckpt-2"), "optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE")
