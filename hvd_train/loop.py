@@ -211,8 +211,8 @@ def train_epochs(hvd, world: World, config: TrainerConfig, out: Path, optimizer,
         progress = tqdm(total=updates * k, initial=state.batch, desc=f"epoch {epoch}/{epochs}", disable=rank != 0,
                         unit="step", leave=False)
         pending = []  # with accumulation: the losses of the batches accumulated since the last update
+        step = world.traced[key]
         for batch in task.batches(epoch).take(updates * k).skip(state.batch):
-            step = world.traced[key]
             seen += int(tf.shape(next(iter(batch.values())))[0])
             state.batch += 1
             progress.update(1)
@@ -395,14 +395,11 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
         return loss, parts
 
     def apply_accumulated():
-        mean = [total / accumulation for total in sums]
-        reduced = [hvd.allreduce(g, op=hvd.Average, compression=compression) for g in mean]
-        lr, skipped = update(reduced, tf.equal(bad_losses, 0.0))
-        with tf.control_dependencies([skipped]):
-            for total in sums:
-                total.assign(tf.zeros_like(total))
-            bad_losses.assign(0.0)
-        return lr, tf.identity(skipped)
+        lr, skipped = update(allreduce([total / accumulation for total in sums]), tf.equal(bad_losses, 0.0))
+        for total in sums:  # after the update reads them: tf.function runs stateful ops in program order
+            total.assign(tf.zeros_like(total))
+        bad_losses.assign(0.0)
+        return lr, skipped
 
     return Step(None, tf.function(accumulate, input_signature=signature), tf.function(apply_accumulated), sums)
 
