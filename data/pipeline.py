@@ -234,3 +234,48 @@ def masked_validation_titles(workdir: str | Path, batch_size: int, rank: int, si
 
 def _pad_values(spec: dict) -> dict:
     return {k: tf.constant(PAD, s.dtype) for k, s in spec.items()}
+
+
+# ------------------------------------------------------------------ mel-spectrograms (the CNN)
+def mel_training_dataset(workdir: str | Path, rank: int, size: int, epoch: int, batch_size: int, crop_frames: int,
+                         seed: int = 0, shuffle_buffer: int = 2048, interleave_cycle: int = 4,
+                         interleave_block: int = 16) -> tf.data.Dataset:
+    """One epoch of this rank's ``mel_train`` songs (data/mel_records.py) in a per-epoch shuffled order,
+    each a random ``crop_frames``-frame crop of its stored frames (seeded by seed, epoch and song id): batches
+    of {id, mel [batch, 48, crop_frames] float32, tags, genres (padded with -1)}."""
+    from data.mel_records import decode as decode_mel
+
+    workdir = Path(workdir)
+    frames = json.loads((workdir / "manifest.json").read_text(encoding="utf-8"))["mel"]["frames"]
+    if crop_frames > frames:
+        raise ValueError(f"{workdir}: crops of {crop_frames} frames from spectrograms stored with {frames}")
+    files = shard_files(workdir, "mel_train", rank, size)
+    order_seed = seed * 1_000_003 + epoch * 97 + rank
+    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=order_seed)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(interleave_cycle, len(files)),
+                       block_length=interleave_block, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.shuffle(shuffle_buffer, seed=order_seed)
+
+    def crop(serialized):
+        record = decode_mel(serialized, frames)
+        start = tf.random.stateless_uniform([], _element_seed(seed, epoch, record["id"]), 0, frames - crop_frames + 1,
+                                            dtype=tf.int32)
+        return {"id": record["id"], "mel": record["mel"][:, start:start + crop_frames], "tags": record["tags"],
+                "genres": record["genres"]}
+
+    ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.padded_batch(batch_size, padding_values=_pad_values(ds.element_spec)).prefetch(tf.data.AUTOTUNE)
+
+
+def mel_dataset(workdir: str | Path, kind: str, batch_size: int, rank: int = 0, size: int = 1) -> tf.data.Dataset:
+    """This rank's songs of a mel shard kind (``mel_train``, ``mel_holdout``, ``mel_rest``), in shard order,
+    whole (all stored frames): batches of {id, frames, mel [batch, 48, F], tags, genres (padded with -1)}."""
+    from data.mel_records import decode as decode_mel
+
+    workdir = Path(workdir)
+    manifest = json.loads((workdir / "manifest.json").read_text(encoding="utf-8"))
+    frames = manifest["mel"]["frames"]
+    files = [str(workdir / s["file"]) for s in manifest["shards"][kind]][rank::size]
+    ds = tf.data.TFRecordDataset(files).map(lambda s: decode_mel(s, frames), num_parallel_calls=tf.data.AUTOTUNE,
+                                            deterministic=True)
+    return ds.padded_batch(batch_size, padding_values=_pad_values(ds.element_spec)).prefetch(tf.data.AUTOTUNE)

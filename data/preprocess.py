@@ -1,7 +1,7 @@
 """Turn a split into the work directory every trainer and the inference job read.
 
     mpirun -np N python -m data.preprocess --split SPLITDIR --meta DATADIR --out WORKDIR \
-        [--config configs/data.yaml] [--force]
+        [--mel MELDIR] [--config configs/data.yaml] [--force]
 
 Reads ``SPLITDIR/orig/train.json``, ``SPLITDIR/questions/val.json``, ``SPLITDIR/answers/val.json`` and
 ``DATADIR/song_meta.json``; writes into WORKDIR:
@@ -14,6 +14,10 @@ Reads ``SPLITDIR/orig/train.json``, ``SPLITDIR/questions/val.json``, ``SPLITDIR/
 * ``shards/train-SSSSS-of-NNNNN.tfrecord`` and ``shards/val-…``: one tf.train.Example per training
   playlist / validation question (data/records.py); playlist i goes to shard ``i mod NNNNN``;
 * ``eval/questions.json``, ``eval/answers.json``: the validation questions and answers, for scoring;
+* with ``--mel MELDIR`` (a folder holding ``arena_mel_*.tar`` or ``arena_mel/``, data/mel.py):
+  ``shards/mel_{train,holdout,rest}-…``, every song's mel-spectrogram with its label tags and genres
+  (data/mel_records.py), and the manifest's ``mel`` entry (sizes, genre codes, what was read and what
+  was bad);
 * ``manifest.json``: every file with its sha256, every shard with its record count, vocabulary sizes
   and the config used.
 
@@ -34,12 +38,14 @@ import os
 import resource
 import shutil
 import sys
+import tarfile
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from data.mel_records import check_config as check_mel_config
 from data.workdir import FORMAT_VERSION, index_of, sha256_file, to_record
 
 log = logging.getLogger("data.preprocess")
@@ -55,6 +61,7 @@ def load_config(path: Path) -> dict:
             config["tokenizer"][key]
         int(config["shards"]["min_shards"]), int(config["shards"]["records_per_shard"])
         int(config["max_title_pieces"])
+        check_mel_config(config["mel"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: missing or malformed setting {e}") from None
     return config
@@ -96,8 +103,10 @@ def write_shards(kind: str, playlists: list[dict], total: int, rank: int, size: 
     return written
 
 
-def build_shared(split: Path, meta: Path, config: dict, train: list[dict], questions: list[dict]) -> dict:
-    """Rank 0's part: vocabularies, release dates, tokenizer (everything the shards depend on)."""
+def build_shared(split: Path, meta: Path, config: dict, train: list[dict], questions: list[dict],
+                 mel: Path | None = None) -> dict:
+    """Rank 0's part: vocabularies, release dates, tokenizer (everything the shards depend on), and with
+    ``mel`` the spectrogram files found there, their songs' labels and their split (:func:`mel_plan`)."""
     from data.melon import load_song_meta
     from data.title import train_tokenizer
     from data.vocab import build_vocab, release_dates
@@ -114,11 +123,39 @@ def build_shared(split: Path, meta: Path, config: dict, train: list[dict], quest
     model = train_tokenizer([p["plylst_title"] for p in train], int(t["vocab_size"]), float(t["character_coverage"]),
                             int(t["seed"]))
     distinct = {"songs": len({s for p in train for s in p["songs"]}), "tags": len({t for p in train for t in p["tags"]})}
-    return {"vocab": vocab, "release_dates": dates, "tokenizer": model, "distinct": distinct}
+    shared = {"vocab": vocab, "release_dates": dates, "tokenizer": model, "distinct": distinct}
+    if mel is not None:
+        shared["mel"] = mel_plan(mel, config["mel"], train, questions, song_meta, vocab)
+    return shared
+
+
+def mel_plan(root: Path, mel: dict, train: list[dict], questions: list[dict], song_meta: list[dict], vocab: dict) -> dict:
+    """The spectrogram files under ``root``, the labels of their songs and their split into the mel shard
+    kinds (data/mel_records.py), as plain values every rank receives."""
+    from data.mel import MelSource
+    from data.mel_records import plan, song_labels
+
+    source = MelSource(root)
+    for song in list(source.locations):
+        if song >= len(song_meta):
+            raise ValueError(f"{source.locations[song]}: song id {song} is not in song_meta.json")
+    tag_index = {t: i for i, (t, _) in enumerate(vocab["tags"])}
+    tags, genres, codes = song_labels(train, song_meta, tag_index, int(mel["label_tags"]))
+    kinds = plan(source, tags, float(mel["holdout_share"]))
+    asked = {s for p in train + questions for s in p["songs"]}
+    log.info("mel-spectrograms under %s: %d files (%d duplicates, %d unexpected names); %d train, %d hold-out, "
+             "%d other songs; %d songs of the playlists have none", root, len(source.locations), source.duplicates,
+             source.unexpected, *map(len, kinds.values()), len(asked - set(source.locations)))
+    return {"root": str(root), "codes": codes, "kinds": kinds,
+            "locations": {s: (str(w.path), w.member) for s, w in source.locations.items()},
+            "labels": {"tags": {s: tags[s] for s in source.locations if s in tags},
+                       "genres": {s: genres[s] for s in source.locations}},
+            "found": {"files": len(source.locations), "duplicates": source.duplicates, "unexpected": source.unexpected,
+                      "playlist_songs_without": len(asked - set(source.locations))}}
 
 
 def finish(workdir: Path, out: Path, shared: dict, title_pieces: int, shards: dict, config: dict, inputs: dict,
-           force: bool) -> dict:
+           force: bool, mel: dict | None = None) -> dict:
     """Rank 0: the non-shard files, the manifest, then the atomic rename of the whole directory."""
     from data.melon import write_json
 
@@ -140,6 +177,8 @@ def finish(workdir: Path, out: Path, shared: dict, title_pieces: int, shards: di
         "records": {kind: sum(s["records"] for s in v) for kind, v in shards.items()},
         "shards": shards,
     }
+    if mel is not None:
+        manifest["mel"] = mel
     write_json(manifest, workdir / "manifest.json")
     if out.exists():
         if not force:
@@ -153,6 +192,35 @@ def finish(workdir: Path, out: Path, shared: dict, title_pieces: int, shards: di
     return manifest
 
 
+def write_mel(plan: dict, mel: dict, rank: int, size: int, workdir: Path) -> tuple[dict, object]:
+    """This rank's mel shards of every kind ({kind: entries}) and what it read (a data.mel.MelReport)."""
+    from data.mel import MelReport
+    from data.mel_records import KINDS, write_shards
+
+    written, report = {}, MelReport()
+    per_shard = {"shards": {"min_shards": mel["min_shards"], "records_per_shard": mel["records_per_shard"]}}
+    for kind in KINDS:
+        songs = plan["kinds"][kind]
+        written[kind], read = write_shards(kind, songs, shard_count(len(songs), per_shard), rank, size,
+                                           plan["locations"], plan["labels"], int(mel["frames"]), workdir)
+        report.merge(read)
+    return written, report
+
+
+def mel_manifest(plan: dict, mel: dict, reports: list) -> dict:
+    """The manifest's ``mel`` entry: the source, shard length, genre codes, and what every rank read."""
+    from data.mel import MelReport
+
+    report = MelReport()
+    for part in reports:
+        report.merge(part)
+    report.missing = plan["found"]["playlist_songs_without"]
+    log.info("%s", report.summary())
+    return {"source": plan["root"], "frames": int(mel["frames"]), "label_tags": int(mel["label_tags"]),
+            "holdout_share": float(mel["holdout_share"]), "genres": plan["codes"], "found": plan["found"],
+            "report": report.as_dict()}
+
+
 def _inputs(split: Path, meta: Path) -> dict:
     return {name: {"file": str(path.name), "sha256": sha256_file(path)} for name, path in (
         ("train", split / "orig/train.json"), ("questions", split / "questions/val.json"),
@@ -164,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", type=Path, required=True, help="folder written by data.split")
     parser.add_argument("--meta", type=Path, required=True, help="song_meta.json, or the data folder holding it")
     parser.add_argument("--out", type=Path, required=True, help="work directory to create")
+    parser.add_argument("--mel", type=Path, help="also write mel-spectrogram shards from this folder's arena_mel_*.tar "
+                        "or arena_mel/ (data/mel.py)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--force", action="store_true", help="replace an existing work directory")
     parser.add_argument("--stats-out", type=Path, help="also write wall time and each rank's peak memory here (JSON)")
@@ -210,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         train = load_playlists(args.split / "orig/train.json")
         questions = load_playlists(args.split / "questions/val.json")
         if rank == 0:
-            shared = build_shared(args.split, args.meta, config, train, questions)
+            shared = build_shared(args.split, args.meta, config, train, questions, args.mel)
             workdir = args.out.with_name(f"{args.out.name}.partial-{os.getpid()}")
             (workdir / "shards").mkdir(parents=True)
             (workdir / "eval").mkdir()
@@ -223,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                      shared["distinct"]["songs"], s["recall"]["songs"], len(s["tags"]), shared["distinct"]["tags"],
                      s["recall"]["tags"], len(s["artists"]), s["recall"]["artists"])
         error = None
-    except (MelonDataError, ValueError, OSError) as e:
+    except (MelonDataError, ValueError, OSError, tarfile.TarError) as e:
         error = str(e)
     errors = comm.allgather(error)
     if any(errors):
@@ -242,13 +312,21 @@ def main(argv: list[str] | None = None) -> int:
     totals = {"train": shard_count(len(train), config), "val": shard_count(len(questions), config)}
     mine = {kind: write_shards(kind, records, totals[kind], rank, size, index, tokenizer, max_pieces, workdir)
             for kind, records in (("train", train), ("val", questions))}
+    mel_report = None
+    if "mel" in shared:
+        mel_shards, mel_report = write_mel(shared["mel"], config["mel"], rank, size, workdir)
+        mine.update(mel_shards)
+        totals.update(dict.fromkeys(mel_shards))
     gathered = comm.gather(mine, root=0)
+    reports = comm.gather(mel_report, root=0)
     peak_rss = comm.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, root=0)
     status = 0
     if rank == 0:
         shards = {kind: sorted((s for part in gathered for s in part[kind]), key=lambda s: s["file"]) for kind in totals}
         try:
-            manifest = finish(workdir, args.out, shared, tokenizer.size, shards, config, _inputs(args.split, args.meta), args.force)
+            mel = mel_manifest(shared["mel"], config["mel"], reports) if "mel" in shared else None
+            manifest = finish(workdir, args.out, shared, tokenizer.size, shards, config, _inputs(args.split, args.meta),
+                              args.force, mel)
             log.info("wrote %s with %d ranks in %.1fs: %d train records in %d shards, %d validation questions in %d "
                      "shards", args.out, size, time.perf_counter() - started, manifest["records"]["train"],
                      len(shards["train"]), manifest["records"]["val"], len(shards["val"]))

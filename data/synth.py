@@ -1,6 +1,6 @@
 """A synthetic, Melon-shaped data set: the project's embedded default when the real files are absent.
 
-    python -m data.synth --scale {tiny,small,melon} --seed N --out DIR [--force]
+    python -m data.synth --scale {tiny,small,melon} --seed N --out DIR [--force] [--mel played|all [--mel-frames F]]
 
 writes ``train.json``, ``val.json``, ``test.json``, ``song_meta.json`` and ``genre_gn_all.json`` in the
 official schema, plus ``answers/val.json`` and ``answers/test.json`` (what the questions hide; the real
@@ -37,6 +37,10 @@ are matched on their marginals; latent *themes* (taste clusters) make it learnab
    the real quirks. ``like_cnt`` is heavy-tailed.
 4. **Files.** Playlists are shuffled and cut into train/val/test with the real proportions; val and test
    are masked into questions with the leaderboard mix.
+5. **Audio** (``--mel played|all``, off by default): a mel-spectrogram per song in the real
+   ``arena_mel_*.tar`` layout, made from its genres (a spectral envelope), theme (envelope and tempo),
+   artist (timbre) and noise, ``--mel-frames`` frames long (data/synth_audio.py). ``small`` with
+   ``--mel played --mel-frames 128`` adds about 1.3 GB.
 
 Noise (secondary themes, global hits, single-use songs, global tags) keeps a popularity baseline low
 while co-occurrence models can score far higher. Everything is seeded: the same scale and seed give
@@ -540,7 +544,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder (must be empty unless --force)")
     parser.add_argument("--force", action="store_true", help="overwrite the files of a non-empty --out")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="generator knobs (default configs/synth.yaml)")
+    parser.add_argument("--mel", choices=("none", "played", "all"), default="none",
+                        help="also write mel-spectrograms (arena_mel_*.tar) for the songs of some playlist, or all songs")
+    parser.add_argument("--mel-frames", type=int, default=128, help="frames per spectrogram (real: up to 1,876)")
     args = parser.parse_args(argv)
+    if args.mel_frames < 4:
+        parser.error("--mel-frames must be at least 4")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         print(f"error: {args.out} is not empty; pass --force to overwrite it", file=sys.stderr)
@@ -555,6 +564,14 @@ def main(argv: list[str] | None = None) -> int:
     files = gen.generate()
     info = {"scale": args.scale, "seed": args.seed, "sizes": gen.sizes, "themes": gen.K,
             "mix": asdict(gen.mix), "generator": "data.synth"}
+    if args.mel != "none":
+        from data.synth_audio import write_synthetic_mel
+
+        for old in args.out.glob("arena_mel_*.tar"):  # --force: no tar of an earlier run may survive
+            old.unlink()
+        info["mel"] = write_synthetic_mel(gen, files, args.out, args.mel, args.mel_frames)
+        log.info("mel-spectrograms: %d songs x %d frames in %d tars, %.2f GB (%.1fs)", info["mel"]["count"],
+                 args.mel_frames, info["mel"]["tars"], info["mel"]["bytes"] / 1e9, info["mel"]["seconds"])
     write_dataset(files, args.out, info)
     log.info("wrote %s in %.1fs: %s", args.out, time.perf_counter() - t0,
              ", ".join(f"{k} {len(v)}" for k, v in files.items() if isinstance(v, list)))

@@ -59,6 +59,7 @@ class Task:
     reshard: Callable | None = None
     decayed: list = field(default_factory=list)  # the variables train.weight_decay applies to
     export_weights: Callable | None = None  # model -> {name: array} for the export; None: every variable by path
+    unit: str = "playlists"  # what one example of a batch is, for the throughput in the epoch line
 
 
 class Counters(NamedTuple):
@@ -417,7 +418,7 @@ def finish_epoch(hvd, task: Task, config: TrainerConfig, out: Path, counters: Co
     epoch_done, best_score, best_epoch = counters.epoch_done, counters.best_score, counters.best_epoch
     epochs, every, patience = config.train.epochs, config.validation.every_epochs, config.validation.patience_epochs
     epoch_done.assign(epoch)
-    line = f"{tag} epoch {epoch}: loss {metrics['loss']:.5f}, lr {float(lr):.3e}, {throughput:.0f} playlists/s"
+    line = f"{tag} epoch {epoch}: loss {metrics['loss']:.5f}, lr {float(lr):.3e}, {throughput:.0f} {task.unit}/s"
 
     stop = False
     if epoch % every == 0 or epoch == epochs:

@@ -1,0 +1,148 @@
+"""The mel CNN: its tags on songs it never trained on, against genre popularity; size; throughput.
+
+    python -m bench.cnn --work WORKDIR --run CNNRUN [--steps 40] [--name cnn_small]
+
+WORKDIR holds mel shards (``data.preprocess --mel``) and CNNRUN is a finished ``hvd_train/cnn.py`` run on it
+(the main job's ``runs/quickstart-small/{work,cnn}``). Written to bench/results/NAME.json, in one run:
+
+1. **Tags of held-out songs**: on the ``mel_holdout`` songs (a fixed hash of the song id; no step
+   trained on them, data/mel_records.py), the mean nDCG@10 (official formula) of the top 10 tags
+   against each song's label tags (its most frequent tags among the training playlists holding it) for
+   the CNN (its export, whole stored frames), *genre popularity* (the tags most frequent among the
+   ``mel_train`` songs sharing the song's genres: what a system that knows the genre but not the audio
+   predicts) and *popularity* (the most frequent label tags overall). The CNN's best epoch was chosen
+   on these same songs (its validation), so this figure is a tuning figure, as the validation line says.
+2. **Size**: the parameters of the trained config and of the design's widths (``model.width`` 1.0) over
+   this tag vocabulary and over the real one (29,160 tags), against the design's 277 million.
+3. **Throughput and memory**: ``horovodrun -np 1`` and ``-np 2`` of hvd_train/cnn.py with CNNRUN's
+   config, 2 epochs of ``--steps`` steps, songs/s of the second epoch (the first traces the step), and
+   the peak resident memory of the largest process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import REPO, run, save_result
+
+DESIGN_PARAMETERS = 277_000_000
+REAL_TAGS = 29_160
+
+
+def labels(work: Path, kind: str) -> tuple[list[int], list[list[int]], list[list[int]]]:
+    """(song ids, label tags, genres) of a mel shard kind, in shard order."""
+    from data.pipeline import mel_dataset
+
+    ids, tags, genres = [], [], []
+    for batch in mel_dataset(work, kind, 512):
+        ids += batch["id"].numpy().tolist()
+        tags += [[t for t in row if t >= 0] for row in batch["tags"].numpy().tolist()]
+        genres += [[g for g in row if g >= 0] for row in batch["genres"].numpy().tolist()]
+    return ids, tags, genres
+
+
+def mean_ndcg(truth: list[list[int]], predicted: list[list[int]]) -> float:
+    from evaluate.ndcg import ndcg
+
+    return float(np.mean([ndcg(t, p[:10]) for t, p in zip(truth, predicted)]))
+
+
+def popularity_predictions(train_tags, train_genres, genres) -> tuple[list[list[int]], list[list[int]]]:
+    """(genre popularity, popularity): each held-out song's top 10 tags by the label-tag counts of the
+    training songs sharing a genre with it (summed over its genres, then overall counts to break ties and
+    fill), and the top 10 overall."""
+    overall = Counter(t for tags in train_tags for t in tags)
+    by_genre: dict[int, Counter] = {}
+    for tags, gs in zip(train_tags, train_genres):
+        for g in gs:
+            by_genre.setdefault(g, Counter()).update(tags)
+    top = [t for t, _ in sorted(overall.items(), key=lambda kv: (-kv[1], kv[0]))[:10]]
+    out = []
+    for gs in genres:
+        votes = Counter()
+        for g in gs:
+            votes.update(by_genre.get(g, {}))
+        ranked = [t for t, _ in sorted(votes.items(), key=lambda kv: (-kv[1], -overall[kv[0]], kv[0]))[:10]]
+        out.append(ranked + [t for t in top if t not in ranked][: 10 - len(ranked)])
+    return out, [top] * len(genres)
+
+
+def tag_quality(work: Path, cnn_run: Path) -> dict:
+    from inference.audio import build_index
+
+    _, train_tags, train_genres = labels(work, "mel_train")
+    ids, truth, genres = labels(work, "mel_holdout")
+    index = build_index(work, cnn_run, kinds=("mel_holdout",))
+    row = {s: i for i, s in enumerate(index["song_ids"].tolist())}
+    cnn = [index["tags"][row[s]].tolist() for s in ids]
+    by_genre, popular = popularity_predictions(train_tags, train_genres, genres)
+    scores = {"cnn": mean_ndcg(truth, cnn), "genre_popularity": mean_ndcg(truth, by_genre),
+              "popularity": mean_ndcg(truth, popular)}
+    return {"songs": len(ids), "train_songs": len(train_tags), "ndcg_at_10": scores,
+            "cnn_over_genre_popularity": scores["cnn"] / scores["genre_popularity"]}
+
+
+def sizes(config: dict, n_tags: int, n_genres: int) -> dict:
+    from models.cnn import CNNConfig, parameter_count
+
+    trained = CNNConfig(**config["model_config"])
+    design = CNNConfig(**{**config["model_config"], "width": 1.0})
+    return {"trained": parameter_count(trained, n_tags, n_genres), "design_widths": parameter_count(design, n_tags, n_genres),
+            "design_widths_real_tags": parameter_count(design, REAL_TAGS, n_genres), "design_paper": DESIGN_PARAMETERS,
+            "tags": n_tags, "genres": n_genres, "width": trained.width}
+
+
+def throughput(work: Path, config: Path, steps: int, tmp: Path) -> dict:
+    out = {}
+    for np_ in (1, 2):
+        cmd = ["horovodrun", "-np", str(np_), sys.executable, str(REPO / "hvd_train/cnn.py"), "--config", str(config),
+               "--work", str(work), "--out", str(tmp / f"np{np_}"), "--set", "train.epochs=2",
+               "--set", f"train.steps_per_epoch={steps}", "--set", "validation.every_epochs=2"]
+        done = run(cmd, log=tmp / f"np{np_}.log", name=f"cnn np{np_}")
+        rates = re.findall(r"\[cnn\] epoch \d+: .* ([0-9]+) songs/s", done["output"])
+        out[f"np{np_}"] = {"songs_per_s": float(rates[-1]), "peak_rss_gb": done["peak_rss_gb"]}
+    out["np2_over_np1"] = out["np2"]["songs_per_s"] / out["np1"]["songs_per_s"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cnn", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="a work directory with mel shards")
+    parser.add_argument("--run", type=Path, required=True, help="a finished hvd_train/cnn.py run on it")
+    parser.add_argument("--steps", type=int, default=40, help="steps per epoch of the throughput runs")
+    parser.add_argument("--name", default="cnn_small", help="bench/results/NAME.json")
+    args = parser.parse_args(argv)
+    export = json.loads((args.run / "export/config.json").read_text(encoding="utf-8"))
+    manifest = json.loads((args.work / "manifest.json").read_text(encoding="utf-8"))
+    result = {"work": str(args.work), "run": str(args.run), "epoch": export["epoch"],
+              "validation": export["validation"], "mel": {k: manifest["mel"][k] for k in ("frames", "report")},
+              "tag_quality": tag_quality(args.work, args.run),
+              "parameters": sizes(export, manifest["sizes"]["tags"], len(manifest["mel"]["genres"]))}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "cnn.yaml"
+        import yaml
+
+        config.write_text(yaml.safe_dump(export["trained_with"], allow_unicode=True), encoding="utf-8")
+        result["throughput"] = throughput(args.work, config, args.steps, Path(tmp))
+    q, p, t = result["tag_quality"], result["parameters"], result["throughput"]
+    print(f"held-out songs ({q['songs']}): tag nDCG@10 CNN {q['ndcg_at_10']['cnn']:.4f}, genre popularity "
+          f"{q['ndcg_at_10']['genre_popularity']:.4f}, popularity {q['ndcg_at_10']['popularity']:.4f} "
+          f"({q['cnn_over_genre_popularity']:.2f}x genre popularity)")
+    print(f"parameters: {p['trained']:,} trained (width {p['width']}); design widths {p['design_widths']:,}, "
+          f"{p['design_widths_real_tags']:,} over 29,160 tags, against the design's 277 million")
+    print(f"throughput: np1 {t['np1']['songs_per_s']:.0f} songs/s, np2 {t['np2']['songs_per_s']:.0f} songs/s "
+          f"({t['np2_over_np1']:.2f}x); peak memory {t['np1']['peak_rss_gb']:.2f} / {t['np2']['peak_rss_gb']:.2f} GB")
+    save_result(args.name, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
