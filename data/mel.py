@@ -73,6 +73,14 @@ class MelSource:
         if not tars and not folder.is_dir():
             raise FileNotFoundError(f"{self.root}: no {TAR_PATTERN} and no arena_mel/ folder")
 
+    @classmethod
+    def from_locations(cls, locations: dict) -> "MelSource":
+        """A source over known files, {song id: (path, member or None)}, without scanning anything."""
+        source = cls.__new__(cls)
+        source.root, source.duplicates, source.unexpected = None, 0, 0
+        source.locations = {int(s): Location(Path(path), member) for s, (path, member) in locations.items()}
+        return source
+
     def _add(self, name: str, location: Location) -> None:
         song = _song_id(name)
         if song is None:

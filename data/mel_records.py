@@ -33,7 +33,7 @@ from collections import Counter
 
 import numpy as np
 
-from data.mel import BadMel, Location, MelReport, MelSource
+from data.mel import BadMel, MelReport, MelSource
 
 KINDS = ("mel_train", "mel_holdout", "mel_rest")
 
@@ -119,8 +119,7 @@ def write_shards(kind: str, songs: list[int], total: int, rank: int, size: int, 
 
     from data.workdir import sha256_file
 
-    source = MelSource.__new__(MelSource)  # the locations rank 0 found, without scanning again
-    source.locations = {s: Location(*where) for s, where in locations.items()}
+    source = MelSource.from_locations(locations)  # what rank 0 found, not scanned again
     report, archives, written = MelReport(), {}, []
     mine = [s for s in range(total) if s % size == rank]
     try:

@@ -1,0 +1,189 @@
+"""The audio path: the arena_mel reader on real-format files (tars and a folder, bad files among them), the
+synthetic audio's determinism, mel shards from data.preprocess, and the CNN trained with two real Horovod
+ranks (equal weights, resume, better than genre popularity on songs it never trained on)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from data.mel import BadMel, MelReport, MelSource, check_mel, write_tars
+from tests.conftest import REPO, load, mpirun, run_module
+
+FRAMES = 32
+
+
+def npy(array, allow_pickle=False) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+def write_bad_files(root: Path, ids: list[int]) -> dict[int, str]:
+    """An arena_mel/ folder under ``root`` with one bad file per kind of fault, for the 5 song ``ids``; returns
+    {song id: the reason's first word}."""
+    faults = [npy(np.zeros((48, 10, 2), np.float32)), npy(np.zeros((40, 10), np.float32)),
+              npy(np.full((48, 10), np.nan, np.float32)), b"not an npy file at all",
+              npy(np.array([{"a": 1}], dtype=object), allow_pickle=True)]
+    bad = dict(zip(ids, faults))
+    for song, raw in bad.items():
+        path = root / "arena_mel" / str(song // 1000) / f"{song}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(raw)
+    return dict(zip(ids, ("rank", "shape", "holds", "not", "not")))
+
+
+def test_reader_finds_tars_and_folder_and_names_every_bad_file(tmp_path, caplog):
+    good = {s: np.random.default_rng(s).normal(size=(48, 5 + s)).astype(np.float16) for s in (3, 1500, 2999)}
+    write_tars(sorted(good.items()), tmp_path, n_tars=2)
+    reasons = write_bad_files(tmp_path, list(range(5000, 5005)))
+    (tmp_path / "arena_mel" / "7").mkdir()
+    (tmp_path / "arena_mel" / "7" / "123.npy").write_bytes(npy(np.zeros((48, 3), np.float32)))  # not in folder 0
+    source = MelSource(tmp_path)
+    assert sorted(source.locations) == sorted(good) + sorted(reasons)
+    assert source.unexpected == 1
+    assert {p.name for p in tmp_path.glob("arena_mel_*.tar")} == {"arena_mel_0.tar", "arena_mel_1.tar"}
+    for song, array in good.items():
+        assert np.array_equal(source.read(song), array.astype(np.float32))
+    report = MelReport()
+    for song, word in reasons.items():
+        with pytest.raises(BadMel) as e:
+            source.read(song)
+        assert str(e.value).startswith(word)
+        report.bad_file(source.locations[song], str(e.value))
+    assert report.as_dict()["bad"] == {"holds NaN or inf": 1, "not a valid npy file": 2, "rank": 1, "shape": 1}
+    assert "5003.npy" in caplog.text and "5 bad" in report.summary()
+
+
+def test_check_mel_refuses_pickles_and_integers():
+    with pytest.raises(BadMel, match="not a valid npy"):
+        check_mel(npy(np.array([object()]), allow_pickle=True))
+    with pytest.raises(BadMel, match="dtype"):
+        check_mel(npy(np.zeros((48, 4), np.int32)))
+    assert check_mel(npy(np.zeros((48, 4), np.float64))).dtype == np.float32
+
+
+def test_no_mel_source_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no arena_mel"):
+        MelSource(tmp_path)
+
+
+def test_synthetic_audio_is_deterministic_and_carries_the_theme(tmp_path):
+    from data.synth import Generator
+    from data.synth_audio import AudioModel
+
+    gen = Generator("tiny", seed=5)
+    gen._themes()
+    gen._catalogue()
+    songs = np.arange(0, 3000, 7)
+    first, second = AudioModel(gen, 5, FRAMES).block(songs), AudioModel(gen, 5, FRAMES).block(songs)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert not np.array_equal(first[0], AudioModel(gen, 6, FRAMES).block(songs)[0])
+    assert all(a.shape[0] == 48 and 1 <= a.shape[1] <= FRAMES and a.dtype == np.float16 for a in first)
+    # songs of one theme are nearer each other than songs of different themes (mean spectra, centred)
+    spectra = np.stack([a.astype(np.float32).mean(axis=1) for a in first])
+    spectra -= spectra.mean(axis=0)
+    spectra /= np.linalg.norm(spectra, axis=1, keepdims=True)
+    cosine, theme = spectra @ spectra.T, gen.song_theme[songs]
+    same = theme[:, None] == theme[None, :]
+    np.fill_diagonal(same, False)
+    different = theme[:, None] != theme[None, :]
+    assert cosine[same].mean() > cosine[different].mean() + 0.2
+
+
+# ------------------------------------------------------------------ mel shards and the CNN
+@pytest.fixture(scope="module")
+def mel_work(tmp_path_factory):
+    """A tiny data set with audio (32 frames a song) and bad files, its split, and work directories written with
+    1 and 2 ranks; returns (data, np1 work, np2 work, the bad files' reasons)."""
+    root = tmp_path_factory.mktemp("mel")
+    data, split = root / "data", root / "split"
+    run_module("data.synth", "--scale", "tiny", "--seed", "4", "--out", data, "--mel", "played", "--mel-frames", FRAMES)
+    run_module("data.split", data / "train.json", "--out", split, "--seed", "777")
+    meta_ids = len(load(data / "song_meta.json"))
+    have = set(MelSource(data).locations)  # the bad files go to songs without audio
+    reasons = write_bad_files(data, [s for s in range(meta_ids) if s not in have][-5:])
+    config = yaml.safe_load((REPO / "configs/data.yaml").read_text(encoding="utf-8"))
+    config["mel"]["frames"] = FRAMES
+    (root / "data.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    works = []
+    for n in (1, 2):
+        proc = mpirun(n, "--split", split, "--meta", data, "--out", root / f"np{n}", "--mel", data, "--config",
+                      root / "data.yaml")
+        works.append(root / f"np{n}")
+    return data, works[0], works[1], reasons, proc.stderr
+
+
+def test_mel_shards_are_the_same_for_any_rank_count_and_report_bad_files(mel_work):
+    data, np1, np2, reasons, log = mel_work
+    m1, m2 = load(np1 / "manifest.json"), load(np2 / "manifest.json")
+    for kind in ("mel_train", "mel_holdout", "mel_rest"):
+        assert [s["sha256"] for s in m1["shards"][kind]] == [s["sha256"] for s in m2["shards"][kind]]
+    assert m1["mel"]["report"]["bad"] == {"holds NaN or inf": 1, "not a valid npy file": 2, "rank": 1, "shape": 1}
+    assert m1["mel"]["report"]["ok"] == load(data / "synth_info.json")["mel"]["count"]
+    assert "5 bad" in log and all(f"{song}.npy" in log for song in reasons)
+    records = {k: sum(s["records"] for s in m1["shards"][k]) for k in ("mel_train", "mel_holdout", "mel_rest")}
+    assert records["mel_holdout"] > 0.02 * records["mel_train"] and records["mel_rest"] > 0
+
+
+def test_mel_records_hold_the_song_its_labels_and_fixed_frames(mel_work):
+    from data.mel_records import song_labels
+    from data.pipeline import mel_dataset
+
+    data, np1 = mel_work[0], mel_work[1]
+    manifest, vocab = load(np1 / "manifest.json"), load(np1 / "vocab.json")
+    train = load(np1.parent / "split/orig/train.json")
+    tags, genres, codes = song_labels(train, load(data / "song_meta.json"), {t: i for i, (t, _) in
+                                                                           enumerate(vocab["tags"])}, 5)
+    assert codes == manifest["mel"]["genres"]
+    batch = next(iter(mel_dataset(np1, "mel_holdout", 16)))
+    source = MelSource(data)
+    for i, song in enumerate(batch["id"].numpy().tolist()):
+        own = source.read(song)
+        stored = batch["mel"].numpy()[i]
+        assert stored.shape == (48, FRAMES)
+        assert np.array_equal(stored[:, :own.shape[1]], own[:, :FRAMES])
+        assert [t for t in batch["tags"].numpy()[i] if t >= 0] == tags[song] and tags[song]
+        assert [g for g in batch["genres"].numpy()[i] if g >= 0] == genres[song]
+
+
+def train_cnn(work, out, *extra, np_=2):
+    cmd = ["horovodrun", "-np", str(np_), sys.executable, str(REPO / "hvd_train/cnn.py"), "--work", str(work), "--out",
+           str(out), "--set", "model.crop_frames=24", "--set", "train.warmup_steps=50",
+           "--set", "train.lr_multiplier=0.5", *map(str, extra)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_cnn_two_ranks_equal_weights_resume_and_beats_genre_popularity(mel_work, tmp_path):
+    from bench.cnn import tag_quality
+
+    work = mel_work[1]
+    whole = train_cnn(work, tmp_path / "whole", "--set", "train.epochs=8", "--set", "model.dropout=0.0")
+    checksums = json.loads(whole.split("weight checksums by rank: ")[1].splitlines()[0])
+    assert len(checksums) == 2 and checksums[0] == checksums[1]
+    quality = tag_quality(work, tmp_path / "whole")
+    assert quality["ndcg_at_10"]["cnn"] > quality["ndcg_at_10"]["genre_popularity"]
+    # resumed after 2 epochs: the same weights as the run trained in one go to 3
+    train_cnn(work, tmp_path / "resumed", "--set", "train.epochs=2", "--set", "model.dropout=0.0")
+    resumed = train_cnn(work, tmp_path / "resumed", "--set", "train.epochs=3", "--set", "model.dropout=0.0")
+    assert "resum" in resumed.lower()
+    straight = train_cnn(work, tmp_path / "straight", "--set", "train.epochs=3", "--set", "model.dropout=0.0")
+    last = lambda out: out.split("weight checksums by rank: ")[1].splitlines()[0]  # noqa: E731
+    assert last(resumed) == last(straight)
+
+
+def test_cnn_refuses_a_work_directory_without_mel_shards(workdirs, tmp_path):
+    proc = subprocess.run(["horovodrun", "-np", "1", sys.executable, str(REPO / "hvd_train/cnn.py"), "--work",
+                           str(workdirs[0]), "--out", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "no mel-spectrogram shards" in proc.stdout + proc.stderr
