@@ -1,6 +1,6 @@
 """The mel CNN: its tags on songs it never trained on, against genre popularity; size; throughput.
 
-    python -m bench.cnn --work WORKDIR --run CNNRUN [--steps 40] [--name cnn_small]
+    python -m bench.cnn --work WORKDIR --run CNNRUN [--split SPLITDIR] [--steps 40] [--name cnn_small]
 
 WORKDIR holds mel shards (``data.preprocess --mel``) and CNNRUN is a finished ``hvd_train/cnn.py`` run on it
 (the main job's ``runs/quickstart-small/{work,cnn}``). Written to bench/results/NAME.json, in one run:
@@ -14,7 +14,13 @@ WORKDIR holds mel shards (``data.preprocess --mel``) and CNNRUN is a finished ``
    on these same songs (its validation), so this figure is a tuning figure, as the validation line says.
 2. **Size**: the parameters of the trained config and of the design's widths (``model.width`` 1.0) over
    this tag vocabulary and over the real one (29,160 tags), against the design's 277 million.
-3. **Throughput and memory**: ``horovodrun -np 1`` and ``-np 2`` of hvd_train/cnn.py with CNNRUN's
+3. **Cold start**: on the report questions (evaluate/protocol.py; nothing was tuned on them) that give
+   songs with audio, recall@100 of the answer songs outside the DAE's vocabulary (which no vocabulary
+   member can propose) by the audio member's rule alone: the songs outside the vocabulary nearest by
+   audio cosine to the mean embedding of the given songs, never a given song or one released after the
+   question's update date; against the same candidates ranked by training-playlist count (popularity
+   outside the vocabulary).
+4. **Throughput and memory**: ``horovodrun -np 1`` and ``-np 2`` of hvd_train/cnn.py with CNNRUN's
    config, 2 epochs of ``--steps`` steps, songs/s of the second epoch (the first traces the step), and
    the peak resident memory of the largest process.
 """
@@ -90,6 +96,40 @@ def tag_quality(work: Path, cnn_run: Path) -> dict:
             "cnn_over_genre_popularity": scores["cnn"] / scores["genre_popularity"]}
 
 
+def cold_start(work: Path, cnn_run: Path, split: Path) -> dict:
+    from data.melon import load_playlists
+    from data.vocab import updt_day
+    from evaluate.protocol import parts, select
+    from inference.audio import build_index
+
+    index = build_index(work, cnn_run)
+    vocab = json.loads((work / "vocab.json").read_text(encoding="utf-8"))
+    in_vocab = {s for s, _ in vocab["songs"]}
+    release = np.load(work / "release_dates.npz", allow_pickle=False)["release_dates"]
+    questions = load_playlists(work / "eval/questions.json")
+    answers = {a["id"]: a["songs"] for a in load_playlists(work / "eval/answers.json")}
+    train_counts = Counter(s for p in load_playlists(split / "orig/train.json") for s in p["songs"])
+    ids, vectors = index["song_ids"], index["embeddings"]
+    outside = np.array([s not in in_vocab for s in ids.tolist()])
+    counts = np.array([train_counts.get(s, 0) for s in ids.tolist()], dtype=np.float64)
+    row = {s: i for i, s in enumerate(ids.tolist())}
+    recalls = {"audio": [], "popularity_outside_vocab": []}
+    for q in select(questions, parts(questions)["report"]):
+        given = [row[s] for s in q["songs"] if s in row]
+        hidden = {s for s in answers[q["id"]] if s not in in_vocab}
+        if not given or not hidden:
+            continue
+        allowed = outside & (release[ids] <= updt_day(q["updt_date"]))
+        allowed[given] = False
+        query = vectors[given].mean(axis=0)
+        for name, scores in (("audio", vectors @ query), ("popularity_outside_vocab", counts.copy())):
+            scores = np.where(allowed, scores, -np.inf)
+            top = set(ids[np.argsort(-scores, kind="stable")[:100]].tolist())
+            recalls[name].append(len(top & hidden) / len(hidden))
+    return {"questions": len(recalls["audio"]), "recall_at_100": {k: float(np.mean(v)) for k, v in recalls.items()},
+            "note": "answer songs outside the DAE vocabulary; without the audio member the ensemble proposes none"}
+
+
 def sizes(config: dict, n_tags: int, n_genres: int) -> dict:
     from models.cnn import CNNConfig, parameter_count
 
@@ -117,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cnn", description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="a work directory with mel shards")
     parser.add_argument("--run", type=Path, required=True, help="a finished hvd_train/cnn.py run on it")
+    parser.add_argument("--split", type=Path, help="the split WORKDIR was built from (default WORKDIR/../split)")
     parser.add_argument("--steps", type=int, default=40, help="steps per epoch of the throughput runs")
     parser.add_argument("--name", default="cnn_small", help="bench/results/NAME.json")
     args = parser.parse_args(argv)
@@ -124,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((args.work / "manifest.json").read_text(encoding="utf-8"))
     result = {"work": str(args.work), "run": str(args.run), "epoch": export["epoch"],
               "validation": export["validation"], "mel": {k: manifest["mel"][k] for k in ("frames", "report")},
-              "tag_quality": tag_quality(args.work, args.run),
+              "tag_quality": tag_quality(args.work, args.run), "cold_start": cold_start(args.work, args.run, args.split or args.work.parent / "split"),
               "parameters": sizes(export, manifest["sizes"]["tags"], len(manifest["mel"]["genres"]))}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "cnn.yaml"
@@ -136,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"held-out songs ({q['songs']}): tag nDCG@10 CNN {q['ndcg_at_10']['cnn']:.4f}, genre popularity "
           f"{q['ndcg_at_10']['genre_popularity']:.4f}, popularity {q['ndcg_at_10']['popularity']:.4f} "
           f"({q['cnn_over_genre_popularity']:.2f}x genre popularity)")
+    c = result["cold_start"]["recall_at_100"]
+    print(f"cold start ({result['cold_start']['questions']} report questions): recall@100 of answer songs outside the "
+          f"DAE vocabulary, audio {c['audio']:.4f}, popularity outside the vocabulary {c['popularity_outside_vocab']:.4f}")
     print(f"parameters: {p['trained']:,} trained (width {p['width']}); design widths {p['design_widths']:,}, "
           f"{p['design_widths_real_tags']:,} over 29,160 tags, against the design's 277 million")
     print(f"throughput: np1 {t['np1']['songs_per_s']:.0f} songs/s, np2 {t['np2']['songs_per_s']:.0f} songs/s "

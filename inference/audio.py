@@ -6,8 +6,8 @@
 ``index`` runs a ``hvd_train/cnn.py`` export over every song of WORKDIR's mel shards (``mel_train``,
 ``mel_holdout`` and ``mel_rest``: songs of no training playlist too) on their whole stored frames and
 writes FILE (default RUNDIR/audio_index.npz, no pickle): ``song_ids`` [n] (song_meta ids, ascending),
-``embeddings`` [n, C] (the pooled last block, scaled to unit length: cosine similarity is a dot
-product), ``tags`` [n, 20] and ``tag_scores`` [n, 20] (the top predicted tag-vocabulary indices and
+``embeddings`` [n, C] (the pooled last block, centred by its mean over the songs and scaled to unit
+length: cosine similarity is a dot product), ``tags`` [n, 20] and ``tag_scores`` [n, 20] (the top predicted tag-vocabulary indices and
 their sigmoid probabilities), and ``weights_sha256`` (the export it came from). ``similar`` prints the
 songs nearest to one song by audio (building the index first when FILE is missing or stale) with the
 song's predicted tags. The run must have been trained on WORKDIR (vocabulary hash checked); a song
@@ -80,6 +80,7 @@ def build_index(workdir: Path, rundir: Path, kinds=KINDS, batch_size: int = 256)
     song_ids = np.concatenate(ids)
     order = np.argsort(song_ids, kind="stable")
     vectors = np.concatenate(vectors)[order]
+    vectors -= vectors.mean(axis=0)  # pooled ReLU outputs share a large common part: cosines of the rest
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return {"song_ids": song_ids[order], "embeddings": (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32),
             "tags": np.concatenate(tags)[order].astype(np.int32), "tag_scores": np.concatenate(scores)[order],
