@@ -81,12 +81,10 @@ def popularity_predictions(train_tags, train_genres, genres) -> tuple[list[list[
     return out, [top] * len(genres)
 
 
-def tag_quality(work: Path, cnn_run: Path) -> dict:
-    from inference.audio import build_index
-
+def tag_quality(work: Path, index: dict) -> dict:
+    """Item 1 of the module docstring; ``index``: inference.audio's arrays over (at least) the hold-out songs."""
     _, train_tags, train_genres = labels(work, "mel_train")
     ids, truth, genres = labels(work, "mel_holdout")
-    index = build_index(work, cnn_run, kinds=("mel_holdout",))
     row = {s: i for i, s in enumerate(index["song_ids"].tolist())}
     cnn = [index["tags"][row[s]].tolist() for s in ids]
     by_genre, popular = popularity_predictions(train_tags, train_genres, genres)
@@ -96,13 +94,11 @@ def tag_quality(work: Path, cnn_run: Path) -> dict:
             "cnn_over_genre_popularity": scores["cnn"] / scores["genre_popularity"]}
 
 
-def cold_start(work: Path, cnn_run: Path, split: Path) -> dict:
+def cold_start(work: Path, index: dict, split: Path) -> dict:
+    """Item 3 of the module docstring; ``index``: inference.audio's arrays over every song with audio."""
     from data.melon import load_playlists
     from data.vocab import updt_day
     from evaluate.protocol import parts, select
-    from inference.audio import build_index
-
-    index = build_index(work, cnn_run)
     vocab = json.loads((work / "vocab.json").read_text(encoding="utf-8"))
     in_vocab = {s for s, _ in vocab["songs"]}
     release = np.load(work / "release_dates.npz", allow_pickle=False)["release_dates"]
@@ -163,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     export = json.loads((args.run / "export/config.json").read_text(encoding="utf-8"))
     manifest = json.loads((args.work / "manifest.json").read_text(encoding="utf-8"))
+    from inference.audio import build_index
+
+    index = build_index(args.work, args.run)  # every song with audio, once, for both measurements
     result = {"work": str(args.work), "run": str(args.run), "epoch": export["epoch"],
               "validation": export["validation"], "mel": {k: manifest["mel"][k] for k in ("frames", "report")},
-              "tag_quality": tag_quality(args.work, args.run), "cold_start": cold_start(args.work, args.run, args.split or args.work.parent / "split"),
+              "tag_quality": tag_quality(args.work, index),
+              "cold_start": cold_start(args.work, index, args.split or args.work.parent / "split"),
               "parameters": sizes(export, manifest["sizes"]["tags"], len(manifest["mel"]["genres"]))}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "cnn.yaml"

@@ -43,7 +43,7 @@ MODES = ("dae", "title_mlm", "title_finetune", "word2vec")
 
 
 def shard_files(workdir: str | Path, kind: str, rank: int = 0, size: int = 1) -> list[str]:
-    """This rank's shard files of ``kind`` ('train' or 'val'): every size-th file from the rank-th."""
+    """This rank's shard files of ``kind`` ('train', 'val' or a mel kind): every size-th file from the rank-th."""
     workdir = Path(workdir)
     manifest = json.loads((workdir / "manifest.json").read_text(encoding="utf-8"))
     files = [str(workdir / s["file"]) for s in manifest["shards"][kind]]
@@ -125,12 +125,8 @@ def training_dataset(workdir: str | Path, mode: str, rank: int, size: int, epoch
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     workdir = Path(workdir)
-    files = shard_files(workdir, "train", rank, size)
-    order_seed = seed * 1_000_003 + epoch * 97 + rank
-    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=order_seed)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(interleave_cycle, len(files)), block_length=interleave_block,
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.shuffle(shuffle_buffer, seed=order_seed)
+    ds = _shuffled_records(shard_files(workdir, "train", rank, size), seed, epoch, rank, shuffle_buffer,
+                           interleave_cycle, interleave_block)
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if mode in ("dae", "word2vec"):  # the playlists the manifest counts as kept.dae
         ds = ds.filter(lambda r: tf.size(r["songs"]) + tf.size(r["tags"]) > 0)
@@ -140,6 +136,17 @@ def training_dataset(workdir: str | Path, mode: str, rank: int, size: int, epoch
                               word2vec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.padded_batch(batch_size, padding_values=_pad_values(ds.element_spec), drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _shuffled_records(files: list[str], seed: int, epoch: int, rank: int, shuffle_buffer: int, interleave_cycle: int,
+                      interleave_block: int) -> tf.data.Dataset:
+    """Serialized records of this rank's ``files`` for one epoch: the files in an order shuffled per (seed,
+    epoch, rank), interleaved, then the records shuffled in a buffer (steps 1-2 of the module docstring)."""
+    order_seed = seed * 1_000_003 + epoch * 97 + rank
+    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=order_seed)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(interleave_cycle, len(files)), block_length=interleave_block,
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.shuffle(shuffle_buffer, seed=order_seed)
 
 
 def _per_playlist(workdir: Path, mode: str, seed: int, epoch: int, max_songs: int, max_tags: int, title_keep: float,
@@ -249,12 +256,8 @@ def mel_training_dataset(workdir: str | Path, rank: int, size: int, epoch: int, 
     frames = json.loads((workdir / "manifest.json").read_text(encoding="utf-8"))["mel"]["frames"]
     if crop_frames > frames:
         raise ValueError(f"{workdir}: crops of {crop_frames} frames from spectrograms stored with {frames}")
-    files = shard_files(workdir, "mel_train", rank, size)
-    order_seed = seed * 1_000_003 + epoch * 97 + rank
-    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=order_seed)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(interleave_cycle, len(files)),
-                       block_length=interleave_block, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.shuffle(shuffle_buffer, seed=order_seed)
+    ds = _shuffled_records(shard_files(workdir, "mel_train", rank, size), seed, epoch, rank, shuffle_buffer,
+                           interleave_cycle, interleave_block)
 
     def crop(serialized):
         record = decode_mel(serialized, frames)
@@ -272,10 +275,7 @@ def mel_dataset(workdir: str | Path, kind: str, batch_size: int, rank: int = 0, 
     whole (all stored frames): batches of {id, frames, mel [batch, 48, F], tags, genres (padded with -1)}."""
     from data.mel_records import decode as decode_mel
 
-    workdir = Path(workdir)
-    manifest = json.loads((workdir / "manifest.json").read_text(encoding="utf-8"))
-    frames = manifest["mel"]["frames"]
-    files = [str(workdir / s["file"]) for s in manifest["shards"][kind]][rank::size]
-    ds = tf.data.TFRecordDataset(files).map(lambda s: decode_mel(s, frames), num_parallel_calls=tf.data.AUTOTUNE,
+    frames = json.loads((Path(workdir) / "manifest.json").read_text(encoding="utf-8"))["mel"]["frames"]
+    ds = tf.data.TFRecordDataset(shard_files(workdir, kind, rank, size)).map(lambda s: decode_mel(s, frames), num_parallel_calls=tf.data.AUTOTUNE,
                                             deterministic=True)
     return ds.padded_batch(batch_size, padding_values=_pad_values(ds.element_spec)).prefetch(tf.data.AUTOTUNE)

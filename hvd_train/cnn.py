@@ -23,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvd_train.common import compute_dtype, fail, seed_dropout, trainer_parser
+from hvd_train.common import compute_dtype, fail, seed_dropout, steps_per_epoch, trainer_parser
 from hvd_train.config import TrainerConfig, as_dict
 from hvd_train.driver import run
 from hvd_train.loop import Task, start
@@ -73,14 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     return run(hvd, cnn_task(hvd, config, manifest, args.work), config, manifest, args.work, args.out)
 
 
-def mel_steps(manifest: dict, size: int, batch: int, cap: int | None) -> int:
-    """Steps per epoch: what the rank with the fewest ``mel_train`` songs fills, or at most ``cap``."""
-    shards = manifest["shards"]["mel_train"]
-    fewest = min(sum(s["records"] for s in shards[rank::size]) for rank in range(size))
-    full = max(1, fewest // batch)
-    return min(full, cap) if cap else full
-
-
 def cnn_task(hvd, config: CNNTrainerConfig, manifest: dict, work: Path) -> Task:
     """The CNN, its loss, this rank's batches and validation, for the shared loop (and bench.comm)."""
     import tensorflow as tf
@@ -97,7 +89,7 @@ def cnn_task(hvd, config: CNNTrainerConfig, manifest: dict, work: Path) -> Task:
     def shard(rank, size):
         """What depends on this rank's place among `size` ranks (rebuilt when an elastic world changes)."""
         batch_size = config.per_rank_batch(size)
-        steps = mel_steps(manifest, size, batch_size, train.steps_per_epoch)
+        steps = steps_per_epoch(manifest, size, batch_size, train.steps_per_epoch, stage="cnn", kind="mel_train")
         validator = TagValidator(work, rank, size, config.validation.batch_size, model)
 
         def batches(epoch):

@@ -45,11 +45,13 @@ def seed_dropout(seed: int, rank: int) -> None:
     tf.random.set_seed(seed + rank)
 
 
-def steps_per_epoch(manifest: dict, size: int, batch: int, cap: int | None = None, stage: str = "dae") -> int:
-    """The same number of steps on every rank: what the rank with the fewest records that ``stage``'s
-    pipeline keeps ("dae": with a song or tag; "title": with a title) can fill, so an epoch is one pass, or at
-    most ``cap`` (``train.steps_per_epoch``: shorter epochs on a time budget, each on a fresh shuffle)."""
-    shards = manifest["shards"]["train"]
+def steps_per_epoch(manifest: dict, size: int, batch: int, cap: int | None = None, stage: str = "dae",
+                    kind: str = "train") -> int:
+    """The same number of steps on every rank: what the rank with the fewest records of its ``kind`` shards
+    that ``stage``'s pipeline keeps ("dae": with a song or tag; "title": with a title; "cnn": every song of
+    the mel shards) can fill, so an epoch is one pass, or at most ``cap`` (``train.steps_per_epoch``: shorter
+    epochs on a time budget, each on a fresh shuffle)."""
+    shards = manifest["shards"][kind]
     fewest = min(sum(s["kept"][stage] for s in shards[rank::size]) for rank in range(size))
     full = max(1, fewest // batch)
     return min(full, cap) if cap else full

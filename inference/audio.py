@@ -67,7 +67,11 @@ def build_index(workdir: Path, rundir: Path, kinds=KINDS, batch_size: int = 256)
     if "mel" not in manifest:
         raise AudioError(f"{workdir} has no mel-spectrogram shards (data.preprocess --mel MELDIR)")
     model, _ = load_cnn(rundir, manifest, workdir)
-    embed = tf.function(lambda mel: (model.embed(mel), model.tag_head(model.embed(mel))))
+    @tf.function
+    def embed(mel):
+        pooled = model.embed(mel)
+        return pooled, model.tag_head(pooled)
+
     ids, vectors, tags, scores = [], [], [], []
     for kind in kinds:
         for batch in mel_dataset(workdir, kind, batch_size):
