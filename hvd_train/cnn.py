@@ -124,7 +124,7 @@ class TagValidator:
 
         total, hits, count = 0.0, 0.0, 0
         for batch in self.dataset:
-            tag_logits, genre_logits = self.model.logits(batch["mel"])
+            tag_logits, genre_logits = self.model.logits(batch["mel"], batch["genres"])
             top = np.argsort(-tag_logits.numpy(), axis=1, kind="stable")[:, :10]
             best_genre = np.argmax(genre_logits.numpy(), axis=1)
             for row, tags, genres, genre in zip(top, batch["tags"].numpy(), batch["genres"].numpy(), best_genre):

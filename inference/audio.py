@@ -68,14 +68,14 @@ def build_index(workdir: Path, rundir: Path, kinds=KINDS, batch_size: int = 256)
         raise AudioError(f"{workdir} has no mel-spectrogram shards (data.preprocess --mel MELDIR)")
     model, _ = load_cnn(rundir, manifest, workdir)
     @tf.function
-    def embed(mel):
+    def embed(mel, genres):
         pooled = model.embed(mel)
-        return pooled, model.tag_head(pooled)
+        return pooled, model.tag_logits(pooled, genres)
 
     ids, vectors, tags, scores = [], [], [], []
     for kind in kinds:
         for batch in mel_dataset(workdir, kind, batch_size):
-            pooled, logits = embed(batch["mel"])
+            pooled, logits = embed(batch["mel"], batch["genres"])
             top = tf.math.top_k(logits, k=min(TOP_TAGS, model.n_tags))
             ids.append(batch["id"].numpy())
             vectors.append(pooled.numpy())

@@ -12,11 +12,18 @@ crops and whole songs alike):
       -> block 2: conv3x3(128w) relu x 2, maxpool 2x2                      [batch, 12, T/4, 128w]
       -> block 3: conv3x3(256w) relu x 3, maxpool 2x2                      [batch, 6, T/8, 256w]
       -> global average pooling                                           [batch, C = 256w]: the embedding
-      -> dropout -> tags: dense C -> n_tags (sigmoid); genres: dense C -> n_genres (sigmoid)
+      -> dropout -> tags: dense C -> n_tags (+ the genre prior, below; sigmoid); genres: dense C -> n_genres
 
 ``width`` multiplies every block's channels (1.0: the design's; 0.125: 8-8 / 16-16 / 32-32-32, what two
 CPU cores train in the main job's time). Variables are float32; the convolutions compute in
 ``compute_dtype`` (float16 under mixed precision), the pooled vector, heads and loss in float32.
+
+With ``genre_input`` the tag logits also get a learned *genre prior*: ``multi_hot(genres) @ G``, G
+[n_genres, n_tags] (zeros at the start), the song's genres being metadata that song_meta.json holds for
+every song, the cold ones included. The audio then has to explain what the genre does not: without it, the
+CNN has to rediscover the genre from the spectrogram before it can guess a tag, and ranked below the tags
+most popular in the song's genres (bench/results/cnn_small.json). The genre head still reads the audio
+alone (it shapes the audio embedding that ``inference.audio`` compares songs by).
 
 The loss is binary cross-entropy summed over the tag vocabulary for the songs that have label tags, plus
 ``genre_weight`` times the same over the genres for every song, each averaged over its songs.
@@ -43,6 +50,7 @@ class CNNConfig:
     crop_frames: int  # frames of a random training crop (of the shards' fixed length)
     dropout: float  # on the pooled vector, in training
     genre_weight: float  # loss = tag BCE + genre_weight x genre BCE
+    genre_input: bool  # the tag logits add a learned prior of the song's genres (metadata)
 
     def __post_init__(self):
         if self.width <= 0:
@@ -75,7 +83,7 @@ class Conv(tf.Module):
 
 class MelCNN(tf.Module):
     def __init__(self, n_tags: int, n_genres: int, *, channels: tuple, dropout: float = 0.0,
-                 compute_dtype=tf.float32, name: str = "cnn"):
+                 genre_input: bool = False, compute_dtype=tf.float32, name: str = "cnn"):
         super().__init__(name=name)
         self.n_tags, self.n_genres, self.dropout, self.compute_dtype = n_tags, n_genres, dropout, compute_dtype
         self.blocks, c_in = [], 1
@@ -88,10 +96,13 @@ class MelCNN(tf.Module):
         self.dim = c_in
         self.tag_head = Dense(c_in, n_tags, name="tags")
         self.genre_head = Dense(c_in, n_genres, name="genres")
+        # [n_genres, n_tags]: each genre's additive tag logits (the genre prior), or None
+        self.genre_tags = tf.Variable(tf.zeros([n_genres, n_tags]), name="genre_tags") if genre_input else None
 
     @classmethod
     def from_config(cls, config: CNNConfig, n_tags: int, n_genres: int, compute_dtype=tf.float32) -> "MelCNN":
-        return cls(n_tags, n_genres, channels=config.channels, dropout=config.dropout, compute_dtype=compute_dtype)
+        return cls(n_tags, n_genres, channels=config.channels, dropout=config.dropout,
+                   genre_input=config.genre_input, compute_dtype=compute_dtype)
 
     def embed(self, mel):
         """[batch, 48, T] float32 log-mel -> [batch, C] float32, the pooled last block (T >= 8)."""
@@ -103,17 +114,25 @@ class MelCNN(tf.Module):
             x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
         return tf.cast(tf.reduce_mean(x, axis=[1, 2]), tf.float32)
 
-    def logits(self, mel, training: bool = False):
-        """[batch, 48, T] -> (tag logits [batch, n_tags], genre logits [batch, n_genres]), float32."""
+    def tag_logits(self, pooled, genres):
+        """pooled [batch, C] and genres [batch, m] (indices padded with -1) -> [batch, n_tags] float32."""
+        logits = self.tag_head(pooled)
+        if self.genre_tags is not None:
+            logits += tf.matmul(multi_hot(genres, self.n_genres), self.genre_tags)
+        return logits
+
+    def logits(self, mel, genres, training: bool = False):
+        """mel [batch, 48, T], genres [batch, m] -> (tag logits [batch, n_tags], genre logits [batch, n_genres]),
+        float32 (the genre logits from the audio alone)."""
         pooled = self.embed(mel)
         if training and self.dropout > 0:
             pooled = tf.nn.dropout(pooled, rate=self.dropout)
-        return self.tag_head(pooled), self.genre_head(pooled)
+        return self.tag_logits(pooled, genres), self.genre_head(pooled)
 
     def loss(self, batch: dict, genre_weight: float):
         """(loss, {"tags", "genres"}) of a batch: ``mel`` [batch, 48, T], ``tags`` [batch, k] and ``genres``
         [batch, m] label indices padded with -1."""
-        tag_logits, genre_logits = self.logits(batch["mel"], training=True)
+        tag_logits, genre_logits = self.logits(batch["mel"], batch["genres"], training=True)
         tags, genres = multi_hot(batch["tags"], self.n_tags), multi_hot(batch["genres"], self.n_genres)
         labelled = tf.cast(tf.reduce_any(batch["tags"] != PAD, axis=1), tf.float32)
         tag_bce = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=tags, logits=tag_logits), axis=1)
@@ -129,10 +148,11 @@ def multi_hot(indices, depth: int):
 
 
 def parameter_count(config: CNNConfig, n_tags: int, n_genres: int) -> int:
-    """Trainable parameters of the model a config builds (convolutions, biases, both heads)."""
+    """Trainable parameters of the model a config builds (convolutions, biases, both heads, the genre prior)."""
     total, c_in = 0, 1
     for block in config.channels:
         for c_out in block:
             total += 9 * c_in * c_out + c_out
             c_in = c_out
-    return total + (c_in + 1) * (n_tags + n_genres)
+    prior = n_genres * n_tags if config.genre_input else 0
+    return total + (c_in + 1) * (n_tags + n_genres) + prior
