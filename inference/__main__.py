@@ -1,14 +1,16 @@
 """Ensemble inference on a questions file: a single-device job (the first GPU when there is one, else CPU).
 
     python -m inference --questions QUESTIONS --work WORKDIR --dae RUNDIR --title RUNDIR --out RESULTS \
-        [--word2vec RUNDIR] [--neighbours RUNDIR] [--blend BLEND_JSON] [--config configs/ensemble.yaml]
+        [--word2vec RUNDIR] [--neighbours RUNDIR] [--blend BLEND_JSON] [--audio CNN_RUNDIR]
+        [--config configs/ensemble.yaml]
 
 QUESTIONS is any file in the official format (the local split's questions, or the real val.json /
 test.json). WORKDIR is the work directory the models were trained on (data.preprocess); --dae, --title,
 --word2vec and --neighbours (python -m inference.neighbours) are their run directories (or their export folders).
 Any may be left out; --blend takes the weights fitted by python -m inference.fit_blend for exactly these
 models, and without it the two BERTs are blended as the reference design did (inference/ensemble.py). Writes RESULTS atomically: exactly 100 songs and 10 tags per question,
-ids those of the questions.
+ids those of the questions. --audio (a hvd_train/cnn.py run with its audio index) puts songs outside the
+vocabulary in the tail of each list, as many as the blend file's audio slots (fit_blend --audio) say.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a neighbour run directory (python -m inference.neighbours --out); one per kind, repeatable")
     parser.add_argument("--word2vec", type=Path, help="Word2Vec run directory (hvd_train/word2vec.py --out)")
     parser.add_argument("--blend", type=Path, help="blend weights per question type (python -m inference.fit_blend)")
+    parser.add_argument("--audio", type=Path, help="CNN run directory (hvd_train/cnn.py) with its audio index; "
+                        "needs a --blend fitted with it")
     parser.add_argument("--out", type=Path, required=True, help="results file to write")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -39,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.dae is None and args.title is None and args.word2vec is None and not args.neighbours:
         parser.error("give at least one of --dae, --title, --word2vec, --neighbours")
+    if args.audio is not None and args.blend is None:
+        parser.error("--audio needs --blend: its tail slots are fitted with the blend (inference.fit_blend --audio)")
 
     from data.melon import MelonDataError, load_playlists, write_json
     from data.workdir import WorkdirError
@@ -50,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.load(args.config)
         questions = load_playlists(args.questions)
-        ensemble = Ensemble(args.work, args.dae, args.title, settings, args.neighbours, args.blend, args.word2vec)
+        ensemble = Ensemble(args.work, args.dae, args.title, settings, args.neighbours, args.blend, args.word2vec,
+                            args.audio)
     except (MelonDataError, WorkdirError, ExportError, NeighbourError, BlendError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -233,8 +233,9 @@ def save(path: Path, fitted: dict, manifest: dict, members: list[str], extra: di
 def load(path: Path, manifest: dict, members: list[str]) -> dict:
     """The blend file's ``method`` ("grid", or "ranker": inference/ranker.py's learned blend, its weights
     under ``ranker``), a grid blend's weights ``{type: {member: [song_w, tag_w]}}`` and powers
-    ``{"songs": p, "tags": p}`` (1 in a file written before powers were fitted), checked against this work
-    directory and these members (BlendError otherwise)."""
+    ``{"songs": p, "tags": p}`` (1 in a file written before powers were fitted) and the audio member's
+    tail slots (``audio``: inference/audio_member.py, or None), checked against this work directory and
+    these members (BlendError otherwise)."""
     try:
         blend = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -249,4 +250,4 @@ def load(path: Path, manifest: dict, members: list[str]) -> dict:
     if method not in ("grid", "ranker") or (method == "ranker" and "ranker" not in blend):
         raise BlendError(f"{path}: unknown blend method {method!r} or no ranker weights; fit the blend again")
     return {"method": method, "weights": blend.get("weights"), "ranker": blend.get("ranker"),
-            "power": blend.get("power", {kind: 1.0 for kind in KINDS})}
+            "power": blend.get("power", {kind: 1.0 for kind in KINDS}), "audio": blend.get("audio")}

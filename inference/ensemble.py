@@ -17,6 +17,9 @@ Per question (configs/ensemble.yaml holds the numbers):
 * without one, the reference design's blend of the two BERTs: song score
   ``p_dae * n/(w+n) + p_title * w/(w+n)`` with n = number of given songs + tags and w the title weight;
   tag score ``q_dae + v * q_title``; a model that does not propose an item contributes 0;
+* with the audio member (``--audio``, inference/audio_member.py) the last songs of the list, as many as
+  the blend file's slots for the question's type, are songs outside the vocabulary nearest by audio and
+  predicted tags to what the question gives;
 * the rest (a question with nothing usable, or too few candidates) is filled with the most frequent
   training songs released by the update date and the most frequent tags, so that every question gets
   exactly 100 unique songs and 10 unique tags.
@@ -40,6 +43,7 @@ import yaml
 from evaluate.ndcg import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, question_type
 from models.config import ConfigError, parse_section
 from models.ranking import top_rows
+from inference.audio_member import with_tail
 from inference.blend import Candidates
 
 log = logging.getLogger("inference")
@@ -164,7 +168,8 @@ class Ensemble:
     """Everything inference needs from a work directory and the two run directories, loaded once."""
 
     def __init__(self, workdir: Path, dae_run: Path | None, title_run: Path | None, settings: Settings,
-                 neighbours_runs: list[Path] = (), blend_path: Path | None = None, word2vec_run: Path | None = None):
+                 neighbours_runs: list[Path] = (), blend_path: Path | None = None, word2vec_run: Path | None = None,
+                 audio_run: Path | None = None):
         from data.workdir import index_of, verify_workdir
         from data.title import TitleTokenizer
         from inference import blend
@@ -203,6 +208,24 @@ class Ensemble:
                 raise NeighbourError(f"{run}: a second {member.config['kind']} neighbour member; give each kind once")
             self.neighbours[member.config["kind"]] = member
         self.blend = None if blend_path is None else blend.load(blend_path, self.manifest, self.members())
+        self.audio = None  # the audio member (inference/audio_member.py), its tail slots from the blend file
+        if audio_run is not None:
+            from inference.audio_member import AudioMember
+
+            self.audio = AudioMember(audio_run, self.workdir, self.manifest, self.song_ids, len(self.tags))
+            if self.blend is not None:
+                self.check_audio_slots(blend_path)
+
+    def check_audio_slots(self, blend_path: Path) -> None:
+        """BlendError unless the blend file's audio slots were fitted for this audio member's CNN export."""
+        from inference.blend import BlendError
+
+        if self.blend is None or self.blend["audio"] is None:
+            raise BlendError(f"{blend_path}: no audio slots; fit the blend with --audio RUNDIR (python -m "
+                             f"inference.fit_blend)")
+        if self.blend["audio"]["weights_sha256"] != self.audio.weights_sha256:
+            raise BlendError(f"{blend_path}: its audio slots were fitted with another CNN export; fit the blend "
+                             f"again with this --audio run")
 
     def members(self) -> list[str]:
         """The members a fitted blend weighs: the loaded models (neighbour members by kind), then popularity."""
@@ -424,17 +447,31 @@ class Ensemble:
             for kind, blocked, n in (("songs", blocked_songs, SONGS_PER_PLAYLIST), ("tags", blocked_tags, TAGS_PER_PLAYLIST)):
                 items, values, bonus = self._scored(kind, qs, proposals, days, release)
                 chosen[kind] = self._rank(items, values, blocked, n, bonus)
+            tails = self._audio_tails(qs, days)
             for i, q in enumerate(qs):
                 (songs, song_scores), (tags, tag_scores) = chosen["songs"], chosen["tags"]
                 result = {"id": q["id"], "songs": self._song_ids(songs[i], q, days[i]), "tags": self._tags(tags[i], q)}
-                if scores:
-                    result["song_scores"] = song_scores[i][songs[i] >= 0].tolist()
+                if tails is not None:
+                    result["songs"] = with_tail(result["songs"], *tails[i])
+                    used["audio"] = used.get("audio", 0) + int(bool(tails[i][0]))
+                if scores:  # a song the blend did not score (the audio member's, the rare fill) shows 0
+                    scored = dict(zip(self.song_ids[songs[i][songs[i] >= 0]].tolist(), song_scores[i][songs[i] >= 0].tolist()))
+                    result["song_scores"] = [scored.get(s, 0.0) for s in result["songs"]]
                     result["tag_scores"] = tag_scores[i][tags[i] >= 0].tolist()
                 results.append(result)
         method = "the reference design's" if self.blend is None else self.blend["method"] + ", fitted per question type"
         log.info("questions: %d; members that proposed: %s; blend: %s", len(questions),
                  ", ".join(f"{m} {k}" for m, k in used.items()), method)
         return results
+
+    def _audio_tails(self, qs: list[dict], days: np.ndarray) -> list[tuple[list[int], int]] | None:
+        """Per question, (the audio member's proposals, the tail slots of its type) for with_tail; None without
+        the audio member or fitted slots."""
+        if self.audio is None or self.blend is None or self.blend["audio"] is None:
+            return None
+        slots = [self.blend["audio"]["slots"][question_type(q)] for q in qs]
+        proposed = self.audio.propose(qs, self.index["tags"], days, self.release_dates, max(slots, default=0))
+        return [(p[:m], m) for p, m in zip(proposed, slots)]
 
     def _scored(self, kind: str, qs: list[dict], proposals: dict[str, Candidates], days: np.ndarray,
                 release: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

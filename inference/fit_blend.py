@@ -2,14 +2,16 @@
 
     python -m inference.fit_blend --questions QUESTIONS --answers ANSWERS --work WORKDIR --out BLEND_JSON \
         [--dae RUNDIR] [--title RUNDIR] [--word2vec RUNDIR] [--neighbours RUNDIR ...] [--config configs/ensemble.yaml]
-        [--method ranker|grid]
+        [--method ranker|grid] [--audio CNN_RUNDIR]
 
 Only the tuning part of QUESTIONS (evaluate/protocol.py) is read for the fit; the report part stays
 untouched. Every member proposes its candidates once (inference/ensemble.py), then inference/ranker.py
 fits its learned linear ranker (the default; ``--method grid``: inference/blend.py searches each question
 type's song and tag weights on the simplex). BLEND_JSON holds the weights, the members, the work
 directory's hashes and the tuning table (each member alone and the blend, nDCG per type); give it to
-``python -m inference --blend``.
+``python -m inference --blend``. With ``--audio`` (a hvd_train/cnn.py run with its audio index), the
+audio member's tail slots per question type are fitted on the same tuning questions after the blend
+(inference/audio_member.py) and stored in BLEND_JSON too.
 """
 
 from __future__ import annotations
@@ -43,6 +45,24 @@ def tuning_candidates(ensemble, questions: list[dict]):
     return joined, np.concatenate(days), release
 
 
+def fit_audio(ensemble, blend_path: Path, tuning: list[dict], answers: dict, members: list[str]) -> dict:
+    """The audio member's tail slots per question type (inference/audio_member.py ``fit_slots``) for the
+    blend just written to ``blend_path``, on the tuning questions: {"slots", "weights_sha256", "tuning"}."""
+    from data.vocab import updt_day
+    from inference import blend
+    from inference.audio_member import SLOTS, fit_slots
+
+    ensemble.blend = blend.load(blend_path, ensemble.manifest, members)  # no audio slots yet: the plain lists
+    lists = [r["songs"] for r in ensemble.recommend(tuning, progress=False)]
+    days = np.array([updt_day(q["updt_date"]) for q in tuning])
+    proposed = ensemble.audio.propose(tuning, ensemble.index["tags"], days, ensemble.release_dates, max(SLOTS))
+    slots, table = fit_slots(tuning, lists, proposed, {i: a["songs"] for i, a in answers.items()})
+    for t, cells in table.items():
+        log.info("audio member, %s: song nDCG by tail slots %s -> %d slots", t,
+                 ", ".join(f"{m}: {v:.4f}" for m, v in cells.items()), slots[t])
+    return {"slots": slots, "weights_sha256": ensemble.audio.weights_sha256, "tuning": table}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m inference.fit_blend", description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=Path, required=True)
@@ -52,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", type=Path)
     parser.add_argument("--neighbours", type=Path, action="append", default=[], help="repeatable: one per kind")
     parser.add_argument("--word2vec", type=Path)
+    parser.add_argument("--audio", type=Path, help="a hvd_train/cnn.py run directory with its audio index "
+                        "(python -m inference.audio index): fit the audio member's tail slots too")
     parser.add_argument("--out", type=Path, required=True, help="the blend file to write (JSON)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--method", choices=("ranker", "grid"), default="ranker",
@@ -73,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         questions = load_playlists(args.questions)
         answers = {a["id"]: a for a in load_playlists(args.answers)}
         ensemble = Ensemble(args.work, args.dae, args.title, Settings.load(args.config), args.neighbours,
-                            word2vec_run=args.word2vec)
+                            word2vec_run=args.word2vec, audio_run=args.audio)
     except (MelonDataError, WorkdirError, ExportError, NeighbourError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -105,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                      fitted["ranker"]["lambda"][kind], ", ".join(dropped) or "none")
     blend.save(args.out, fitted, ensemble.manifest, members, {"tuning_questions": len(tuning),
                                                              "questions_file": str(args.questions)})
+    if ensemble.audio is not None:
+        fitted["audio"] = fit_audio(ensemble, args.out, tuning, answers, members)
+        blend.save(args.out, fitted, ensemble.manifest, members, {"tuning_questions": len(tuning),
+                                                                 "questions_file": str(args.questions)})
     for t, row in fitted["tuning"].items():
         for kind, cell in row.items():
             if args.method == "grid":
