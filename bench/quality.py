@@ -17,7 +17,8 @@
    playlist_cf are first searched on the protocol's tuning half of the validation questions
    (evaluate/protocol.py; also in their own process, timed), then the best setting runs on every question.
 3. Neural systems (:data:`NEURAL`): the ensemble (DAE, title BERT, Word2Vec, the neighbour members and popularity,
-   ranked by the learned ranker that ``python -m inference.fit_blend`` fits on the tuning half), the same
+   ranked by the learned ranker that ``python -m inference.fit_blend`` fits on the tuning half; with the
+   audio member's tail slots, fitted there too, when the run has a CNN and its audio index), the same
    members under the grid blend (``--method grid``), the ensemble without each member (its ranker
    refitted), and each model alone; ``python -m inference`` for each in its own process, for its inference
    time and peak memory.
@@ -56,9 +57,12 @@ PEER_NAMES = ("popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf
 # too), or None. The ablations leave one member out.
 MEMBERS = {"dae": ("--dae", "dae"), "title": ("--title", "title-finetune"), "word2vec": ("--word2vec", "word2vec"),
            "item_cf": ("--neighbours", "neighbours"),
-           "playlist_cf": ("--neighbours", "playlists")}  # member -> (inference flag, quickstart run folder)
+           "playlist_cf": ("--neighbours", "playlists"),
+           "audio": ("--audio", "cnn")}  # member -> (inference flag, quickstart run folder)
+OPTIONAL = {"audio": "cnn/audio_index.npz"}  # members a run may lack (no spectrograms): left out where missing
 NEURAL = {
-    "ensemble": (("dae", "title", "word2vec", "item_cf", "playlist_cf"), "ranker"),
+    "ensemble": (("dae", "title", "word2vec", "item_cf", "playlist_cf", "audio"), "ranker"),
+    "ensemble_without_audio": (("dae", "title", "word2vec", "item_cf", "playlist_cf"), "ranker"),
     "ensemble_grid": (("dae", "title", "word2vec", "item_cf", "playlist_cf"), "grid"),
     "ensemble_without_dae": (("title", "word2vec", "item_cf", "playlist_cf"), "ranker"),
     "ensemble_without_title": (("dae", "word2vec", "item_cf", "playlist_cf"), "ranker"),
@@ -73,7 +77,10 @@ NEURAL = {
 }
 DESCRIPTIONS = {
     "ensemble": "DAE + title BERT + Word2Vec + item and playlist neighbours + popularity, ranked by the learned "
-                "ranker (inference/ranker.py) fitted on the tuning half",
+                "ranker (inference/ranker.py) fitted on the tuning half; the audio member's songs outside the "
+                "vocabulary in the tail slots fitted per type (inference/audio_member.py), when the run has a CNN",
+    "ensemble_without_audio": "the ensemble without the audio member (the same ranker weights: the audio slots are "
+                              "fitted after them)",
     "ensemble_grid": "the same members blended by the grid search's weights per question type (inference/blend.py), "
                      "fitted on the tuning half",
     "ensemble_without_dae": "the ensemble without the DAE (blend refitted)",
@@ -217,9 +224,11 @@ def run_neural(run: Path, out: Path, names: list[str]) -> dict:
 
     timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
     stage_of = {"dae": ("dae",), "title": ("title_pretrain", "title_finetune"), "word2vec": ("word2vec",),
-                "item_cf": ("neighbours",), "playlist_cf": ("playlists",)}
+                "item_cf": ("neighbours",), "playlist_cf": ("playlists",), "audio": ("cnn", "audio_index")}
     questions, systems = run / "split/questions/val.json", {}
+    present = {m for m in MEMBERS if m not in OPTIONAL or (run / OPTIONAL[m]).is_file()}
     for name, (members, method) in ((n, NEURAL[n]) for n in names):
+        members = tuple(m for m in members if m in present)
         models = [a for m in members for a in (MEMBERS[m][0], str(run / MEMBERS[m][1]))]
         common = ["--questions", str(questions), "--work", str(run / "work"), *models]
         blend, fit = [], None
@@ -299,7 +308,9 @@ def ratios(systems: dict) -> dict | None:
     return {"best_peer": best, "ensemble_vs_best_peer": score("ensemble") / score(best), "by_type": by_type,
             "without_neural_vs_ensemble": (score("ensemble_without_neural") / score("ensemble")
                                            if "ensemble_without_neural" in systems else None),
-            "dae_vs_best_peer": score("dae") / score(best) if "dae" in systems else None}
+            "dae_vs_best_peer": score("dae") / score(best) if "dae" in systems else None,
+            "ensemble_vs_without_audio": (score("ensemble") / score("ensemble_without_audio")
+                                          if "ensemble_without_audio" in systems else None)}
 
 
 def ratios_markdown(r: dict) -> list[str]:
@@ -312,6 +323,8 @@ def ratios_markdown(r: dict) -> list[str]:
                      f"{r['without_neural_vs_ensemble']:.3f}")
     if r["dae_vs_best_peer"] is not None:
         lines.append(f"- DAE alone / best peer: {r['dae_vs_best_peer']:.3f}")
+    if r.get("ensemble_vs_without_audio") is not None:
+        lines.append(f"- ensemble / ensemble without the audio member: {r['ensemble_vs_without_audio']:.3f}")
     return lines + [""]
 
 

@@ -8,14 +8,16 @@
 #   finetune   hvd_train/title.py finetune --work W --out RUN/title-finetune   RUN/title-finetune
 #              --init PRETRAIN_RUN (default RUN/title-pretrain)
 #   word2vec   hvd_train/word2vec.py --work W --out RUN/word2vec               RUN/word2vec
+#   cnn        hvd_train/cnn.py --work W --out RUN/cnn (mel shards needed)      RUN/cnn
 #
 # Overrides: [STAGE:]KEY=VALUE, e.g. train.epochs=10 (every stage), dae:loss.artist_weight=0.2 (the DAE
 # only), title:train.warmup_steps=2000 (pretrain and finetune). MELON_DAE_CONFIG / MELON_TITLE_CONFIG /
-# MELON_WORD2VEC_CONFIG replace configs/dae.yaml / configs/title.yaml / configs/word2vec.yaml.
+# MELON_WORD2VEC_CONFIG / MELON_CNN_CONFIG replace configs/dae.yaml / configs/title.yaml /
+# configs/word2vec.yaml / configs/cnn.yaml.
 # MELON_DRY_RUN=1 prints commands instead of running them.
 set -euo pipefail
 
-MELON_TRAINER_STAGES=(dae pretrain finetune word2vec)
+MELON_TRAINER_STAGES=(dae pretrain finetune word2vec cnn)
 MELON_SETS=()
 
 # The comment block at the top of a script (after the shebang, #SBATCH and shellcheck lines): its --help.
@@ -46,14 +48,14 @@ melon_parse_stages() {
     done
 }
 
-# Record a trainer override [STAGE:]KEY=VALUE (STAGE: dae, pretrain, finetune, title or word2vec).
+# Record a trainer override [STAGE:]KEY=VALUE (STAGE: dae, pretrain, finetune, title, word2vec or cnn).
 melon_add_set() {
     local spec=$1 key=${1%%=*}
     [[ $spec == *=* && -n $key ]] || melon_die "--set '$spec': expected [STAGE:]KEY=VALUE, e.g. train.epochs=10"
     if [[ $key == *:* ]]; then
         case ${key%%:*} in
-            dae|pretrain|finetune|title|word2vec) ;;
-            *) melon_die "--set '$spec': unknown stage '${key%%:*}' (dae, pretrain, finetune, title, word2vec)" ;;
+            dae|pretrain|finetune|title|word2vec|cnn) ;;
+            *) melon_die "--set '$spec': unknown stage '${key%%:*}' (dae, pretrain, finetune, title, word2vec, cnn)" ;;
         esac
     fi
     MELON_SETS+=("$spec")
@@ -65,6 +67,7 @@ melon_stage_dir() {
         pretrain) echo title-pretrain ;;
         finetune) echo title-finetune ;;
         word2vec) echo word2vec ;;
+        cnn) echo cnn ;;
         *) melon_die "unknown stage '$1'" ;;
     esac
 }
@@ -80,6 +83,7 @@ melon_trainer_args() {
         word2vec)
             MELON_ARGS=(hvd_train/word2vec.py)
             [[ -z ${MELON_WORD2VEC_CONFIG:-} ]] || MELON_ARGS+=(--config "$MELON_WORD2VEC_CONFIG") ;;
+        cnn) MELON_ARGS=(hvd_train/cnn.py); [[ -z ${MELON_CNN_CONFIG:-} ]] || MELON_ARGS+=(--config "$MELON_CNN_CONFIG") ;;
         *) melon_die "unknown stage '$stage'" ;;
     esac
     MELON_ARGS+=(--work "$work" --out "$run/$(melon_stage_dir "$stage")")

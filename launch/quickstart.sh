@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The main job, end to end, on one machine: setup -> data -> official split -> preprocessing (mpirun) ->
-# DAE, title BERT and Word2Vec training (horovodrun) -> ensemble inference -> evaluation table.
+# DAE, title BERT, Word2Vec and mel CNN training (horovodrun) -> ensemble inference -> evaluation table.
 #
 #   bash launch/quickstart.sh [--scale tiny|small|melon] [--seed N] [--data DIR] [--out DIR] [--np N]
 #                             [--dae-epochs N] [--pretrain-epochs N] [--finetune-epochs N] [--word2vec-epochs N]
-#                             [--steps-per-epoch N] [--set [STAGE:]KEY=VALUE ...]
+#                             [--cnn-epochs N] [--steps-per-epoch N] [--set [STAGE:]KEY=VALUE ...]
 #
 #   --scale   size of the embedded synthetic data set (default small)
 #   --seed    generator seed (default 0)
-#   --data    use a folder with the real Melon files (train.json, song_meta.json, ...) instead
+#   --data    use a folder with the real Melon files (train.json, song_meta.json, ...) instead; with
+#             arena_mel_*.tar (or arena_mel/) in it the audio stages run on them, else they are skipped
+#             (the synthetic data set comes with a spectrogram for every song: data.synth --mel all)
 #   --out     run folder (default runs/quickstart-SCALE); finished stages found there are reused
 #   --np      MPI/Horovod ranks for preprocessing and training (default 2)
 #   --dae-epochs, --pretrain-epochs, --finetune-epochs
@@ -19,11 +21,14 @@
 #             1.0 on its item table: bench/dae_curves.py)
 #   --word2vec-epochs
 #             Word2Vec epochs (default 10; configs/word2vec.yaml holds 20)
+#   --cnn-epochs
+#             mel CNN epochs (default 3; configs/cnn.yaml holds 12); its audio index feeds the ensemble's
+#             audio member (inference/audio_member.py)
 #   --steps-per-epoch
 #             cap every trainer's epoch at N steps (train.steps_per_epoch; default: full passes), for
 #             time-budget runs at melon scale, where one DAE pass takes most of an hour on 2 CPU cores
 #   --set     a trainer override, repeatable, as in launch/train.sh: train.seed=1 (every stage),
-#             dae:KEY=VALUE, pretrain:/finetune:/word2vec:KEY=VALUE (one stage), title:KEY=VALUE (both
+#             dae:KEY=VALUE, pretrain:/finetune:/word2vec:/cnn:KEY=VALUE (one stage), title:KEY=VALUE (both
 #             title stages); applied after the short schedule above, so it can change it
 #
 # Every stage prints where its outputs go; $out/timings.json holds the wall seconds of each stage's last
@@ -31,7 +36,7 @@
 # where the last one stopped.
 set -euo pipefail
 peer=playlist_cf  # the strongest peer on the tuning half of small (bench/peers.py), printed beside the ensemble
-scale=small seed=0 data="" out="" np=2 dae_epochs=5 pretrain_epochs=20 finetune_epochs=3 word2vec_epochs=10 budget=()
+scale=small seed=0 data="" out="" np=2 dae_epochs=5 pretrain_epochs=20 finetune_epochs=3 word2vec_epochs=10 cnn_epochs=3 budget=()
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=lib.sh
 source launch/lib.sh
@@ -49,6 +54,7 @@ while (($#)); do
         --pretrain-epochs) need "$@"; pretrain_epochs=$2; shift 2 ;;
         --finetune-epochs) need "$@"; finetune_epochs=$2; shift 2 ;;
         --word2vec-epochs) need "$@"; word2vec_epochs=$2; shift 2 ;;
+        --cnn-epochs) need "$@"; cnn_epochs=$2; shift 2 ;;
         --steps-per-epoch) need "$@"; budget=("train.steps_per_epoch=$2"); shift 2 ;;
         --set) need "$@"; user_sets+=("$2"); shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -59,7 +65,7 @@ done
 for spec in "dae:train.epochs=$dae_epochs" dae:train.warmup_steps=60 dae:train.lr_multiplier=0.15 dae:train.weight_decay=1.0 \
     "pretrain:train.epochs=$pretrain_epochs" pretrain:train.warmup_steps=300 \
     "finetune:train.epochs=$finetune_epochs" finetune:train.warmup_steps=300 validation.every_epochs=1 \
-    "word2vec:train.epochs=$word2vec_epochs" \
+    "word2vec:train.epochs=$word2vec_epochs" "cnn:train.epochs=$cnn_epochs" \
     ${budget[@]+"${budget[@]}"} ${user_sets[@]+"${user_sets[@]}"}; do
     melon_add_set "$spec"
 done
@@ -86,12 +92,18 @@ PY
 
 if [[ -z "$data" ]]; then
     data=$out/data
-    if [[ -f $data/synth_info.json ]] && python -c 'import json,sys; i=json.load(open(sys.argv[1])); sys.exit(not (i["scale"]==sys.argv[2] and i["seed"]==int(sys.argv[3])))' "$data/synth_info.json" "$scale" "$seed"; then
+    if [[ -f $data/synth_info.json ]] && python -c 'import json,sys; i=json.load(open(sys.argv[1])); sys.exit(not (i["scale"]==sys.argv[2] and i["seed"]==int(sys.argv[3]) and i.get("mel", {}).get("songs") == "all"))' "$data/synth_info.json" "$scale" "$seed"; then
         stage "synthetic data ($scale, seed $seed): reusing $data"
     else
-        stage "synthetic Melon data ($scale, seed $seed) -> $data"
-        timed generate python -m data.synth --scale "$scale" --seed "$seed" --out "$data" --force
+        stage "synthetic Melon data ($scale, seed $seed) with a mel-spectrogram for every song -> $data"
+        timed generate python -m data.synth --scale "$scale" --seed "$seed" --out "$data" --mel all --force
     fi
+fi
+mel=()  # data.preprocess --mel DIR when the data has spectrograms: the audio stages run
+if compgen -G "$data/arena_mel_*.tar" >/dev/null || [[ -d $data/arena_mel ]]; then
+    mel=(--mel "$data")
+else
+    stage "no arena_mel_*.tar or arena_mel/ in $data: the mel CNN and the audio member are skipped"
 fi
 split=$out/split
 if [[ -f $split/answers/val.json ]]; then
@@ -104,11 +116,12 @@ stage "statistics of $data"
 python -m data.stats "$data"
 
 work=$out/work
-if python -c 'import sys; from data.workdir import verify_workdir; verify_workdir(sys.argv[1])' "$work" 2>/dev/null; then
+if python -c 'import sys; from data.workdir import verify_workdir; m = verify_workdir(sys.argv[1]); sys.exit(("mel" in m) != (sys.argv[2] == "1"))' "$work" "${#mel[@]}" 2>/dev/null; then
     stage "preprocessing: reusing $work (verified against its manifest)"
 else
     stage "preprocessing with mpirun -np $np -> $work (vocabularies, tokenizer, TFRecord shards)"
-    timed preprocess mpirun -np "$np" --oversubscribe python -m data.preprocess --split "$split" --meta "$data" --out "$work" --force
+    timed preprocess mpirun -np "$np" --oversubscribe python -m data.preprocess --split "$split" --meta "$data" --out "$work" \
+        ${mel[@]+"${mel[@]}"} --force
 fi
 
 # Short schedules need short warmups (the full schedules warm up over 4000 steps). The DAE's fits its run:
@@ -127,6 +140,14 @@ stage "title BERT fine-tuning: horovodrun -np $np, $finetune_epochs epochs -> $o
 timed title_finetune train finetune
 stage "Word2Vec (songs, tags, title pieces): horovodrun -np $np, $word2vec_epochs epochs -> $out/word2vec"
 timed word2vec train word2vec
+audio=()  # --audio RUN for the blend and the ensemble
+if ((${#mel[@]})); then
+    stage "mel CNN (tags from audio): horovodrun -np $np, $cnn_epochs epochs -> $out/cnn"
+    timed cnn train cnn
+    stage "audio index (every song's audio embedding and predicted tags) -> $out/cnn/audio_index.npz"
+    timed audio_index python -m inference.audio index --work "$work" --model "$out/cnn"
+    audio=(--audio "$out/cnn")
+fi
 
 stage "neighbour members: item-item CF -> $out/neighbours, playlist-neighbour CF -> $out/playlists"
 timed neighbours python -m inference.neighbours --work "$work" --out "$out/neighbours" --kind item_cf
@@ -135,14 +156,14 @@ timed playlists python -m inference.neighbours --work "$work" --out "$out/playli
 questions=$split/questions/val.json answers=$split/answers/val.json
 models=(--dae "$out/dae" --title "$out/title-finetune" --word2vec "$out/word2vec" --neighbours "$out/neighbours"
     --neighbours "$out/playlists")
-stage "the learned ranker over every member (inference/ranker.py), fitted on the tuning half of $questions -> $out/blend.json"
+stage "the learned ranker over every member (inference/ranker.py), and the audio member's tail slots, fitted on the tuning half of $questions -> $out/blend.json"
 timed blend python -m inference.fit_blend --questions "$questions" --answers "$answers" --work "$work" "${models[@]}" \
-    --out "$out/blend.json"
+    ${audio[@]+"${audio[@]}"} --out "$out/blend.json"
 mkdir -p "$out/results" "$out/scores"
 stage "recommendations for $questions -> $out/results/"
 timed popular python -m inference.popular --train "$split/orig/train.json" --questions "$questions" --out "$out/results/popular.json"
 timed ensemble python -m inference --questions "$questions" --work "$work" "${models[@]}" --blend "$out/blend.json" \
-    --out "$out/results/ensemble.json"
+    ${audio[@]+"${audio[@]}"} --out "$out/results/ensemble.json"
 python -m inference --questions "$questions" --work "$work" --dae "$out/dae" --out "$out/results/dae.json" --no-progress
 python -m inference --questions "$questions" --work "$work" --title "$out/title-finetune" --out "$out/results/title.json" --no-progress
 python -m inference --questions "$questions" --work "$work" --word2vec "$out/word2vec" --out "$out/results/word2vec.json" --no-progress

@@ -12,13 +12,13 @@
 #   --np        Horovod ranks, one per GPU (default: the slots of -H/--hostfile, else this node's GPUs, else 1)
 #   -H          hosts and slots, e.g. -H node1:4,node2:4 (the checkout must be at the same path on every host)
 #   --hostfile  a horovodrun host file, one `HOST slots=N` a line
-#   --stages    which stages, in order (default dae,pretrain,finetune; word2vec is a fourth)
+#   --stages    which stages, in order (default dae,pretrain,finetune; word2vec and cnn (mel shards) too)
 #   --gloo, --mpi   Horovod's controller (default: horovodrun's choice, MPI when available)
 #   --network-interface  NIC for Horovod and NCCL (default: $HOROVOD_GLOO_IFACE when set, else auto)
 #   --fusion-threshold-mb, --cycle-time-ms   Horovod tuning; HOROVOD_*/NCCL_* variables (e.g.
 #               HOROVOD_FUSION_THRESHOLD, HOROVOD_CYCLE_TIME, NCCL_SOCKET_IFNAME) reach every rank as set
 #   --set       trainer override, repeatable: train.epochs=10 (all stages), dae:KEY=VALUE,
-#               pretrain:/finetune:/word2vec:KEY=VALUE (one stage), title:KEY=VALUE (both title stages)
+#               pretrain:/finetune:/word2vec:/cnn:KEY=VALUE (one stage), title:KEY=VALUE (both title stages)
 #   --init      the pretraining run that fine-tuning starts from (default RUNDIR/title-pretrain)
 #   --dae-config, --title-config   instead of configs/dae.yaml, configs/title.yaml
 #   --horovodrun-arg   one more horovodrun argument, verbatim, repeatable (e.g. --horovodrun-arg=--ssh-port=2222)

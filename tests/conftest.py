@@ -116,7 +116,7 @@ def quickstart_tiny(tmp_path_factory) -> Path:
     run.parent.mkdir(parents=True)
     dae, pretrain, finetune = QUICKSTART_EPOCHS
     cmd = ["bash", "launch/quickstart.sh", "--scale", "tiny", "--out", str(run), "--dae-epochs", dae,
-           "--pretrain-epochs", pretrain, "--finetune-epochs", finetune, "--word2vec-epochs", "2"]
+           "--pretrain-epochs", pretrain, "--finetune-epochs", finetune, "--word2vec-epochs", "2", "--cnn-epochs", "1"]
     log = run.parent / "quickstart-tiny.log"
     with open(log, "w", encoding="utf-8") as f:
         proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, text=True, timeout=1500)

@@ -399,12 +399,13 @@ def test_a_question_older_than_the_played_songs_gets_the_oldest_songs_of_the_cat
 
 # ------------------------------------------------------------------------------------ tiny, end to end
 
-SYSTEMS = {"ensemble", "ensemble_grid", "ensemble_without_dae", "ensemble_without_title", "ensemble_without_word2vec",
+SYSTEMS = {"ensemble", "ensemble_without_audio", "ensemble_grid", "ensemble_without_dae", "ensemble_without_title", "ensemble_without_word2vec",
            "ensemble_without_neighbours", "ensemble_without_neural", "dae", "title", "word2vec", "neighbours",
            "playlists", "popular_official", "popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf"}
 PEER_NAMES = ("popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf")
 # what each neural system is made of (bench/quality.py's docstring), and the quickstart stages training each member
-MEMBERS = {"ensemble": {"dae", "title", "word2vec", "item_cf", "playlist_cf"},
+MEMBERS = {"ensemble": {"dae", "title", "word2vec", "item_cf", "playlist_cf", "audio"},
+           "ensemble_without_audio": {"dae", "title", "word2vec", "item_cf", "playlist_cf"},
            "ensemble_grid": {"dae", "title", "word2vec", "item_cf", "playlist_cf"},
            "ensemble_without_dae": {"title", "word2vec", "item_cf", "playlist_cf"},
            "ensemble_without_title": {"dae", "word2vec", "item_cf", "playlist_cf"},
@@ -414,7 +415,7 @@ MEMBERS = {"ensemble": {"dae", "title", "word2vec", "item_cf", "playlist_cf"},
            "dae": {"dae"}, "title": {"title"}, "word2vec": {"word2vec"}, "neighbours": {"item_cf"},
            "playlists": {"playlist_cf"}}
 STAGES = {"dae": ("dae",), "title": ("title_pretrain", "title_finetune"), "word2vec": ("word2vec",),
-          "item_cf": ("neighbours",), "playlist_cf": ("playlists",)}
+          "item_cf": ("neighbours",), "playlist_cf": ("playlists",), "audio": ("cnn", "audio_index")}
 
 
 def _fmt(value, digits=1):
@@ -463,6 +464,8 @@ def check_quality_summary(summary: dict, markdown: str, neural: set[str] | None 
     assert ratios["ensemble_vs_best_peer"] == pytest.approx(score("ensemble") / best)
     assert ratios["dae_vs_best_peer"] == pytest.approx(score("dae") / best)
     assert ratios["without_neural_vs_ensemble"] == pytest.approx(score("ensemble_without_neural") / score("ensemble"))
+    if "ensemble_without_audio" in systems:
+        assert ratios["ensemble_vs_without_audio"] == pytest.approx(score("ensemble") / score("ensemble_without_audio"))
     assert set(ratios["by_type"]) == set(systems["ensemble"]["scores"]["by_type"])
     for kind, row in ratios["by_type"].items():
         best_here = max(score(n, kind) for n in PEER_NAMES)

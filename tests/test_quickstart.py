@@ -15,7 +15,7 @@ from conftest import QUICKSTART_EPOCHS
 from evaluate.protocol import parts
 
 STAGES = {"generate", "split", "preprocess", "dae", "title_pretrain", "title_finetune", "word2vec", "neighbours",
-          "playlists", "blend", "popular", "ensemble", "peer"}  # in quickstart's timings.json (at least these)
+          "playlists", "cnn", "audio_index", "blend", "popular", "ensemble", "peer"}  # in timings.json (at least these)
 SCORED = ("ensemble", "dae", "title", "word2vec", "playlist_cf", "popular")
 
 
@@ -29,7 +29,7 @@ def test_the_tiny_main_job_trains_on_two_synced_ranks_and_scores_every_model(qui
     assert "preprocessing with mpirun -np 2" in log and "DAE: horovodrun -np 2" in log
     for tag, epochs in zip(("dae", "title_pretrain", "title_finetune"), QUICKSTART_EPOCHS):
         assert re.findall(rf"\[{tag}\] epoch (\d+): loss", log) == [str(e) for e in range(1, int(epochs) + 1)], tag
-    for tag in ("dae", "title_pretrain", "title_finetune", "word2vec"):
+    for tag in ("dae", "title_pretrain", "title_finetune", "word2vec", "cnn"):
         checksums = re.search(rf"\[{tag}\] weight checksums by rank: \[([^\]]+)\]", log).group(1).split(", ")
         assert len(checksums) == 2 and len(set(checksums)) == 1, tag  # identical weights on both ranks
     timings = json.loads((run / "timings.json").read_text(encoding="utf-8"))
@@ -38,6 +38,9 @@ def test_the_tiny_main_job_trains_on_two_synced_ranks_and_scores_every_model(qui
     assert config["model"] == "title_finetune" and Path(config["initialised_from"]).resolve() == (run / "title-pretrain").resolve()
     for member in ("neighbours", "playlists"):
         assert (run / member / "export/config.json").is_file()
+    audio = json.loads((run / "blend.json").read_text(encoding="utf-8"))["audio"]  # the audio member's fitted tail
+    assert set(audio["slots"]) >= {"songs-only", "songs+tags", "tags-only", "title-only"} and (run / "cnn/audio_index.npz").is_file()
+    assert "mel CNN (tags from audio): horovodrun -np 2" in log
     questions = json.loads((run / "split/questions/val.json").read_text(encoding="utf-8"))
     table = (run / "scores/table.md").read_text(encoding="utf-8")
     for model in SCORED:
