@@ -193,19 +193,22 @@ def run_peers(run: Path, out: Path, tuned: list[str], tune_questions: int | None
 
 
 STAGE_DIRS = {"dae": "dae", "title_pretrain": "title-pretrain", "title_finetune": "title-finetune",
-              "word2vec": "word2vec", "neighbours": "neighbours", "playlists": "playlists"}
+              "word2vec": "word2vec", "neighbours": "neighbours", "playlists": "playlists", "cnn": "cnn"}
+OPTIONAL_STAGES = ("cnn", "audio_index")  # a run without spectrograms has neither: None, and no audio member
 
 
 def training_seconds(run: Path) -> tuple[dict, str]:
     """Wall seconds of each training stage: quickstart's timings.json, or, for a run folder made without it,
     the span of the stage folder's file times (the trainer writes workdir.json once it has started and its
     checkpoints, export and TensorBoard events until it ends). That estimate leaves out the start-up before
-    workdir.json (horovodrun, TensorFlow import: 25-30 s per stage on a tiny run here), and is labelled."""
+    workdir.json (horovodrun, TensorFlow import: 25-30 s per stage on a tiny run here), and is labelled; the
+    audio index has no folder of its own and is None there."""
     path = run / "timings.json"
     timings = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    if all(k in timings for k in STAGE_DIRS):
-        return {k: float(timings[k]) for k in STAGE_DIRS}, "timings.json"
-    spans = {}
+    if all(k in timings for k in STAGE_DIRS if k not in OPTIONAL_STAGES):
+        return {k: (float(timings[k]) if k in timings else None)
+                for k in (*STAGE_DIRS, "audio_index")}, "timings.json"
+    spans = {"audio_index": None}
     for stage, folder in STAGE_DIRS.items():
         times = [f.stat().st_mtime for f in (run / folder).rglob("*") if f.is_file()]
         start = run / folder / "workdir.json"
