@@ -125,11 +125,13 @@ class Pool:
         self.cutoff = CUTOFF[kind]
         self.questions = len(truth)
 
-    def design(self, types: np.ndarray, present: list[str]) -> np.ndarray:
+    def design(self, types: np.ndarray, present: list[str]) -> "Design":
         """[N, F (1 + T)]: the features, then a copy of them per question type of ``present`` (T of them), zero
-        outside that type's rows."""
-        row_types = types[self.rows]
-        return np.concatenate([self.features] + [self.features * (row_types == t)[:, None] for t in present], axis=1)
+        outside that type's rows (a :class:`Design`, which stores none of the zeros)."""
+        if not present:
+            raise ValueError("the ranker needs at least one tuning question")
+        index = {t: j for j, t in enumerate(present)}
+        return Design(self.features, np.array([index[t] for t in types])[self.rows], len(present))
 
     def ndcg(self, score: np.ndarray, questions: np.ndarray) -> np.ndarray:
         """[len(questions)] nDCG of ranking each question's candidates by ``score`` [N]."""
@@ -142,19 +144,57 @@ class Pool:
         return np.where(idcg > 0, dcg[questions] / np.where(idcg > 0, idcg, 1.0), 0.0)
 
 
-def _listwise(design: np.ndarray, rows: np.ndarray, relevant: np.ndarray, lam: float,
+class Design:
+    """The ranker's design matrix [N, F (1 + T)] without its zeros: block 0 of its columns holds the features
+    [N, F] of every row, block 1 + j the same features on the rows of the j-th question type and zeros
+    elsewhere. Stored as the features sorted by type (``x`` [N, F]) and each type's row range, so a product
+    with the matrix reads N x F numbers, not N x F (1 + T): z = x_j @ (w_0 + w_(1+j)) on type j's rows, and
+    the gradient's block 1 + j is x_j^T r_j, block 0 their sum."""
+
+    def __init__(self, features: np.ndarray, row_type: np.ndarray, types: int):
+        order = np.argsort(row_type, kind="stable")
+        self.x, self.order = features[order], order  # x[i] is the original row order[i]
+        self.bounds = np.searchsorted(row_type[order], np.arange(types + 1))
+        self.bounds[-1] = len(order)
+        self.row_type, self.types, self.f = row_type, types, features.shape[1]
+        self.shape = (len(features), self.f * (1 + types))
+
+    def __getitem__(self, rows: np.ndarray) -> "Design":
+        """The rows where ``rows`` ([N] bool) holds, in their order."""
+        return Design(self.x[np.argsort(self.order)][rows], self.row_type[rows], self.types)
+
+    def __matmul__(self, w: np.ndarray) -> np.ndarray:
+        """[N] float32: the matrix times ``w`` [F (1 + T)]."""
+        blocks = np.asarray(w, dtype=np.float64).reshape(1 + self.types, self.f)
+        z = np.empty(self.shape[0], dtype=np.float32)
+        for j in range(self.types):
+            a, b = self.bounds[j], self.bounds[j + 1]
+            z[self.order[a:b]] = self.x[a:b] @ (blocks[0] + blocks[1 + j]).astype(np.float32)
+        return z
+
+    def transposed_times(self, r: np.ndarray) -> np.ndarray:
+        """[F (1 + T)] float32: the matrix's transpose times ``r`` [N] float32."""
+        blocks = np.zeros((1 + self.types, self.f), dtype=np.float32)
+        for j in range(self.types):
+            a, b = self.bounds[j], self.bounds[j + 1]
+            blocks[1 + j] = r[self.order[a:b]] @ self.x[a:b]
+        blocks[0] = blocks[1:].sum(axis=0)
+        return blocks.reshape(-1)
+
+    def dense(self) -> np.ndarray:
+        """[N, F (1 + T)] float32: the matrix with its zeros (for tests)."""
+        x = self.x[np.argsort(self.order)]
+        return np.concatenate([x] + [x * (self.row_type == j)[:, None] for j in range(self.types)], axis=1)
+
+
+def _listwise(design: Design, rows: np.ndarray, relevant: np.ndarray, lam: float,
               columns: np.ndarray | None = None, start: np.ndarray | None = None) -> np.ndarray:
     """The weights [F] minimising the mean listwise softmax loss of the questions ``rows`` with an answer
     among their candidates, + lam |w|^2 (L-BFGS from ``start``, or 0); with ``columns`` ([F] bool) only those
     columns are fitted and the others' weights are 0."""
     import scipy.optimize
 
-    if columns is not None:
-        w = np.zeros(design.shape[1])
-        w[columns] = _listwise(design[:, columns], rows, relevant, lam, None,
-                               None if start is None else start[columns])
-        return w
-
+    fitted = np.ones(design.shape[1], dtype=bool) if columns is None else columns
     answered = np.zeros(rows.max(initial=-1) + 1, dtype=bool)
     answered[rows[relevant]] = True
     keep = answered[rows]  # rows are sorted (Pool's order), so each question's candidates are contiguous
@@ -163,20 +203,24 @@ def _listwise(design: np.ndarray, rows: np.ndarray, relevant: np.ndarray, lam: f
     groups = len(starts)
     target = target / np.bincount(group, weights=target)[group]  # each question's answers share weight 1
 
-    def loss(w):
-        z = (x @ w.astype(np.float32)).astype(np.float64)
+    def loss(v):
+        w = np.zeros(design.shape[1])
+        w[fitted] = v
+        z = (x @ w).astype(np.float64)
         top = np.maximum.reduceat(z, starts) if groups else z[:0]
         e = np.exp(z - top[group])
         total = np.bincount(group, weights=e, minlength=groups)
         value = (np.log(total) + top).sum() - target @ z
-        grad = (x.T @ (e / total[group] - target).astype(np.float32)).astype(np.float64)
-        return value / groups + lam * w @ w, grad / groups + 2 * lam * w
+        grad = x.transposed_times((e / total[group] - target).astype(np.float32))[fitted].astype(np.float64)
+        return value / groups + lam * v @ v, grad / groups + 2 * lam * v
 
+    w = np.zeros(design.shape[1])
     if not groups:
-        return np.zeros(design.shape[1])
+        return w
     # ftol: stop when an iteration lowers the loss by under 1e-7 of itself (far below what moves a ranking)
-    return scipy.optimize.minimize(loss, np.zeros(design.shape[1]) if start is None else start, jac=True,
-                                   method="L-BFGS-B", options={"maxiter": 300, "ftol": 1e-7}).x
+    w[fitted] = scipy.optimize.minimize(loss, np.zeros(fitted.sum()) if start is None else start[fitted], jac=True,
+                                        method="L-BFGS-B", options={"maxiter": 300, "ftol": 1e-7}).x
+    return w
 
 
 def fit(candidates: dict, truth: dict[str, list[set]], answer_sizes: dict[str, np.ndarray], types: list[str],
@@ -222,7 +266,7 @@ def fit(candidates: dict, truth: dict[str, list[set]], answer_sizes: dict[str, n
     return out
 
 
-def _member_columns(design: np.ndarray, pool: Pool, names: list[str], dropped: list[str]) -> np.ndarray:
+def _member_columns(design: Design, pool: Pool, names: list[str], dropped: list[str]) -> np.ndarray:
     """[F (1 + T)] bool: the design's columns that do not belong to a ``dropped`` member."""
     f, m = pool.features.shape[1], len(MEMBER_FEATURES)
     keep = np.ones(f, dtype=bool)
@@ -232,7 +276,7 @@ def _member_columns(design: np.ndarray, pool: Pool, names: list[str], dropped: l
     return np.tile(keep, design.shape[1] // f)
 
 
-def _cross_validated(design: np.ndarray, pool: Pool, halves: np.ndarray, lam: float,
+def _cross_validated(design: Design, pool: Pool, halves: np.ndarray, lam: float,
                      columns: np.ndarray | None = None, starts: list | None = None) -> tuple[np.ndarray, list]:
     """[Q] nDCG of each tuning question ranked by the weights fitted on the other half (``halves``: [Q] bool),
     using only the design's ``columns`` (all when None), and the two halves' weights. ``starts``: weights
@@ -247,7 +291,7 @@ def _cross_validated(design: np.ndarray, pool: Pool, halves: np.ndarray, lam: fl
     return scored, weights
 
 
-def _drop_members(design: np.ndarray, pool: Pool, halves: np.ndarray, lam: float, names: list[str],
+def _drop_members(design: Design, pool: Pool, halves: np.ndarray, lam: float, names: list[str],
                   baseline: tuple[np.ndarray, list]) -> tuple[list[str], np.ndarray]:
     """Backward elimination on the tuning half: while leaving one member out (its weights 0) raises the mean
     cross-validated nDCG by more than :data:`MIN_GAIN`, leave out the member whose absence raises it most.

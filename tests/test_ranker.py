@@ -140,3 +140,16 @@ def test_a_member_that_misleads_the_other_half_is_left_out_and_the_others_kept()
     assert out["dropped"]["songs"] == ["flip"]
     weights = out["weights"]["songs"]["songs-only"]["members"]
     assert weights["flip"] == [0.0] * 4 and any(weights["good"])
+
+
+def test_the_design_without_its_zeros_multiplies_as_the_dense_matrix():
+    rng = np.random.default_rng(3)
+    features, row_type = rng.random((50, 6)).astype(np.float32), rng.integers(0, 3, 50)
+    design = ranker.Design(features, row_type, 3)
+    dense = np.concatenate([features] + [features * (row_type == j)[:, None] for j in range(3)], axis=1)
+    assert design.shape == dense.shape and np.array_equal(design.dense(), dense)
+    w, r = rng.normal(size=24), rng.normal(size=50).astype(np.float32)
+    assert np.allclose(design @ w, dense @ w, atol=1e-5)
+    assert np.allclose(design.transposed_times(r), dense.T @ r, atol=1e-5)
+    rows = rng.random(50) < 0.5
+    assert np.array_equal(design[rows].dense(), dense[rows])
