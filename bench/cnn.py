@@ -1,6 +1,7 @@
 """The mel CNN: its tags on songs it never trained on, against genre popularity; size; throughput.
 
     python -m bench.cnn --work WORKDIR --run CNNRUN [--split SPLITDIR] [--steps 40] [--name cnn_small]
+        [--results NAME=RESULTS_JSON ...]
 
 WORKDIR holds mel shards (``data.preprocess --mel``) and CNNRUN is a finished ``hvd_train/cnn.py`` run on it
 (the main job's ``runs/quickstart-small/{work,cnn}``). Written to bench/results/NAME.json, in one run:
@@ -19,7 +20,9 @@ WORKDIR holds mel shards (``data.preprocess --mel``) and CNNRUN is a finished ``
    member can propose) by the audio member's rule alone: the songs outside the vocabulary nearest by
    audio cosine to the mean embedding of the given songs, never a given song or one released after the
    question's update date; against the same candidates ranked by training-playlist count (popularity
-   outside the vocabulary).
+   outside the vocabulary). With ``--results`` (e.g. bench.quality's ``ensemble`` and
+   ``ensemble_without_audio`` results on the validation questions), the same recall of each results
+   file's 100 songs on the same questions: what the ensemble with and without the audio member returns.
 4. **Throughput and memory**: ``horovodrun -np 1`` and ``-np 2`` of hvd_train/cnn.py with CNNRUN's
    config, 2 epochs of ``--steps`` steps, songs/s of the second epoch (the first traces the step), and
    the peak resident memory of the largest process.
@@ -94,8 +97,9 @@ def tag_quality(work: Path, index: dict) -> dict:
             "cnn_over_genre_popularity": scores["cnn"] / scores["genre_popularity"]}
 
 
-def cold_start(work: Path, index: dict, split: Path) -> dict:
-    """Item 3 of the module docstring; ``index``: inference.audio's arrays over every song with audio."""
+def cold_start(work: Path, index: dict, split: Path, results: dict[str, Path] | None = None) -> dict:
+    """Item 3 of the module docstring; ``index``: inference.audio's arrays over every song with audio;
+    ``results``: name -> a results file over the same questions."""
     from data.melon import load_playlists
     from data.vocab import updt_day
     from evaluate.protocol import parts, select
@@ -110,6 +114,8 @@ def cold_start(work: Path, index: dict, split: Path) -> dict:
     counts = np.array([train_counts.get(s, 0) for s in ids.tolist()], dtype=np.float64)
     row = {s: i for i, s in enumerate(ids.tolist())}
     recalls = {"audio": [], "popularity_outside_vocab": []}
+    lists = {name: {r["id"]: r["songs"] for r in load_playlists(path)} for name, path in (results or {}).items()}
+    recalls.update({name: [] for name in lists})
     for q in select(questions, parts(questions)["report"]):
         given = [row[s] for s in q["songs"] if s in row]
         hidden = {s for s in answers[q["id"]] if s not in in_vocab}
@@ -122,6 +128,8 @@ def cold_start(work: Path, index: dict, split: Path) -> dict:
             scores = np.where(allowed, scores, -np.inf)
             top = set(ids[np.argsort(-scores, kind="stable")[:100]].tolist())
             recalls[name].append(len(top & hidden) / len(hidden))
+        for name, songs in lists.items():
+            recalls[name].append(len(set(songs[q["id"]]) & hidden) / len(hidden))
     return {"questions": len(recalls["audio"]), "recall_at_100": {k: float(np.mean(v)) for k, v in recalls.items()},
             "note": "answer songs outside the DAE vocabulary; without the audio member the ensemble proposes none"}
 
@@ -156,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", type=Path, help="the split WORKDIR was built from (default WORKDIR/../split)")
     parser.add_argument("--steps", type=int, default=40, help="steps per epoch of the throughput runs")
     parser.add_argument("--name", default="cnn_small", help="bench/results/NAME.json")
+    parser.add_argument("--results", nargs="+", default=[], metavar="NAME=RESULTS_JSON",
+                        help="results files on WORKDIR's validation questions whose cold-start recall to add")
     args = parser.parse_args(argv)
     export = json.loads((args.run / "export/config.json").read_text(encoding="utf-8"))
     manifest = json.loads((args.work / "manifest.json").read_text(encoding="utf-8"))
@@ -165,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"work": str(args.work), "run": str(args.run), "epoch": export["epoch"],
               "validation": export["validation"], "mel": {k: manifest["mel"][k] for k in ("frames", "report")},
               "tag_quality": tag_quality(args.work, index),
-              "cold_start": cold_start(args.work, index, args.split or args.work.parent / "split"),
+              "cold_start": cold_start(args.work, index, args.split or args.work.parent / "split",
+                                       dict(spec.split("=", 1) for spec in args.results)),
               "parameters": sizes(export, manifest["sizes"]["tags"], len(manifest["mel"]["genres"]))}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "cnn.yaml"
@@ -179,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({q['cnn_over_genre_popularity']:.2f}x genre popularity)")
     c = result["cold_start"]["recall_at_100"]
     print(f"cold start ({result['cold_start']['questions']} report questions): recall@100 of answer songs outside the "
-          f"DAE vocabulary, audio {c['audio']:.4f}, popularity outside the vocabulary {c['popularity_outside_vocab']:.4f}")
+          f"DAE vocabulary: " + ", ".join(f"{name} {value:.4f}" for name, value in c.items()))
     print(f"parameters: {p['trained']:,} trained (width {p['width']}); design widths {p['design_widths']:,}, "
           f"{p['design_widths_real_tags']:,} over 29,160 tags, against the design's 277 million")
     print(f"throughput: np1 {t['np1']['songs_per_s']:.0f} songs/s, np2 {t['np2']['songs_per_s']:.0f} songs/s "

@@ -20,13 +20,16 @@ For each trainer of :data:`TRAINERS`, with its configs/*.yaml as they are:
    songs, tags and artists of ``bench/results/inference_melon.json``; the 6,000 title pieces are the same):
    the tables and the tied output heads grow, a batch's lookups do not.
 4. **FLOPs per step** of the traced forward and backward pass: 2 x output elements x contracted size of every
-   MatMul and BatchMatMul, and 2 x the product of every index size of every Einsum (gathers, element-wise
-   ops and the optimizer are not counted: the matmuls are nearly all of the arithmetic).
+   MatMul and BatchMatMul, 2 x the product of every index size of every Einsum, and 2 x output positions x
+   the filter's size of every convolution and of its two gradients (gathers, pooling, element-wise ops and
+   the optimizer are not counted: the matmuls and convolutions are nearly all of the arithmetic).
 5. **Horovod's timeline** (``HOROVOD_TIMELINE``): one step of each trainer under ``horovodrun -np 2`` on
    WORK; the dtype and shape of every gradient collective's result, summed, against step 1's figures for
    the trainer's configured switch (``--no-timeline`` skips this).
 
-Writes bench/results/comm.json (``$MELON_BENCH_RESULTS`` elsewhere); ``bench/scaling.py`` reads it.
+Writes bench/results/comm.json (``$MELON_BENCH_RESULTS`` elsewhere); ``bench/scaling.py`` reads it. With
+``--trainers`` naming some of them, their entries replace those of the same name in an existing comm.json
+(each entry records the work directory it was measured on).
 """
 
 from __future__ import annotations
@@ -42,15 +45,17 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
-from bench.common import REPO, save_result
+from bench.common import REPO, results_dir, save_result
 
 TRAINERS = {  # name -> (config file, trainer command after the python executable)
     "dae": ("configs/dae.yaml", ["hvd_train/dae.py"]),
     "title_pretrain": ("configs/title.yaml", ["hvd_train/title.py", "pretrain"]),
     "title_finetune": ("configs/title.yaml", ["hvd_train/title.py", "finetune"]),
     "word2vec": ("configs/word2vec.yaml", ["hvd_train/word2vec.py"]),
+    "cnn": ("configs/cnn.yaml", ["hvd_train/cnn.py"]),  # needs WORK's mel shards (data.preprocess --mel)
 }
 MATMULS = ("MatMul", "BatchMatMulV2", "BatchMatMulV3")
+CONVOLUTIONS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
 
 
 # ------------------------------------------------------------------------------------ one step in process
@@ -73,6 +78,11 @@ def build_task(trainer: str, work: Path, manifest: dict):
 
         config = word2vec.check_config(load_config(config_file))
         return word2vec.word2vec_task(hvd, config, manifest, work), config
+    if trainer == "cnn":
+        from hvd_train import cnn
+
+        config = cnn.check_config(load_config(config_file))
+        return cnn.cnn_task(hvd, config, manifest, work), config
     from data.title import TitleTokenizer
     from hvd_train import title
     from models.title import TitleBERT
@@ -94,10 +104,26 @@ def einsum_flops(op) -> int:
     return 2 * math.prod(sizes.values())
 
 
+def conv_flops(op) -> int:
+    """2 x output positions x c_out x kh x kw x c_in of a Conv2D op or of either of its gradients (which do
+    the same multiplications): counted on the [batch, H, W, c_out] tensor each holds (the forward's output,
+    the gradients' incoming ``out_backprop``) and the [kh, kw, c_in, c_out] filter shape."""
+    if op.type == "Conv2D":
+        positions, kernel = op.outputs[0].shape.as_list(), op.inputs[1].shape.as_list()
+    elif op.type == "Conv2DBackpropInput":
+        positions, kernel = op.inputs[2].shape.as_list(), op.inputs[1].shape.as_list()
+    else:  # Conv2DBackpropFilter: its output is the filter's gradient
+        positions, kernel = op.inputs[2].shape.as_list(), op.outputs[0].shape.as_list()
+    return 2 * math.prod(positions) * kernel[0] * kernel[1] * kernel[2]
+
+
 def matmul_flops(graph) -> int:
-    """FLOPs of the matmul-like ops of a traced graph (see the module docstring, step 4)."""
+    """FLOPs of the matmul-like ops and convolutions of a traced graph (see the module docstring, step 4)."""
     total = 0
     for op in graph.get_operations():
+        if op.type in CONVOLUTIONS:
+            total += conv_flops(op)
+            continue
         if op.type in MATMULS:
             a = op.inputs[0].shape.as_list()
             transposed = op.get_attr("transpose_a") if op.type == "MatMul" else op.get_attr("adj_x")
@@ -228,9 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.work}: not a work directory (no manifest.json); run bash launch/quickstart.sh first")
     melon = melon_sizes(args.melon_sizes)
     result = {"work": str(args.work), "melon_sizes": melon, "trainers": {}}
+    previous = results_dir() / "comm.json"
+    if set(args.trainers) != set(TRAINERS) and previous.is_file():
+        kept = json.loads(previous.read_text(encoding="utf-8"))
+        if kept.get("melon_sizes") == melon:
+            result["trainers"] = {name: {"work_dir": kept["work"], **entry} for name, entry in kept["trainers"].items()}
     with tempfile.TemporaryDirectory() as tmp:
         for trainer in args.trainers:
-            entry = {"work": one_step(trainer, args.work), "melon": one_step(trainer, args.work, melon)}
+            entry = {"work_dir": str(args.work), "work": one_step(trainer, args.work),
+                     "melon": one_step(trainer, args.work, melon)}
             if not args.no_timeline:
                 entry["timeline"] = timeline_bytes(trainer, args.work, Path(tmp))
                 entry["timeline_check"] = timeline_check(entry)

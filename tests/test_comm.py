@@ -27,6 +27,22 @@ def test_matmul_flops_counts_matmuls_batched_matmuls_and_einsums_of_a_traced_gra
     assert matmul_flops(graph) == 2 * 3 * 7 * 5 + 2 * 2 * 4 * 4 * 6 + 2 * 2 * 4 * 6 * 3
 
 
+def test_convolutions_and_both_their_gradients_count_the_same_multiplications():
+    w = tf.Variable(tf.ones([3, 3, 4, 8]))
+
+    def grads(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(tf.nn.conv2d(x, w, strides=1, padding="SAME"))
+        return tape.gradient(y, [x, w])
+
+    graph = tf.function(grads).get_concrete_function(tf.TensorSpec([2, 6, 5, 4])).graph
+    kinds = sorted(op.type for op in graph.get_operations() if op.type.startswith("Conv2D"))
+    assert kinds == ["Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput"]
+    # each: 2 x (2 x 6 x 5 positions x 8 outputs) x (3 x 3 x 4) multiplications
+    assert matmul_flops(graph) == 3 * 2 * (2 * 6 * 5 * 8) * (3 * 3 * 4)
+
+
 def test_ring_collective_bytes():
     switch = {"allreduce_bytes": 1000, "allgather_bytes": 10}
     assert sent_per_rank(switch, 1) == 0

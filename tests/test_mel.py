@@ -1,6 +1,6 @@
 """The audio path: the arena_mel reader on real-format files (tars and a folder, bad files among them), the
 synthetic audio's determinism, mel shards from data.preprocess, and the CNN trained with two real Horovod
-ranks (equal weights, resume, better than popularity on songs it never trained on)."""
+ranks (equal weights, resume, better than genre popularity on songs it never trained on)."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def train_cnn(work, out, *extra, np_=2):
 
 
 @pytest.mark.slow
-def test_cnn_two_ranks_equal_weights_resume_and_beats_popularity(mel_work, tmp_path):
+def test_cnn_two_ranks_equal_weights_resume_and_beats_genre_popularity(mel_work, tmp_path):
     from bench.cnn import tag_quality
     from inference.audio import build_index
 
@@ -180,9 +180,9 @@ def test_cnn_two_ranks_equal_weights_resume_and_beats_popularity(mel_work, tmp_p
     checksums = json.loads(whole.split("weight checksums by rank: ")[1].splitlines()[0])
     assert len(checksums) == 2 and checksums[0] == checksums[1]
     quality = tag_quality(work, build_index(work, tmp_path / "whole", kinds=("mel_holdout",)))
-    # better than popularity on songs it never trained on; genre popularity (which knows each song's true
-    # genres) it does not beat yet: 0.81x on small (bench/results/cnn_small.json, issue 19)
-    assert quality["ndcg_at_10"]["cnn"] > 1.05 * quality["ndcg_at_10"]["popularity"]
+    # on songs it never trained on, better than the tags most popular in the song's genres: the genre prior
+    # (model.genre_input) gives it what genre popularity knows, the audio what it does not
+    assert quality["ndcg_at_10"]["cnn"] > quality["ndcg_at_10"]["genre_popularity"] > quality["ndcg_at_10"]["popularity"]
     # resumed after 2 epochs: the same weights as the run trained in one go to 3
     train_cnn(work, tmp_path / "resumed", "--set", "train.epochs=2", "--set", "model.dropout=0.0")
     resumed = train_cnn(work, tmp_path / "resumed", "--set", "train.epochs=3", "--set", "model.dropout=0.0")
