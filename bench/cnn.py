@@ -100,7 +100,7 @@ def tag_quality(work: Path, index: dict) -> dict:
 def cold_start(work: Path, index: dict, split: Path, results: dict[str, Path] | None = None) -> dict:
     """Item 3 of the module docstring; ``index``: inference.audio's arrays over every song with audio;
     ``results``: name -> a results file over the same questions."""
-    from data.melon import load_playlists
+    from data.melon import load_playlists, load_results
     from data.vocab import updt_day
     from evaluate.protocol import parts, select
     vocab = json.loads((work / "vocab.json").read_text(encoding="utf-8"))
@@ -114,7 +114,7 @@ def cold_start(work: Path, index: dict, split: Path, results: dict[str, Path] | 
     counts = np.array([train_counts.get(s, 0) for s in ids.tolist()], dtype=np.float64)
     row = {s: i for i, s in enumerate(ids.tolist())}
     recalls = {"audio": [], "popularity_outside_vocab": []}
-    lists = {name: {r["id"]: r["songs"] for r in load_playlists(path)} for name, path in (results or {}).items()}
+    lists = {name: {r["id"]: r["songs"] for r in load_results(path)} for name, path in (results or {}).items()}
     recalls.update({name: [] for name in lists})
     for q in select(questions, parts(questions)["report"]):
         given = [row[s] for s in q["songs"] if s in row]

@@ -5,6 +5,7 @@ ranks (equal weights, resume, better than genre popularity on songs it never tra
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -175,6 +176,23 @@ def rank_checksums(output):
     return re.search(r"weight checksums by rank: \[([^\]]+)\]", output).group(1).split(", ")
 
 
+def assert_cold_start_reads_results_files(work, index, tmp_path):
+    """bench.cnn's cold-start recall over a results file that holds each question's answer songs (recall 1) and
+    one that holds none of them (recall 0), beside the audio rule's."""
+    from bench.cnn import cold_start
+
+    answers = load(work / "eval/answers.json")
+    oracle = [{"id": a["id"], "songs": a["songs"][:100], "tags": a["tags"][:10]} for a in answers]
+    empty = [{"id": a["id"], "songs": [], "tags": []} for a in answers]
+    files = {"oracle": tmp_path / "oracle.json", "empty": tmp_path / "empty.json"}
+    for name, records in (("oracle", oracle), ("empty", empty)):
+        files[name].write_text(json.dumps(records), encoding="utf-8")
+    measured = cold_start(work, index, work.parent / "split", files)
+    recall = measured["recall_at_100"]
+    assert measured["questions"] > 0 and recall["empty"] == 0.0 and 0.0 <= recall["audio"] <= 1.0
+    assert recall["oracle"] > 0.9  # below 1 only where a question holds more than 100 answer songs
+
+
 @pytest.mark.slow
 def test_cnn_two_ranks_equal_weights_resume_and_beats_genre_popularity(mel_work, tmp_path):
     from bench.cnn import tag_quality
@@ -188,6 +206,7 @@ def test_cnn_two_ranks_equal_weights_resume_and_beats_genre_popularity(mel_work,
     # on songs it never trained on, better than the tags most popular in the song's genres: the genre prior
     # (model.genre_input) gives it what genre popularity knows, the audio what it does not
     assert quality["ndcg_at_10"]["cnn"] > quality["ndcg_at_10"]["genre_popularity"] > quality["ndcg_at_10"]["popularity"]
+    assert_cold_start_reads_results_files(work, build_index(work, tmp_path / "whole"), tmp_path)
     # resumed after 2 epochs: the same weights as the run trained in one go to 3
     train_cnn(work, tmp_path / "resumed", "--set", "train.epochs=2", "--set", "model.dropout=0.0")
     resumed = train_cnn(work, tmp_path / "resumed", "--set", "train.epochs=3", "--set", "model.dropout=0.0")
