@@ -57,6 +57,8 @@ VARIANTS = {
     # accumulated batches per allreduce (half the bytes per playlist), the warmup kept at one epoch of steps
     "main job, fp16 allreduce, 2 accumulated batches": TITLED + [
         "hardware.gradient_compression=fp16", "train.accumulation_steps=2", "train.warmup_steps=30"],
+    # the sampled softmax (K shared negatives from counts^0.75, log-Q corrected) with row gradients, lazy Adam
+    "main job, sampled output": TITLED + ["loss.output=sampled", "hardware.sparse_as_dense=false"],
     "hidden, width 64": ["train.warmup_steps=300", "loss.targets=hidden", "model.hidden=64", "model.ffn=256"],
 }
 

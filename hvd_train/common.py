@@ -124,18 +124,19 @@ class Validator:
     Only the questions of the protocol's tuning part (evaluate/protocol.py) are answered and scored: the
     best epoch and early stopping are choices, and the report part stays untouched by them.
     ``predict(batch) -> (song_logits, tag_logits)``; ``keep(batch) -> bool per question`` further picks the
-    questions a model answers (all by default). Given songs/tags and songs released after the playlist's
-    update are never recommended.
+    questions a model answers (all by default); ``max_questions`` keeps only the first tuning questions by id.
+    Given songs/tags and songs released after the playlist's update are never recommended.
     """
 
-    def __init__(self, workdir: Path, rank: int, size: int, batch: int, predict, keep=None):
+    def __init__(self, workdir: Path, rank: int, size: int, batch: int, predict, keep=None,
+                 max_questions: int | None = None):
         from data.melon import load_playlists
         from data.pipeline import eval_dataset
         from evaluate.protocol import parts
 
         vocab = json.loads((Path(workdir) / "vocab.json").read_text(encoding="utf-8"))
         self.workdir, self.predict, self.keep = Path(workdir), predict, keep
-        self.tuning_ids = np.array(sorted(parts(load_playlists(self.workdir / "eval/questions.json"))["tune"]))
+        self.tuning_ids = np.array(sorted(parts(load_playlists(self.workdir / "eval/questions.json"))["tune"])[:max_questions])
         self.song_ids = np.array([s for s, _ in vocab["songs"]])
         self.tags = [t for t, _ in vocab["tags"]]
         release = np.load(self.workdir / "release_dates.npz", allow_pickle=False)["release_dates"]

@@ -99,11 +99,12 @@ class TrainConfig:
     interleave_block: int
     max_bad_steps: int  # non-finite steps in a row before training stops
     accumulation_steps: int  # k: one allreduce and one update per k batches of each rank (gradients averaged)
+    max_minutes: float | None  # stop after the first epoch that ends past this many minutes of training
 
     def __post_init__(self):
         positive(self, "batch_size", "global_batch_size", "epochs", "steps_per_epoch", "warmup_steps", "lr_multiplier",
                   "shuffle_buffer", "interleave_cycle", "interleave_block", "max_bad_steps", "accumulation_steps",
-                  name="train")
+                  "max_minutes", name="train")
         if self.lr_scaling not in LR_SCALING:
             raise ConfigError(f"train.lr_scaling must be linear, sqrt or none, got {self.lr_scaling!r}")
         if self.weight_decay < 0:

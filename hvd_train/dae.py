@@ -28,10 +28,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hvd_train.common import Validator, compute_dtype, seed_dropout, steps_per_epoch, trainer_parser
-from hvd_train.config import ConfigError, LossConfig, TrainConfig, TrainerConfig, as_dict, probability
+from hvd_train.config import (ConfigError, LossConfig, TrainConfig, TrainerConfig, ValidationConfig, as_dict, positive,
+                              probability)
 from hvd_train.driver import run
 from hvd_train.loop import Task, start
 from models.dae import TARGETS, DAEConfig
+
+OUTPUTS = ("full", "sampled")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "dae.yaml"
 
@@ -58,11 +61,29 @@ class DAETrainConfig(TrainConfig):
 class DAELossConfig(LossConfig):
     artist_weight: float
     targets: str  # all | hidden
+    output: str  # full: every item scored each step | sampled: the batch's items + `negatives` sampled ones
+    negatives: int  # sampled: negatives per step and head, shared by the batch, drawn from counts^sample_alpha
+    sample_alpha: float
 
     def __post_init__(self):
         super().__post_init__()
         if self.targets not in TARGETS:
             raise ConfigError(f"loss.targets must be one of {list(TARGETS)}")
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"loss.output must be one of {list(OUTPUTS)}")
+        if self.output == "sampled" and self.item_loss != "softmax":
+            raise ConfigError("loss.output=sampled needs loss.item_loss=softmax (a sampled softmax)")
+        if self.negatives <= 0 or not 0.0 <= self.sample_alpha <= 1.0:
+            raise ConfigError("loss.negatives must be positive and loss.sample_alpha in [0, 1]")
+
+
+@dataclass(frozen=True)
+class DAEValidationConfig(ValidationConfig):
+    max_questions: int | None  # score at most this many tuning questions (the first by id); null: all
+
+    def __post_init__(self):
+        super().__post_init__()
+        positive(self, "max_questions", name="validation")
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,7 @@ class DAETrainerConfig(TrainerConfig):
     model: DAEConfig
     train: DAETrainConfig
     loss: DAELossConfig
+    validation: DAEValidationConfig
 
 
 def check_config(raw: dict) -> DAETrainerConfig:
@@ -101,9 +123,12 @@ def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
     model = DAE.from_config(model_cfg, manifest["sizes"], compute_dtype(config.hardware))
     seed_dropout(train.seed, rank)
 
+    sampler = output_sampler(work, manifest, loss_cfg, config.per_rank_batch(size))
+
     def loss(batch, epoch):
         return dae_loss(model, batch, loss_cfg.tag_weight, loss_cfg.artist_weight, loss_cfg.rank_weight_at(epoch),
-                        training=True, item_loss=loss_cfg.item_loss, targets=loss_cfg.targets, rank_k=loss_cfg.rank_k)
+                        training=True, item_loss=loss_cfg.item_loss, targets=loss_cfg.targets, rank_k=loss_cfg.rank_k,
+                        sampler=sampler)
 
     def shard(rank, size):
         """What depends on this rank's place among `size` ranks (rebuilt when an elastic world changes)."""
@@ -111,7 +136,8 @@ def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
         steps = steps_per_epoch(manifest, size, batch_size, train.steps_per_epoch)
         validator = Validator(work, rank, size, config.validation.batch_size,
                               predict=lambda b: model(b["songs"], b["tags"], b["artists"], b["title"],
-                                                      training=False, heads=2))
+                                                      training=False, heads=2),
+                              max_questions=config.validation.max_questions)
 
         def batches(epoch):
             return training_dataset(work, "dae", rank, size, epoch, batch_size, seed=train.seed,
@@ -131,6 +157,21 @@ def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
         describe=lambda s: f"music {s['music_ndcg']:.4f} tag {s['tag_ndcg']:.4f} score {s['score']:.4f}",
         loss_variants=lambda epoch: loss_cfg.rank_weight_at(epoch) != 0,
     )
+
+
+def output_sampler(work: Path, manifest: dict, loss_cfg: DAELossConfig, batch_size: int):
+    """loss.output=sampled: the sampling state of the heads larger than loss.negatives (the work directory's
+    vocabulary counts); None for the full output."""
+    if loss_cfg.output != "sampled":
+        return None
+    import json
+
+    from models.dae import HEADS
+    from models.sampled import SampledOutput
+
+    vocab = json.loads((Path(work) / "vocab.json").read_text(encoding="utf-8"))
+    counts = {kind: [count for _, count in vocab[kind]] for kind in HEADS}
+    return SampledOutput(counts, manifest["records"]["train"], batch_size, loss_cfg.negatives, loss_cfg.sample_alpha)
 
 
 def export_config(config: DAETrainerConfig, manifest: dict, epoch: int, scores: dict) -> dict:

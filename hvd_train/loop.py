@@ -198,7 +198,7 @@ def train_epochs(hvd, world: World, config: TrainerConfig, out: Path, optimizer,
     tag, epochs, mixed = f"[{task.name}]", config.train.epochs, config.hardware.mixed_precision
     scale = config.lr_scale(size)
     lr = learning_rate(optimizer.iterations + 1, task.hidden, config.train.warmup_steps, scale)
-    bad_in_a_row, since_commit = 0, 0
+    bad_in_a_row, since_commit, began = 0, 0, time.perf_counter()
     k = config.train.accumulation_steps
     updates = task.steps // k  # an epoch's updates; the last task.steps % k batches of each epoch are not read
     if not updates:
@@ -252,13 +252,25 @@ def train_epochs(hvd, world: World, config: TrainerConfig, out: Path, optimizer,
         metrics = average(hvd, {k: v / max(1, state.good) for k, v in state.sums.items()})
         throughput = seen * size / max(time.perf_counter() - started, 1e-9)
         stop = finish_epoch(hvd, task, config, out, counters, world.writer, world.managers, epoch, metrics, lr,
-                            throughput)
+                            throughput) or out_of_time(hvd, tag, config.train.max_minutes, began)
         state.epoch, state.batch, state.sums, state.good = (epochs + 1 if stop else epoch + 1), 0, {}, 0
         since_commit = 0
         state.commit()
         if stop:
             break
     return finish(hvd, task, counters, out)
+
+
+def out_of_time(hvd, tag: str, max_minutes: float | None, began: float) -> bool:
+    """train.max_minutes: whether this process's training time is spent, rank 0's clock deciding for every rank
+    (a collective call when a budget is set)."""
+    if max_minutes is None:
+        return False
+    spent = time.perf_counter() - began
+    over = hvd.broadcast_object(spent >= 60.0 * max_minutes, root_rank=0, name="out_of_time")
+    if over and hvd.rank() == 0:
+        print(f"{tag} time budget spent: {spent / 60:.1f} of {max_minutes:g} minutes; stopping", flush=True)
+    return over
 
 
 def rank0_outputs(checkpoint, config: TrainerConfig, out: Path):
@@ -338,7 +350,7 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
     local = tf.function(local_gradients, jit_compile=True) if hardware.xla else local_gradients
 
     def allreduce(gradients):
-        return [hvd.allreduce(tf.convert_to_tensor(g) if sparse_as_dense else g, op=hvd.Average,
+        return [hvd.allreduce(tf.convert_to_tensor(g) if sparse_as_dense else _merge_rows(g), op=hvd.Average,
                               compression=compression) for g in gradients]
 
     def update(reduced, loss_finite):
@@ -351,8 +363,9 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
 
         def apply():
             optimizer.apply(gradients, task.variables, lr)
-            for variable in decayed:  # decoupled weight decay (AdamW, Loshchilov & Hutter 2019)
-                variable.assign_sub(lr * weight_decay * variable)
+            for variable, gradient in zip(task.variables, gradients):  # decoupled weight decay (AdamW,
+                if any(variable is d for d in decayed):  # Loshchilov & Hutter 2019), lazy as Adam on rows
+                    _decay(variable, gradient, lr * weight_decay)
             if mixed:  # dynamic loss scaling: grow after loss_scale_growth_steps good steps in a row
                 good_steps.assign_add(1)
                 if_grow = good_steps >= hardware.loss_scale_growth_steps
@@ -371,7 +384,7 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
     signature = [task.batches(1).element_spec]
     if accumulation == 1:
         def step(batch):
-            if hardware.xla:
+            if hardware.xla or not sparse_as_dense:  # rows merged per rank before they travel
                 loss, parts, gradients = local(batch)
                 reduced = allreduce(gradients)
             else:
@@ -470,6 +483,30 @@ def finish(hvd, task: Task, counters: Counters, out: Path) -> int:
         fail("ranks finished with different weights", hvd.rank())
         return 1
     return 0
+
+
+def _merge_rows(gradient):
+    """An ``IndexedSlices`` gradient with each row once (duplicates summed), so that an allgather carries every
+    touched row once per rank; any other gradient unchanged."""
+    import tensorflow as tf
+
+    if not isinstance(gradient, tf.IndexedSlices):
+        return gradient
+    rows, position = tf.unique(gradient.indices)
+    return tf.IndexedSlices(tf.math.unsorted_segment_sum(gradient.values, position, tf.size(rows)), rows,
+                            gradient.dense_shape)
+
+
+def _decay(variable, gradient, amount):
+    """``variable`` -= amount x variable: every row for a dense gradient, only the gradient's rows for an
+    ``IndexedSlices`` one (the rows a sampled step touched)."""
+    import tensorflow as tf
+
+    if isinstance(gradient, tf.IndexedSlices):
+        rows, _ = tf.unique(gradient.indices)
+        variable.scatter_sub(tf.IndexedSlices(amount * tf.gather(variable, rows), rows))
+    else:
+        variable.assign_sub(amount * variable)
 
 
 def _values(gradient):

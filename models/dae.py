@@ -22,7 +22,8 @@ import tensorflow as tf
 
 from models.config import as_dict
 from models.layers import Encoder, check_encoder_config
-from models.losses import ITEM_LOSSES, PAD, hide_given, multi_hot, ranking_bce
+from models.losses import ITEM_LOSSES, PAD, hide_given, multi_hot, ranking_bce, softmax_xent
+from models.sampled import SampledOutput, candidates
 
 
 @dataclass(frozen=True)
@@ -87,40 +88,60 @@ class DAE(tf.Module):
             parts.append(tf.where(ids == PAD, self.pad_id, ids + offset))
         return tf.concat(parts, axis=1)
 
+    def encode(self, songs, tags, artists, title=None, training: bool = False):
+        """The CLS outputs [batch, 3, hidden] float32 (songs, tags, artists) for int32 id batches
+        songs/tags/artists/title [batch, length_*] padded with -1."""
+        ids = self.tokens(songs, tags, artists, title)
+        mask = ids != self.pad_id
+        x = tf.gather(self.embedding, ids) * math.sqrt(self.hidden) * tf.cast(mask, tf.float32)[..., None]
+        h = self.encoder(tf.cast(x, self.compute_dtype), mask, training, outputs=3)  # only the CLS outputs are read
+        return tf.cast(h, tf.float32)  # the output heads (and the loss) stay in float32
+
+    def _table(self):
+        return self.embedding if self.output_table is None else self.output_table
+
     def __call__(self, songs, tags, artists, title=None, training: bool = False, heads: int = 3):
         """Logits (songs [batch, n_songs], tags [batch, n_tags], artists [batch, n_artists]) for int32 id
         batches songs/tags/artists/title [batch, length_*] padded with -1 (``title``: piece ids, read only
         by a model built with ``title=True``); with ``heads=2`` only songs and tags (inference does not need
         the artists head)."""
-        ids = self.tokens(songs, tags, artists, title)
-        mask = ids != self.pad_id
-        x = tf.gather(self.embedding, ids) * math.sqrt(self.hidden) * tf.cast(mask, tf.float32)[..., None]
-        h = self.encoder(tf.cast(x, self.compute_dtype), mask, training, outputs=3)  # only the CLS outputs are read
-        h = tf.cast(h, tf.float32)  # the output heads (and the loss) stay in float32
+        h = self.encode(songs, tags, artists, title, training)
         out = []
         for position, (offset, size, bias) in enumerate(zip(self.offsets[:heads], self.sizes, self.biases)):
-            table = (self.embedding if self.output_table is None else self.output_table)[offset:offset + size]
-            out.append(tf.matmul(h[:, position], table, transpose_b=True) + bias)
+            out.append(tf.matmul(h[:, position], self._table()[offset:offset + size], transpose_b=True) + bias)
         return tuple(out)
 
+    def score(self, h, head: int, ids):
+        """Logits [batch, C] of head ``head`` (0 songs, 1 tags, 2 artists) for its items ``ids`` [C] int32 only,
+        from CLS outputs ``h`` [batch, 3, hidden]; the table's and bias's gradients touch only those rows."""
+        rows = tf.gather(self._table(), ids + self.offsets[head])
+        return tf.matmul(h[:, head], rows, transpose_b=True) + tf.gather(self.biases[head], ids)
+
+
+TARGETS = ("all", "hidden")
+HEADS = ("songs", "tags", "artists")
 
 TARGETS = ("all", "hidden")
 
 
 def dae_loss(model: DAE, batch: dict, tag_weight: float, artist_weight: float, rank_weight: float, training: bool,
-             item_loss: str = "bce", targets: str = "all", rank_k: int = 100):
+             item_loss: str = "bce", targets: str = "all", rank_k: int = 100, sampler: SampledOutput | None = None):
     """(total loss, {part: value}) for a pipeline batch: songs + w_t tags + w_a artists (+ ranking), each part
     the mean sigmoid BCE (``item_loss="bce"``, the reference) or the multinomial log-likelihood ("softmax").
 
     ``targets="all"`` (the reference) reconstructs each playlist's whole set, the kept input items included;
     ``"hidden"`` scores only what the corruption left out, the given items' logits masked out of every head
-    (``hide_given``), as a question's answer never holds what it gives."""
-    loss = ITEM_LOSSES[item_loss]
+    (``hide_given``), as a question's answer never holds what it gives. With a ``sampler`` (softmax only),
+    each head it samples is scored on the step's candidates alone (models/sampled.py), not on every item."""
     given = {"songs": batch["songs_in"], "tags": batch["tags_in"], "artists": batch["artists_in"]}
-    logits = dict(zip(("songs", "tags", "artists"), model(given["songs"], given["tags"], given["artists"],
-                                                          batch.get("title_in"), training=training)))
+    if sampler is not None:
+        return _sampled_loss(model, batch, given, (1.0, tag_weight, artist_weight), rank_weight, training,
+                             targets, rank_k, sampler)
+    loss = ITEM_LOSSES[item_loss]
+    logits = dict(zip(HEADS, model(given["songs"], given["tags"], given["artists"], batch.get("title_in"),
+                                   training=training)))
     wanted = {}
-    for (kind, size) in zip(("songs", "tags", "artists"), model.sizes):
+    for (kind, size) in zip(HEADS, model.sizes):
         wanted[kind] = multi_hot(batch[kind], size)
         if targets == "hidden":
             logits[kind] = hide_given(logits[kind], given[kind])
@@ -130,4 +151,30 @@ def dae_loss(model: DAE, batch: dict, tag_weight: float, artist_weight: float, r
     if rank_weight:
         parts["ranking"] = ranking_bce(logits["songs"], wanted["songs"], rank_k)
         total += rank_weight * parts["ranking"]
+    return total, parts
+
+
+def _sampled_loss(model: DAE, batch: dict, given: dict, weights: tuple, rank_weight: float, training: bool,
+                  targets: str, rank_k: int, sampler: SampledOutput):
+    """:func:`dae_loss` with the softmax item loss, each head the sampler samples scored on its candidates
+    ``[batch, C]``, the others on every item."""
+    h = model.encode(given["songs"], given["tags"], given["artists"], batch.get("title_in"), training=training)
+    parts, total = {}, 0.0
+    for head, (kind, size, weight) in enumerate(zip(HEADS, model.sizes, weights)):
+        if sampler.sampled(kind):
+            chosen = candidates(batch[kind], given[kind], sampler.draw(kind), hidden=targets == "hidden")
+            logits = model.score(h, head, chosen.ids) - sampler.correction(kind, chosen.ids)
+            wanted, given_hot = chosen.wanted, chosen.given
+        else:
+            logits = model.score(h, head, tf.range(size))
+            wanted, given_hot = multi_hot(batch[kind], size), tf.minimum(multi_hot(given[kind], size), 1.0)
+            if targets == "hidden":
+                wanted = tf.maximum(wanted - given_hot, 0.0)
+        if targets == "hidden":
+            logits -= 1e9 * given_hot
+        parts[kind] = softmax_xent(logits, wanted)
+        total += weight * parts[kind]
+        if kind == "songs" and rank_weight:
+            parts["ranking"] = ranking_bce(logits, wanted, rank_k)
+            total += rank_weight * parts["ranking"]
     return total, parts

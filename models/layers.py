@@ -130,10 +130,27 @@ class Adam(tf.Module):
         self.v = [tf.Variable(tf.zeros_like(v), trainable=False, name="v") for v in variables]
 
     def apply(self, gradients, variables, learning_rate):
-        """One Adam step with TensorFlow's fused kernel (one pass over each variable and its slots)."""
+        """One Adam step. A dense gradient updates the whole variable with TensorFlow's fused kernel (one pass
+        over it and its slots); an ``IndexedSlices`` gradient (an embedding table's rows, e.g. of a sampled
+        output) updates only the rows it holds, their slots included ("lazy" Adam: the moments of untouched
+        rows are not decayed), so a step's cost follows the rows it touched, not the table's size."""
         self.iterations.assign_add(1)
         t = tf.cast(self.iterations, tf.float32)
+        beta1_power, beta2_power = self.beta1 ** t, self.beta2 ** t
         for g, var, m, v in zip(gradients, variables, self.m, self.v):
-            tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=self.beta1 ** t,
-                                         beta2_power=self.beta2 ** t, lr=learning_rate, beta1=self.beta1,
+            if isinstance(g, tf.IndexedSlices):
+                self._apply_rows(g, var, m, v, learning_rate * tf.sqrt(1.0 - beta2_power) / (1.0 - beta1_power))
+                continue
+            tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=beta1_power,
+                                         beta2_power=beta2_power, lr=learning_rate, beta1=self.beta1,
                                          beta2=self.beta2, epsilon=self.epsilon, grad=tf.convert_to_tensor(g))
+
+    def _apply_rows(self, gradient: tf.IndexedSlices, var, m, v, step_size):
+        """Adam on the rows of ``gradient`` (duplicate indices summed first), as ResourceApplyAdam computes it."""
+        rows, position = tf.unique(gradient.indices)
+        g = tf.math.unsorted_segment_sum(gradient.values, position, tf.size(rows))
+        m_rows = self.beta1 * tf.gather(m, rows) + (1.0 - self.beta1) * g
+        v_rows = self.beta2 * tf.gather(v, rows) + (1.0 - self.beta2) * tf.square(g)
+        m.scatter_update(tf.IndexedSlices(m_rows, rows))
+        v.scatter_update(tf.IndexedSlices(v_rows, rows))
+        var.scatter_sub(tf.IndexedSlices(step_size * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))

@@ -152,6 +152,31 @@ def test_two_ranks_accumulating_two_batches_per_step_stay_in_sync_and_count_step
     assert int(step) == 2 * steps
 
 
+@pytest.mark.slow
+def test_two_ranks_with_the_sampled_output_and_row_gradients_stay_in_sync_and_learn(work, tmp_path):
+    """loss.output=sampled with hardware.sparse_as_dense=false at np 2: the tables' gradients travel as rows
+    (allgathered), Adam and weight decay update only those rows, both ranks end on the same weights, the
+    validation score rises, and the export is an ordinary DAE's (inference scores every item)."""
+    proc = train(2, work, tmp_path / "run", *DAE_RUN_SETTINGS, "--set", "loss.output=sampled", "--set",
+                 "loss.negatives=64", "--set", "hardware.sparse_as_dense=false", "--set", "train.weight_decay=1.0")
+    out = proc.stdout
+    assert "embedding gradients sparse allgather" in out
+    checksums = re.search(r"weight checksums by rank: \[([^\]]+)\]", out).group(1).split(", ")
+    assert len(checksums) == 2 and len(set(checksums)) == 1
+    scores = [float(x) for x in re.findall(r"validation music [0-9.]+ tag [0-9.]+ score ([0-9.]+)", out)]
+    assert len(scores) == 3 and scores[-1] > scores[0]
+    config = json.loads((tmp_path / "run/export/config.json").read_text())
+    assert config["trained_with"]["loss"]["output"] == "sampled"
+
+
+def test_the_sampled_output_with_the_bce_item_loss_is_refused():
+    from hvd_train.config import ConfigError, load_config
+    from hvd_train.dae import DEFAULT_CONFIG, check_config
+
+    with pytest.raises(ConfigError, match="loss.output=sampled needs loss.item_loss=softmax"):
+        check_config(load_config(DEFAULT_CONFIG, ["loss.output=sampled", "loss.item_loss=bce"]))
+
+
 def test_fewer_batches_than_accumulation_steps_is_a_clear_error(work, tmp_path):
     proc = train(None, work, tmp_path / "run", "--set", "train.steps_per_epoch=1", "--set", "train.accumulation_steps=2",
                  check=False, timeout=300)

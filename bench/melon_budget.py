@@ -1,0 +1,166 @@
+"""The DAE at Melon's size in one sitting: a fixed wall-clock budget of training, then the DAE against the
+classical peers on report questions.
+
+    python -m bench.melon_budget [--minutes 25] [--questions 2000] [--np 2] [--keep runs/melon-budget]
+                                 [--steps-per-epoch 200] [--set KEY=VALUE ...]
+
+1. The synthetic set at ``melon`` scale (``data.synth --scale melon``, seed 0; 233k songs in the DAE's
+   vocabulary, 92k training playlists), its official split and work directory (``data.split``,
+   ``mpirun -np 2 data.preprocess``), reused from --keep when complete.
+2. ``horovodrun -np N hvd_train/dae.py`` with the main job's short schedule and :data:`SETTINGS` (the sampled
+   output, rows as gradients), ``train.max_minutes=M``, "epochs" of --steps-per-epoch steps and validation on
+   the tuning questions after each: the curve of where more time would take it. Resumed when the run
+   folder exists (the budget counts the new minutes).
+3. The DAE's export (``python -m inference --dae``), ``item_cf`` and ``playlist_cf`` (bench.peers, their
+   settings tuned on ``small``) on Q report-half questions (a seeded sample), scored with the official nDCG
+   overall and by question type.
+
+Writes ``bench/results/melon_budget.json`` and ``.md``: the table, DAE / item_cf, and the validation curve.
+The defaults keep the whole command within 60 minutes on a 2-core machine once the data exists (the first
+run adds about 10 minutes of generation and preprocessing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+from bench.common import REPO, results_dir, run, save_result
+from bench.peers import DEFAULTS
+
+# the main job's DAE (launch/quickstart.sh's short schedule) with the sampled output
+SETTINGS = ["train.warmup_steps=200", "train.lr_multiplier=0.15", "train.weight_decay=1.0", "loss.output=sampled",
+            "hardware.sparse_as_dense=false", "validation.every_epochs=1", "validation.max_questions=2000"]
+PEERS = ("item_cf", "playlist_cf")
+
+
+def prepare_data(keep: Path) -> tuple[Path, Path, Path]:
+    """(data, split, work) at melon scale under ``keep``, made when missing."""
+    data, split, work = keep / "data", keep / "split", keep / "work"
+    if not (data / "song_meta.json").exists():
+        run([sys.executable, "-m", "data.synth", "--scale", "melon", "--seed", "0", "--out", data, "--force"],
+            keep / "logs/synth.log", name="synth")
+    if not (split / "answers/val.json").exists():
+        run([sys.executable, "-m", "data.split", data / "train.json", "--out", split, "--seed", "777"],
+            keep / "logs/split.log", name="split")
+    if not (work / "manifest.json").exists():
+        run(["mpirun", "-np", "2", "--oversubscribe", sys.executable, "-m", "data.preprocess", "--split", split,
+             "--meta", data, "--out", work, "--force"], keep / "logs/preprocess.log", name="preprocess")
+    return data, split, work
+
+
+def report_sample(split: Path, n: int, out: Path, seed: int = 0) -> Path:
+    """A split folder holding ``n`` report-half questions (a seeded sample) and their answers, the training
+    playlists linked: what bench.peers reads."""
+    from data.melon import load_playlists, write_json
+    from evaluate.protocol import parts, select
+
+    questions = load_playlists(split / "questions/val.json")
+    report = sorted(parts(questions)["report"])
+    chosen = set(random.Random(seed).sample(report, min(n, len(report))))
+    for kind in ("questions", "answers"):
+        write_json(select(load_playlists(split / f"{kind}/val.json"), chosen), out / kind / "val.json")
+    (out / "orig").mkdir(parents=True, exist_ok=True)
+    link = out / "orig/train.json"
+    if not link.exists():
+        link.symlink_to((split / "orig/train.json").resolve())
+    return out
+
+
+def train(work: Path, run_dir: Path, np_: int, minutes: float, steps: int, extra: list[str], log: Path) -> dict:
+    sets = [*SETTINGS, f"train.max_minutes={minutes}", f"train.steps_per_epoch={steps}", "train.epochs=1000", *extra]
+    cmd = ["horovodrun", "-np", str(np_), sys.executable, REPO / "hvd_train/dae.py", "--work", work, "--out", run_dir]
+    for item in sets:
+        cmd += ["--set", item]
+    return run(cmd, log, name="dae")
+
+
+def curve(output: str) -> list[dict]:
+    """(epoch, loss, playlists/s, validation score) of each epoch line of the trainer's output."""
+    import re
+
+    rows = []
+    pattern = (r"\[dae\] epoch (\d+): loss ([0-9.]+), lr [0-9.e+-]+, (\d+) playlists/s; validation music ([0-9.]+) "
+               r"tag ([0-9.]+) score ([0-9.]+)")
+    for epoch, loss, rate, music, tag, score in re.findall(pattern, output):
+        rows.append({"epoch": int(epoch), "loss": float(loss), "playlists_per_s": int(rate), "music_ndcg": float(music),
+                     "tag_ndcg": float(tag), "score": float(score)})
+    return rows
+
+
+def score(sample: Path, results: Path) -> dict:
+    from data.melon import load_playlists
+    from evaluate.ndcg import evaluate
+
+    return evaluate(load_playlists(sample / "answers/val.json"), load_playlists(results),
+                    load_playlists(sample / "questions/val.json"))
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# The DAE at melon size after {result['minutes']:g} minutes of training (-np {result['np']})", "",
+             f"{result['questions']} report-half questions of the synthetic `melon` split (a seeded sample); "
+             f"`python -m bench.melon_budget --minutes {result['minutes']:g}`.", "",
+             "| system | music nDCG | tag nDCG | score | / item_cf |", "| --- | ---: | ---: | ---: | ---: |"]
+    base = result["systems"]["item_cf"]["score"]
+    for name, scores in result["systems"].items():
+        lines.append(f"| {name} | {scores['music_ndcg']:.4f} | {scores['tag_ndcg']:.4f} | {scores['score']:.4f} | "
+                     f"{scores['score'] / base:.3f} |")
+    lines += ["", f"Training: {result['train']['wall_s'] / 60:.1f} min wall for {result['train']['steps']} steps "
+              f"of {result['train']['global_batch']} playlists; validation on the tuning questions after each "
+              f"{result['train']['steps_per_epoch']}-step epoch:", "",
+              "| epoch | loss | playlists/s | music nDCG | tag nDCG | score |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in result["curve"]:
+        lines.append(f"| {row['epoch']} | {row['loss']:.4f} | {row['playlists_per_s']} | {row['music_ndcg']:.4f} | "
+                     f"{row['tag_ndcg']:.4f} | {row['score']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.melon_budget", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=25.0, help="the DAE's training budget (wall minutes)")
+    parser.add_argument("--questions", type=int, default=2000, help="report-half questions scored")
+    parser.add_argument("--np", type=int, default=2)
+    parser.add_argument("--steps-per-epoch", type=int, default=200, help="steps between validations")
+    parser.add_argument("--keep", type=Path, default=REPO / "runs/melon-budget", help="data, runs and logs")
+    parser.add_argument("--set", action="append", default=[], help="a further trainer override KEY=VALUE")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    data, split, work = prepare_data(args.keep)
+    sample = report_sample(split, args.questions, args.keep / "report-sample")
+    run_dir = args.keep / "dae"
+    trained = train(work, run_dir, args.np, args.minutes, args.steps_per_epoch, args.set, args.keep / "logs/dae.log")
+    systems, timings = {}, {}
+    results = args.keep / "results"
+    dae_run = run([sys.executable, "-m", "inference", "--questions", sample / "questions/val.json", "--work", work,
+                   "--dae", run_dir, "--out", results / "dae.json", "--no-progress"], args.keep / "logs/infer-dae.log",
+                  name="inference")
+    systems["dae"], timings["dae"] = score(sample, results / "dae.json"), dae_run["wall_s"]
+    for peer in PEERS:
+        peer_run = run([sys.executable, "-m", "bench.peers", peer, "--split", sample, "--meta", data,
+                        "--out", results / f"{peer}.json"], args.keep / f"logs/{peer}.log", name=peer)
+        systems[peer], timings[peer] = score(sample, results / f"{peer}.json"), peer_run["wall_s"]
+    manifest = json.loads((work / "manifest.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    steps_done = sum(1 for _ in curve(trained["output"])) * args.steps_per_epoch
+    result = {
+        "minutes": args.minutes, "np": args.np, "questions": args.questions, "settings": SETTINGS + args.set,
+        "sizes": manifest["sizes"], "train_playlists": manifest["records"]["train"],
+        "train": {"wall_s": round(trained["wall_s"], 1), "steps": steps_done, "steps_per_epoch": args.steps_per_epoch,
+                  "global_batch": config["train"]["batch_size"] * args.np, "peak_rss_gb": round(trained["peak_rss_gb"], 2)},
+        "curve": curve(trained["output"]),
+        "systems": systems, "peer_settings": {peer: DEFAULTS[peer] for peer in PEERS}, "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "dae_over_item_cf": round(systems["dae"]["score"] / systems["item_cf"]["score"], 3),
+        "total_wall_s": round(time.perf_counter() - started, 1),
+    }
+    save_result("melon_budget", result)
+    (results_dir() / "melon_budget.md").write_text(markdown(result), encoding="utf-8")
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
