@@ -92,11 +92,19 @@ def curve(output: str) -> list[dict]:
     return rows
 
 
+def spent_minutes(output: str) -> float | None:
+    """The trainer's own count of its training minutes (train.max_minutes' closing line)."""
+    import re
+
+    found = re.findall(r"time budget spent: ([0-9.]+) of", output)
+    return float(found[-1]) if found else None
+
+
 def score(sample: Path, results: Path) -> dict:
-    from data.melon import load_playlists
+    from data.melon import load_playlists, load_results
     from evaluate.ndcg import evaluate
 
-    return evaluate(load_playlists(sample / "answers/val.json"), load_playlists(results),
+    return evaluate(load_playlists(sample / "answers/val.json"), load_results(results),
                     load_playlists(sample / "questions/val.json"))
 
 
@@ -109,7 +117,7 @@ def markdown(result: dict) -> str:
     for name, scores in result["systems"].items():
         lines.append(f"| {name} | {scores['music_ndcg']:.4f} | {scores['tag_ndcg']:.4f} | {scores['score']:.4f} | "
                      f"{scores['score'] / base:.3f} |")
-    lines += ["", f"Training: {result['train']['wall_s'] / 60:.1f} min wall for {result['train']['steps']} steps "
+    lines += ["", f"Training: {result['train']['minutes']:.1f} min for {result['train']['steps']} steps "
               f"of {result['train']['global_batch']} playlists; validation on the tuning questions after each "
               f"{result['train']['steps_per_epoch']}-step epoch:", "",
               "| epoch | loss | playlists/s | music nDCG | tag nDCG | score |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -127,12 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-per-epoch", type=int, default=200, help="steps between validations")
     parser.add_argument("--keep", type=Path, default=REPO / "runs/melon-budget", help="data, runs and logs")
     parser.add_argument("--set", action="append", default=[], help="a further trainer override KEY=VALUE")
+    parser.add_argument("--no-train", action="store_true",
+                        help="score the run already in --keep (its log gives the curve; the wall time is not known)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     data, split, work = prepare_data(args.keep)
     sample = report_sample(split, args.questions, args.keep / "report-sample")
-    run_dir = args.keep / "dae"
-    trained = train(work, run_dir, args.np, args.minutes, args.steps_per_epoch, args.set, args.keep / "logs/dae.log")
+    run_dir, log = args.keep / "dae", args.keep / "logs/dae.log"
+    if args.no_train:
+        trained = {"output": log.read_text(encoding="utf-8"), "wall_s": None, "peak_rss_gb": None}
+    else:
+        trained = train(work, run_dir, args.np, args.minutes, args.steps_per_epoch, args.set, log)
     systems, timings = {}, {}
     results = args.keep / "results"
     dae_run = run([sys.executable, "-m", "inference", "--questions", sample / "questions/val.json", "--work", work,
@@ -149,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "minutes": args.minutes, "np": args.np, "questions": args.questions, "settings": SETTINGS + args.set,
         "sizes": manifest["sizes"], "train_playlists": manifest["records"]["train"],
-        "train": {"wall_s": round(trained["wall_s"], 1), "steps": steps_done, "steps_per_epoch": args.steps_per_epoch,
-                  "global_batch": config["train"]["batch_size"] * args.np, "peak_rss_gb": round(trained["peak_rss_gb"], 2)},
+        "train": {"minutes": spent_minutes(trained["output"]), "command_wall_s": trained["wall_s"], "steps": steps_done,
+                  "steps_per_epoch": args.steps_per_epoch, "global_batch": config["train"]["batch_size"] * args.np,
+                  "peak_rss_gb": trained["peak_rss_gb"]},
         "curve": curve(trained["output"]),
         "systems": systems, "peer_settings": {peer: DEFAULTS[peer] for peer in PEERS}, "seconds": {k: round(v, 1) for k, v in timings.items()},
         "dae_over_item_cf": round(systems["dae"]["score"] / systems["item_cf"]["score"], 3),

@@ -6,8 +6,9 @@ model:
 
 * resume: rank 0 restores the latest checkpoint of RUNDIR (refusing one trained on another work
   directory), then model, optimizer state and counters are broadcast from rank 0 before the first step;
-* steps: ``DistributedGradientTape`` averages gradients (optionally fp16-compressed, embedding gradients
-  dense or sparse), the learning rate follows the warmup schedule scaled by the number of ranks, every
+* steps: ``DistributedGradientTape`` averages gradients (optionally fp16-compressed); with
+  ``hardware.sparse_as_dense: false`` an embedding table's gradient stays rows (``IndexedSlices``), merged
+  per rank and allgathered, and Adam and weight decay update only those rows; the learning rate follows the warmup schedule scaled by the number of ranks, every
   rank runs the same number of steps; optional XLA and mixed precision with dynamic loss scaling; with
   ``train.accumulation_steps`` k > 1 a step is k batches: each rank sums their gradients locally and
   allreduces the mean once (:class:`Step`);

@@ -1,0 +1,96 @@
+"""Where a training run's CPU time goes: wall, user and system seconds and page faults of each trainer's short
+run, at -np 1 and -np 2, under each memory allocator.
+
+    python -m bench.cpu --work WORKDIR [--trainers dae title_finetune word2vec] [--np 1 2] [--steps 30]
+                        [--allocators glibc jemalloc tcmalloc]
+
+Each run is the real trainer under ``horovodrun -np N`` on WORKDIR: one epoch of --steps steps, then its
+validation. The figures are ``getrusage(RUSAGE_CHILDREN)`` differences around the command, so they cover
+horovodrun, mpirun and every rank: user and system CPU seconds, minor page faults (a fresh page touched:
+the kernel zeroes and maps it) and voluntary/involuntary context switches. :data:`ALLOCATORS` are the
+settings compared: glibc's malloc as the process starts with it, and jemalloc or tcmalloc put in front of
+it with ``LD_PRELOAD`` (Debian's libjemalloc2 and libtcmalloc-minimal4; launch/env.sh preloads jemalloc
+when it is installed, so "glibc" here unsets that). All runs happen one after the other in this one
+process; compare them as ratios. Writes ``bench/results/cpu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import REPO, save_result
+
+LIBRARIES = Path("/usr/lib/x86_64-linux-gnu")
+ALLOCATORS = {"glibc": None, "jemalloc": LIBRARIES / "libjemalloc.so.2", "tcmalloc": LIBRARIES / "libtcmalloc_minimal.so.4"}
+TRAINERS = {  # name -> the trainer's command after the python executable, and its short run's overrides
+    "dae": (["hvd_train/dae.py"], ["validation.max_questions=512"]),
+    "dae_sampled": (["hvd_train/dae.py"], ["validation.max_questions=512", "loss.output=sampled",
+                                           "hardware.sparse_as_dense=false"]),
+    "title_finetune": (["hvd_train/title.py", "finetune"], []),
+    "word2vec": (["hvd_train/word2vec.py"], []),
+}
+
+
+def environment(allocator: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    library = ALLOCATORS[allocator]
+    if library is not None:
+        if not library.exists():
+            raise SystemExit(f"{library} is missing: apt-get install libjemalloc2 libtcmalloc-minimal4")
+        env["LD_PRELOAD"] = str(library)
+    return env
+
+
+def measure(trainer: str, np_: int, allocator: str, work: Path, steps: int) -> dict:
+    """One short run of ``trainer``: wall, user and system seconds, page faults and context switches."""
+    script, extra = TRAINERS[trainer]
+    sets = ["train.epochs=1", f"train.steps_per_epoch={steps}", *extra]
+    with tempfile.TemporaryDirectory() as out:
+        cmd = ["horovodrun", "-np", str(np_), sys.executable, str(REPO / script[0]), *script[1:], "--work", str(work),
+               "--out", out, *[a for s in sets for a in ("--set", s)]]
+        before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=environment(allocator))
+        wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    return {"wall_s": round(wall, 1), "user_s": round(user, 1), "system_s": round(system, 1),
+            "system_share": round(system / max(user + system, 1e-9), 3),
+            "minor_faults": after.ru_minflt - before.ru_minflt,
+            "voluntary_switches": after.ru_nvcsw - before.ru_nvcsw,
+            "involuntary_switches": after.ru_nivcsw - before.ru_nivcsw}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cpu", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--trainers", nargs="+", choices=list(TRAINERS), default=["dae", "dae_sampled"])
+    parser.add_argument("--np", nargs="+", type=int, default=[1, 2], dest="nps")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--allocators", nargs="+", choices=list(ALLOCATORS), default=["glibc", "jemalloc"])
+    args = parser.parse_args(argv)
+    rows = []
+    for trainer in args.trainers:
+        for np_ in args.nps:
+            for allocator in args.allocators:
+                row = {"trainer": trainer, "np": np_, "allocator": allocator,
+                       **measure(trainer, np_, allocator, args.work, args.steps)}
+                rows.append(row)
+                print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    for row in rows:  # the wall time against glibc's in the same run
+        base = next((r for r in rows if (r["trainer"], r["np"], r["allocator"]) == (row["trainer"], row["np"], "glibc")),
+                    None)
+        row["wall_over_glibc"] = round(row["wall_s"] / base["wall_s"], 3) if base else None
+    save_result("cpu", {"work": str(args.work), "steps": args.steps, "cpus": os.cpu_count(), "runs": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
