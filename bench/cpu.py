@@ -1,17 +1,18 @@
 """Where a training run's CPU time goes: wall, user and system seconds and page faults of each trainer's short
-run, at -np 1 and -np 2, under each memory allocator.
+run, at -np 1 and -np 2, under each memory allocator and launch/env.sh's settings.
 
     python -m bench.cpu --work WORKDIR [--trainers dae title_finetune word2vec] [--np 1 2] [--steps 30]
-                        [--allocators glibc jemalloc tcmalloc]
+                        [--settings glibc jemalloc tcmalloc env.sh] [--env KEY=VALUE ...] [--name cpu]
 
 Each run is the real trainer under ``horovodrun -np N`` on WORKDIR: one epoch of --steps steps, then its
 validation. The figures are ``getrusage(RUSAGE_CHILDREN)`` differences around the command, so they cover
 horovodrun, mpirun and every rank: user and system CPU seconds, minor page faults (a fresh page touched:
-the kernel zeroes and maps it) and voluntary/involuntary context switches. :data:`ALLOCATORS` are the
-settings compared: glibc's malloc as the process starts with it, and jemalloc or tcmalloc put in front of
-it with ``LD_PRELOAD`` (Debian's libjemalloc2 and libtcmalloc-minimal4; launch/env.sh preloads jemalloc
-when it is installed, so "glibc" here unsets that). All runs happen one after the other in this one
-process; compare them as ratios. Writes ``bench/results/cpu.json``.
+the kernel zeroes and maps it) and voluntary/involuntary context switches. :data:`SETTINGS` are compared:
+glibc's malloc as the process starts with it; jemalloc or tcmalloc put in front of it with ``LD_PRELOAD``
+(Debian's libjemalloc2 and libtcmalloc-minimal4); and "env.sh", what launch/env.sh sets: tcmalloc and
+:data:`MPI_POLLING` (each run starts from the environment with launch/env.sh's own choices unset). All runs happen one after the other in this one
+process; compare them as ratios. ``--env`` adds settings to every run (recorded). Writes
+``bench/results/cpu.json`` (``--name``: another name).
 """
 
 from __future__ import annotations
@@ -27,8 +28,13 @@ from pathlib import Path
 
 from bench.common import REPO, save_result
 
-LIBRARIES = Path("/usr/lib/x86_64-linux-gnu")
+LIBRARIES = Path(f"/usr/lib/{os.uname().machine}-linux-gnu")
 ALLOCATORS = {"glibc": None, "jemalloc": LIBRARIES / "libjemalloc.so.2", "tcmalloc": LIBRARIES / "libtcmalloc_minimal.so.4"}
+# what launch/env.sh sets besides the allocator: OpenMPI yields the core while a rank waits in a collective
+# instead of spinning, and Horovod's background thread negotiates every 5 ms instead of every 1 ms
+MPI_POLLING = {"OMPI_MCA_mpi_yield_when_idle": "1", "HOROVOD_CYCLE_TIME": "5"}
+SETTINGS = {name: (name, {}) for name in ALLOCATORS}
+SETTINGS["env.sh"] = ("tcmalloc", MPI_POLLING)
 TRAINERS = {  # name -> the trainer's command after the python executable, and its short run's overrides
     "dae": (["hvd_train/dae.py"], ["validation.max_questions=512"]),
     "dae_sampled": (["hvd_train/dae.py"], ["validation.max_questions=512", "loss.output=sampled",
@@ -38,8 +44,11 @@ TRAINERS = {  # name -> the trainer's command after the python executable, and i
 }
 
 
-def environment(allocator: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+def environment(setting: str, extra: dict) -> dict:
+    """The environment of a run under ``setting`` (:data:`SETTINGS`): launch/env.sh's own choices unset first."""
+    allocator, settings_env = SETTINGS[setting]
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", *MPI_POLLING)}
+    env.update({**settings_env, **extra})
     library = ALLOCATORS[allocator]
     if library is not None:
         if not library.exists():
@@ -48,7 +57,7 @@ def environment(allocator: str) -> dict:
     return env
 
 
-def measure(trainer: str, np_: int, allocator: str, work: Path, steps: int) -> dict:
+def measure(trainer: str, np_: int, setting: str, work: Path, steps: int, extra_env: dict) -> dict:
     """One short run of ``trainer``: wall, user and system seconds, page faults and context switches."""
     script, extra = TRAINERS[trainer]
     sets = ["train.epochs=1", f"train.steps_per_epoch={steps}", *extra]
@@ -56,7 +65,7 @@ def measure(trainer: str, np_: int, allocator: str, work: Path, steps: int) -> d
         cmd = ["horovodrun", "-np", str(np_), sys.executable, str(REPO / script[0]), *script[1:], "--work", str(work),
                "--out", out, *[a for s in sets for a in ("--set", s)]]
         before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=environment(allocator))
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=environment(setting, extra_env))
         wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -74,21 +83,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainers", nargs="+", choices=list(TRAINERS), default=["dae", "dae_sampled"])
     parser.add_argument("--np", nargs="+", type=int, default=[1, 2], dest="nps")
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--allocators", nargs="+", choices=list(ALLOCATORS), default=["glibc", "jemalloc"])
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["glibc", "env.sh"])
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE set for every run (e.g. OpenMPI's "
+                        "OMPI_MCA_mpi_yield_when_idle=1 or HOROVOD_CYCLE_TIME=5)")
+    parser.add_argument("--name", default="cpu", help="results file: bench/results/NAME.json")
     args = parser.parse_args(argv)
+    extra_env = dict(item.split("=", 1) for item in args.env)
     rows = []
     for trainer in args.trainers:
         for np_ in args.nps:
-            for allocator in args.allocators:
-                row = {"trainer": trainer, "np": np_, "allocator": allocator,
-                       **measure(trainer, np_, allocator, args.work, args.steps)}
+            for setting in args.settings:
+                row = {"trainer": trainer, "np": np_, "setting": setting,
+                       **measure(trainer, np_, setting, args.work, args.steps, extra_env)}
                 rows.append(row)
                 print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     for row in rows:  # the wall time against glibc's in the same run
-        base = next((r for r in rows if (r["trainer"], r["np"], r["allocator"]) == (row["trainer"], row["np"], "glibc")),
+        base = next((r for r in rows if (r["trainer"], r["np"], r["setting"]) == (row["trainer"], row["np"], "glibc")),
                     None)
         row["wall_over_glibc"] = round(row["wall_s"] / base["wall_s"], 3) if base else None
-    save_result("cpu", {"work": str(args.work), "steps": args.steps, "cpus": os.cpu_count(), "runs": rows})
+    save_result(args.name, {"work": str(args.work), "steps": args.steps, "cpus": os.cpu_count(), "env": extra_env,
+                            "runs": rows})
     return 0
 
 

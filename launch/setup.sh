@@ -3,7 +3,8 @@
 #
 #   bash launch/setup.sh [--help]
 #
-# 1. Debian packages: OpenMPI (runtime + headers), cmake, compilers, Python headers/venv.
+# 1. Debian packages: OpenMPI (runtime + headers), cmake, compilers, Python headers/venv, tcmalloc
+#    (launch/env.sh preloads it: docs/cpu.md).
 # 2. A Python virtual environment OUTSIDE the checkout (default ~/.cache/melon-hvd/venv,
 #    override with MELON_VENV=/path) holding the pinned dependencies of pyproject.toml.
 # 3. Horovod 0.28.1 built from source against that TensorFlow with MPI + Gloo.
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
 fi
 
@@ -26,7 +27,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- Debian packages
-apt_packages=(openmpi-bin libopenmpi-dev cmake g++ make python3-dev python3-venv)
+apt_packages=(openmpi-bin libopenmpi-dev cmake g++ make python3-dev python3-venv libtcmalloc-minimal4)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

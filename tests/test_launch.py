@@ -308,3 +308,21 @@ def test_train_sh_trains_the_dae_on_two_ranks_and_a_resubmitted_sbatch_job_resum
     assert "running: mpirun -np 2 --map-by ppr:2:node --bind-to none" in log
     assert re.search(r"resumed from \S+ckpt-1: epoch 1", log) and re.findall(r"\[dae\] epoch (\d+): loss", log) == ["2"]
     assert len(set(checksums(log))) == 1
+
+
+TCMALLOC = Path(f"/usr/lib/{os.uname().machine}-linux-gnu/libtcmalloc_minimal.so.4")
+
+
+@pytest.mark.skipif(not TCMALLOC.exists(), reason="launch/setup.sh installs libtcmalloc-minimal4")
+def test_env_preloads_tcmalloc_once_and_leaves_glibc_malloc_when_asked():
+    """launch/env.sh puts tcmalloc in front of glibc's malloc (docs/cpu.md) for what the shell starts: a Python
+    process started from it has tcmalloc mapped; sourcing twice preloads it once; MELON_ALLOCATOR=glibc
+    leaves LD_PRELOAD alone."""
+    check = (f"source {LAUNCH / 'env.sh'} && source {LAUNCH / 'env.sh'} && echo \"preload=$LD_PRELOAD\" && "
+             "python -c \"print('mapped=' + str('libtcmalloc' in open('/proc/self/maps').read()))\"")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MELON_ALLOCATOR")}
+    out = subprocess.run(["bash", "-c", check], cwd=REPO, capture_output=True, text=True, env=env).stdout
+    assert f"preload={TCMALLOC}\n" in out and "mapped=True" in out
+    out = subprocess.run(["bash", "-c", check], cwd=REPO, capture_output=True, text=True,
+                         env={**env, "MELON_ALLOCATOR": "glibc"}).stdout
+    assert "preload=\n" in out and "mapped=False" in out
