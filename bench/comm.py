@@ -60,8 +60,9 @@ CONVOLUTIONS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
 
 # ------------------------------------------------------------------------------------ one step in process
 
-def build_task(trainer: str, work: Path, manifest: dict):
-    """(the trainer's Task at one rank, its typed config), built by the trainer's own code."""
+def build_task(trainer: str, work: Path, manifest: dict, overrides: list[str] = ()):
+    """(the trainer's Task at one rank, its typed config), built by the trainer's own code; ``overrides``:
+    ``section.key=value`` for the DAE's config."""
     import tensorflow as tf
 
     from hvd_train.config import load_config
@@ -71,7 +72,7 @@ def build_task(trainer: str, work: Path, manifest: dict):
     if trainer == "dae":
         from hvd_train import dae
 
-        config = dae.check_config(load_config(config_file))
+        config = dae.check_config(load_config(config_file, overrides))
         return dae.dae_task(hvd, config, manifest, work), config
     if trainer == "word2vec":
         from hvd_train import word2vec
@@ -118,7 +119,8 @@ def conv_flops(op) -> int:
 
 
 def matmul_flops(graph) -> int:
-    """FLOPs of the matmul-like ops and convolutions of a traced graph (see the module docstring, step 4)."""
+    """FLOPs of the matmul-like ops and convolutions of a traced graph (see the module docstring, step 4); None
+    when a matmul's shape is dynamic."""
     total = 0
     for op in graph.get_operations():
         if op.type in CONVOLUTIONS:
@@ -127,7 +129,10 @@ def matmul_flops(graph) -> int:
         if op.type in MATMULS:
             a = op.inputs[0].shape.as_list()
             transposed = op.get_attr("transpose_a") if op.type == "MatMul" else op.get_attr("adj_x")
-            total += 2 * op.outputs[0].shape.num_elements() * (a[-2] if transposed else a[-1])
+            elements, inner = op.outputs[0].shape.num_elements(), a[-2] if transposed else a[-1]
+            if elements is None or inner is None:  # a shape known only when it runs (the sampled output's
+                return None                        # candidates): the step's FLOPs are not known statically
+            total += 2 * elements * inner
         elif op.type == "Einsum":
             total += einsum_flops(op)
     return total
@@ -160,14 +165,15 @@ def sent_per_rank(switch: dict, n: int) -> float:
     return 2 * (n - 1) / n * switch["allreduce_bytes"] + (n - 1) * switch["allgather_bytes"]
 
 
-def one_step(trainer: str, work: Path, sizes: dict | None = None) -> dict:
-    """Step 1-4 of the module docstring for one trainer, at the work directory's sizes or at ``sizes``."""
+def one_step(trainer: str, work: Path, sizes: dict | None = None, overrides: list[str] = ()) -> dict:
+    """Step 1-4 of the module docstring for one trainer, at the work directory's sizes or at ``sizes``
+    (``overrides``: see :func:`build_task`)."""
     import tensorflow as tf
 
     manifest = json.loads((work / "manifest.json").read_text(encoding="utf-8"))
     if sizes:
         manifest = {**manifest, "sizes": {**manifest["sizes"], **sizes}}
-    task, config = build_task(trainer, work, manifest)
+    task, config = build_task(trainer, work, manifest, overrides)
     batch = next(iter(task.reshard(0, 2)["batches"](1)))
 
     def gradients(batch):
