@@ -1,16 +1,16 @@
 """Where a training run's CPU time goes: wall, user and system seconds and page faults of each trainer's short
-run, at -np 1 and -np 2, under each memory allocator and launch/env.sh's settings.
+run, at -np 1 and -np 2, under each memory allocator and MPI's polling settings.
 
     python -m bench.cpu --work WORKDIR [--trainers dae title_finetune word2vec] [--np 1 2] [--steps 30]
-                        [--settings glibc jemalloc tcmalloc env.sh] [--env KEY=VALUE ...] [--name cpu]
+                        [--settings glibc jemalloc tcmalloc tcmalloc+mpi_yield] [--env KEY=VALUE ...] [--name cpu]
 
 Each run is the real trainer under ``horovodrun -np N`` on WORKDIR: one epoch of --steps steps, then its
 validation. The figures are ``getrusage(RUSAGE_CHILDREN)`` differences around the command, so they cover
 horovodrun, mpirun and every rank: user and system CPU seconds, minor page faults (a fresh page touched:
 the kernel zeroes and maps it) and voluntary/involuntary context switches. :data:`SETTINGS` are compared:
 glibc's malloc as the process starts with it; jemalloc or tcmalloc put in front of it with ``LD_PRELOAD``
-(Debian's libjemalloc2 and libtcmalloc-minimal4); and "env.sh", what launch/env.sh sets: tcmalloc and
-:data:`MPI_POLLING` (each run starts from the environment with launch/env.sh's own choices unset). All runs happen one after the other in this one
+(Debian's libjemalloc2 and libtcmalloc-minimal4; launch/env.sh preloads tcmalloc); and "tcmalloc+mpi_yield":
+tcmalloc and :data:`MPI_POLLING` (each run starts from the environment with those variables unset). All runs happen one after the other in this one
 process; compare them as ratios. ``--env`` adds settings to every run (recorded). Writes
 ``bench/results/cpu.json`` (``--name``: another name).
 """
@@ -30,11 +30,11 @@ from bench.common import REPO, save_result
 
 LIBRARIES = Path(f"/usr/lib/{os.uname().machine}-linux-gnu")
 ALLOCATORS = {"glibc": None, "jemalloc": LIBRARIES / "libjemalloc.so.2", "tcmalloc": LIBRARIES / "libtcmalloc_minimal.so.4"}
-# what launch/env.sh sets besides the allocator: OpenMPI yields the core while a rank waits in a collective
-# instead of spinning, and Horovod's background thread negotiates every 5 ms instead of every 1 ms
+# OpenMPI yields the core while a rank waits in a collective instead of spinning, and Horovod's background
+# thread negotiates every 5 ms instead of every 1 ms (measured; not in launch/env.sh: docs/cpu.md)
 MPI_POLLING = {"OMPI_MCA_mpi_yield_when_idle": "1", "HOROVOD_CYCLE_TIME": "5"}
 SETTINGS = {name: (name, {}) for name in ALLOCATORS}
-SETTINGS["env.sh"] = ("tcmalloc", MPI_POLLING)
+SETTINGS["tcmalloc+mpi_yield"] = ("tcmalloc", MPI_POLLING)
 TRAINERS = {  # name -> the trainer's command after the python executable, and its short run's overrides
     "dae": (["hvd_train/dae.py"], ["validation.max_questions=512"]),
     "dae_sampled": (["hvd_train/dae.py"], ["validation.max_questions=512", "loss.output=sampled",
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainers", nargs="+", choices=list(TRAINERS), default=["dae", "dae_sampled"])
     parser.add_argument("--np", nargs="+", type=int, default=[1, 2], dest="nps")
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["glibc", "env.sh"])
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["glibc", "tcmalloc+mpi_yield"])
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE set for every run (e.g. OpenMPI's "
                         "OMPI_MCA_mpi_yield_when_idle=1 or HOROVOD_CYCLE_TIME=5)")
     parser.add_argument("--name", default="cpu", help="results file: bench/results/NAME.json")

@@ -156,6 +156,7 @@ def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
         export=lambda epoch, scores: export_config(config, manifest, epoch, scores),
         describe=lambda s: f"music {s['music_ndcg']:.4f} tag {s['tag_ndcg']:.4f} score {s['score']:.4f}",
         loss_variants=lambda epoch: loss_cfg.rank_weight_at(epoch) != 0,
+        row_updates=sampler is not None and not config.hardware.sparse_as_dense,
     )
 
 

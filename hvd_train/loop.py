@@ -6,10 +6,11 @@ model:
 
 * resume: rank 0 restores the latest checkpoint of RUNDIR (refusing one trained on another work
   directory), then model, optimizer state and counters are broadcast from rank 0 before the first step;
-* steps: ``DistributedGradientTape`` averages gradients (optionally fp16-compressed); with
-  ``hardware.sparse_as_dense: false`` an embedding table's gradient stays rows (``IndexedSlices``), merged
-  per rank and allgathered, and Adam and weight decay update only those rows; the learning rate follows the warmup schedule scaled by the number of ranks, every
-  rank runs the same number of steps; optional XLA and mixed precision with dynamic loss scaling; with
+* steps: ``DistributedGradientTape`` averages gradients (optionally fp16-compressed, embedding gradients
+  dense or sparse); a task with ``row_updates`` (the DAE's sampled output with ``hardware.sparse_as_dense:
+  false``) keeps its tables' gradients rows end to end: merged per rank, allgathered, and Adam and weight
+  decay update only those rows; the learning rate follows the warmup schedule scaled by the number of
+  ranks, every rank runs the same number of steps; optional XLA and mixed precision with dynamic loss scaling; with
   ``train.accumulation_steps`` k > 1 a step is k batches: each rank sums their gradients locally and
   allreduces the mean once (:class:`Step`);
 * divergence: a step whose loss or gradients are not finite on any rank is skipped by every rank (one
@@ -60,6 +61,9 @@ class Task:
     reshard: Callable | None = None
     decayed: list = field(default_factory=list)  # the variables train.weight_decay applies to
     export_weights: Callable | None = None  # model -> {name: array} for the export; None: every variable by path
+    # embedding-table gradients stay rows end to end: merged per rank, allgathered, and Adam and weight decay
+    # update only those rows (the DAE's sampled output); otherwise rows are densified before the update
+    row_updates: bool = False
     unit: str = "playlists"  # what one example of a batch is, for the throughput in the epoch line
 
 
@@ -351,12 +355,12 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
     local = tf.function(local_gradients, jit_compile=True) if hardware.xla else local_gradients
 
     def allreduce(gradients):
-        return [hvd.allreduce(tf.convert_to_tensor(g) if sparse_as_dense else _merge_rows(g), op=hvd.Average,
-                              compression=compression) for g in gradients]
+        return [hvd.allreduce(tf.convert_to_tensor(g) if sparse_as_dense else _merge_rows(g) if task.row_updates else g,
+                              op=hvd.Average, compression=compression) for g in gradients]
 
     def update(reduced, loss_finite):
         """Unscale, decide on every rank whether the step is finite, apply or skip: (lr, skipped)."""
-        gradients = [_unscale(g, loss_scale) for g in reduced]
+        gradients = [_unscale(g if task.row_updates else tf.convert_to_tensor(g), loss_scale) for g in reduced]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(_values(g))) for g in gradients]) & loss_finite
         # every rank must take the same decision: one allreduce of "bad here"
         bad = hvd.allreduce(tf.cast(tf.logical_not(finite), tf.float32), op=hvd.Sum, name="bad_step") > 0
@@ -385,7 +389,7 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
     signature = [task.batches(1).element_spec]
     if accumulation == 1:
         def step(batch):
-            if hardware.xla or not sparse_as_dense:  # rows merged per rank before they travel
+            if hardware.xla or task.row_updates:  # row_updates: rows merged per rank before they travel
                 loss, parts, gradients = local(batch)
                 reduced = allreduce(gradients)
             else:

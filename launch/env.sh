@@ -6,8 +6,8 @@
 # Runs launch/setup.sh first when the environment is missing, activates the virtual environment
 # (MELON_VENV, default ~/.cache/melon-hvd/venv), puts the repository root on PYTHONPATH so that
 # `python -m data.synth ...` and `horovodrun -np 2 python hvd_train/dae.py ...` work from the root,
-# preloads tcmalloc when it is installed (MELON_ALLOCATOR=glibc: not), makes waiting ranks yield their
-# core (docs/cpu.md), and lets OpenMPI run as root (containers, CI).
+# preloads tcmalloc when it is installed (MELON_ALLOCATOR=glibc: not; docs/cpu.md), and lets OpenMPI run
+# as root (containers, CI).
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then  # run instead of sourced: it cannot change the caller's shell
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     [[ ${1:-} == -h || ${1:-} == --help ]] && exit 0
@@ -34,10 +34,6 @@ if [[ ${MELON_ALLOCATOR:-tcmalloc} == tcmalloc && -f $_melon_tcmalloc && ":${LD_
     export TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=${TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD:-1099511627776}  # no notes
 fi
 unset _melon_tcmalloc
-# A rank waiting in a collective yields its core instead of spinning in OpenMPI's progress loop, and Horovod's
-# background thread negotiates every 5 ms instead of every 1 ms: at -np 2 on 2 cores the spinning rank took
-# the core its peer needed (docs/cpu.md). On a GPU cluster whose steps take a few ms, HOROVOD_CYCLE_TIME=1.
-export OMPI_MCA_mpi_yield_when_idle=${OMPI_MCA_mpi_yield_when_idle:-1} HOROVOD_CYCLE_TIME=${HOROVOD_CYCLE_TIME:-5}
 if [[ $(id -u) -eq 0 ]]; then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
