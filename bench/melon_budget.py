@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -81,8 +82,6 @@ def train(work: Path, run_dir: Path, np_: int, minutes: float, steps: int, extra
 
 def curve(output: str) -> list[dict]:
     """(epoch, loss, playlists/s, validation score) of each epoch line of the trainer's output."""
-    import re
-
     rows = []
     pattern = (r"\[dae\] epoch (\d+): loss ([0-9.]+), lr [0-9.e+-]+, (\d+) playlists/s; validation music ([0-9.]+) "
                r"tag ([0-9.]+) score ([0-9.]+)")
@@ -94,8 +93,6 @@ def curve(output: str) -> list[dict]:
 
 def spent_minutes(output: str) -> float | None:
     """The trainer's own count of its training minutes (train.max_minutes' closing line)."""
-    import re
-
     found = re.findall(r"time budget spent: ([0-9.]+) of", output)
     return float(found[-1]) if found else None
 
@@ -158,14 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         systems[peer], timings[peer] = score(sample, results / f"{peer}.json"), peer_run["wall_s"]
     manifest = json.loads((work / "manifest.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
-    steps_done = sum(1 for _ in curve(trained["output"])) * args.steps_per_epoch
+    epochs = curve(trained["output"])
     result = {
         "minutes": args.minutes, "np": args.np, "questions": args.questions, "settings": SETTINGS + args.set,
         "sizes": manifest["sizes"], "train_playlists": manifest["records"]["train"],
-        "train": {"minutes": spent_minutes(trained["output"]), "command_wall_s": trained["wall_s"], "steps": steps_done,
+        "train": {"minutes": spent_minutes(trained["output"]), "command_wall_s": trained["wall_s"],
+                  "steps": len(epochs) * args.steps_per_epoch,
                   "steps_per_epoch": args.steps_per_epoch, "global_batch": config["train"]["batch_size"] * args.np,
                   "peak_rss_gb": trained["peak_rss_gb"]},
-        "curve": curve(trained["output"]),
+        "curve": epochs,
         "systems": systems, "peer_settings": {peer: DEFAULTS[peer] for peer in PEERS}, "seconds": {k: round(v, 1) for k, v in timings.items()},
         "dae_over_item_cf": round(systems["dae"]["score"] / systems["item_cf"]["score"], 3),
         "total_wall_s": round(time.perf_counter() - started, 1),

@@ -360,7 +360,9 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
 
     def update(reduced, loss_finite):
         """Unscale, decide on every rank whether the step is finite, apply or skip: (lr, skipped)."""
-        gradients = [_unscale(g if task.row_updates else tf.convert_to_tensor(g), loss_scale) for g in reduced]
+        # row updates: the ranks' gathered rows merged once, for Adam and the weight decay alike
+        gradients = [_unscale(_merge_rows(g) if task.row_updates else tf.convert_to_tensor(g), loss_scale)
+                     for g in reduced]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(_values(g))) for g in gradients]) & loss_finite
         # every rank must take the same decision: one allreduce of "bad here"
         bad = hvd.allreduce(tf.cast(tf.logical_not(finite), tf.float32), op=hvd.Sum, name="bad_step") > 0
@@ -491,25 +493,21 @@ def finish(hvd, task: Task, counters: Counters, out: Path) -> int:
 
 
 def _merge_rows(gradient):
-    """An ``IndexedSlices`` gradient with each row once (duplicates summed), so that an allgather carries every
-    touched row once per rank; any other gradient unchanged."""
+    """An ``IndexedSlices`` gradient with each row once (models/layers.py ``merge_rows``); any other unchanged."""
     import tensorflow as tf
 
-    if not isinstance(gradient, tf.IndexedSlices):
-        return gradient
-    rows, position = tf.unique(gradient.indices)
-    return tf.IndexedSlices(tf.math.unsorted_segment_sum(gradient.values, position, tf.size(rows)), rows,
-                            gradient.dense_shape)
+    from models.layers import merge_rows
+
+    return merge_rows(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
 
 
 def _decay(variable, gradient, amount):
     """``variable`` -= amount x variable: every row for a dense gradient, only the gradient's rows for an
-    ``IndexedSlices`` one (the rows a sampled step touched)."""
+    ``IndexedSlices`` one with each row once (the rows a sampled step touched)."""
     import tensorflow as tf
 
     if isinstance(gradient, tf.IndexedSlices):
-        rows, _ = tf.unique(gradient.indices)
-        variable.scatter_sub(tf.IndexedSlices(amount * tf.gather(variable, rows), rows))
+        variable.scatter_sub(tf.IndexedSlices(amount * tf.gather(variable, gradient.indices), gradient.indices))
     else:
         variable.assign_sub(amount * variable)
 

@@ -147,10 +147,17 @@ class Adam(tf.Module):
 
     def _apply_rows(self, gradient: tf.IndexedSlices, var, m, v, step_size):
         """Adam on the rows of ``gradient`` (duplicate indices summed first), as ResourceApplyAdam computes it."""
-        rows, position = tf.unique(gradient.indices)
-        g = tf.math.unsorted_segment_sum(gradient.values, position, tf.size(rows))
+        merged = merge_rows(gradient)
+        rows, g = merged.indices, merged.values
         m_rows = self.beta1 * tf.gather(m, rows) + (1.0 - self.beta1) * g
         v_rows = self.beta2 * tf.gather(v, rows) + (1.0 - self.beta2) * tf.square(g)
         m.scatter_update(tf.IndexedSlices(m_rows, rows))
         v.scatter_update(tf.IndexedSlices(v_rows, rows))
         var.scatter_sub(tf.IndexedSlices(step_size * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+
+
+def merge_rows(gradient: tf.IndexedSlices) -> tf.IndexedSlices:
+    """``gradient`` with each row index once, the values of duplicate indices summed."""
+    rows, position = tf.unique(gradient.indices)
+    return tf.IndexedSlices(tf.math.unsorted_segment_sum(gradient.values, position, tf.size(rows)), rows,
+                            gradient.dense_shape)
