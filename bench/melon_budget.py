@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-train", action="store_true",
                         help="score the run already in --keep (its log gives the curve; the wall time is not known)")
     args = parser.parse_args(argv)
+    if args.no_train and not (args.keep / "logs/dae.log").is_file():
+        parser.error(f"--no-train: no trained run in {args.keep} (no logs/dae.log); run without --no-train first")
     started = time.perf_counter()
     data, split, work = prepare_data(args.keep)
     sample = report_sample(split, args.questions, args.keep / "report-sample")
