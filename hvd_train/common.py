@@ -123,8 +123,10 @@ class Validator:
 
     Only the questions of the protocol's tuning part (evaluate/protocol.py) are answered and scored: the
     best epoch and early stopping are choices, and the report part stays untouched by them.
-    ``predict(batch) -> (song_logits, tag_logits)``; ``keep(batch) -> bool per question`` further picks the
-    questions a model answers (all by default); ``max_questions`` keeps only the first tuning questions by id.
+    ``predict(batch) -> (song scores, tag scores)``, each [batch, n_items] logits or models.ranking's
+    ChunkedScores (the top 100 taken a chunk of the item table at a time, in memory [batch, chunk]);
+    ``keep(batch) -> bool per question`` further picks the questions a model answers (all by default);
+    ``max_questions`` keeps only the first tuning questions by id.
     Given songs/tags and songs released after the playlist's update are never recommended.
     """
 
@@ -167,12 +169,14 @@ class Validator:
             batch = {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
             if int(batch["id"].shape[0]) == 0:
                 continue
-            song_logits, tag_logits = self.predict(batch)
-            future = self.song_release[None, :] > batch["updt_date"].numpy()[:, None]
-            songs = top_unseen(song_logits.numpy(), batch["songs"].numpy(), future, 100)
-            tags = top_unseen(tag_logits.numpy(), batch["tags"].numpy(), None, 10)
+            song_scores, tag_scores = self.predict(batch)
+            days = batch["updt_date"].numpy()[:, None]
+            songs = top_unseen(song_scores, batch["songs"].numpy(),
+                               lambda start, stop: self.song_release[None, start:stop] > days, 100)
+            tags = top_unseen(tag_scores, batch["tags"].numpy(), None, 10)
             for pid, s, t in zip(batch["id"].numpy(), songs, tags):
-                out.append({"id": int(pid), "songs": self.song_ids[s].tolist(), "tags": [self.tags[i] for i in t]})
+                out.append({"id": int(pid), "songs": self.song_ids[s[s >= 0]].tolist(),
+                            "tags": [self.tags[i] for i in t[t >= 0]]})
         return out
 
     def gather_and_score(self, hvd) -> tuple[dict, list[dict]]:

@@ -80,10 +80,11 @@ class DAELossConfig(LossConfig):
 @dataclass(frozen=True)
 class DAEValidationConfig(ValidationConfig):
     max_questions: int | None  # score at most this many tuning questions (the first by id); null: all
+    score_chunk: int  # songs scored at a time for each question's top 100 (memory [batch_size, score_chunk])
 
     def __post_init__(self):
         super().__post_init__()
-        positive(self, "max_questions", name="validation")
+        positive(self, "max_questions", "score_chunk", name="validation")
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,7 @@ def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
         batch_size = config.per_rank_batch(size)
         steps = steps_per_epoch(manifest, size, batch_size, train.steps_per_epoch)
         validator = Validator(work, rank, size, config.validation.batch_size,
-                              predict=lambda b: model(b["songs"], b["tags"], b["artists"], b["title"],
-                                                      training=False, heads=2),
+                              predict=lambda b: validation_scores(model, b, config.validation.score_chunk),
                               max_questions=config.validation.max_questions)
 
         def batches(epoch):
@@ -158,6 +158,15 @@ def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
         loss_variants=lambda epoch: loss_cfg.rank_weight_at(epoch) != 0,
         row_updates=sampler is not None and not config.hardware.sparse_as_dense,
     )
+
+
+def validation_scores(model, batch: dict, chunk: int):
+    """(songs as ChunkedScores, ``chunk`` songs at a time; tag logits [batch, n_tags]) for a validation batch:
+    the songs-CLS output scored against the song table a slice at a time, never [batch, n_songs] at once."""
+    import tensorflow as tf
+
+    h = model.encode(batch["songs"], batch["tags"], batch["artists"], batch["title"], training=False)
+    return model.chunked_scores(h, 0, chunk), model.score(h, 1, tf.range(model.sizes[1]))
 
 
 def output_sampler(work: Path, manifest: dict, loss_cfg: DAELossConfig, batch_size: int):

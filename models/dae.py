@@ -23,6 +23,7 @@ import tensorflow as tf
 from models.config import as_dict
 from models.layers import Encoder, check_encoder_config
 from models.losses import ITEM_LOSSES, PAD, hide_given, multi_hot, ranking_bce, softmax_xent
+from models.ranking import ChunkedScores
 from models.sampled import SampledOutput, candidates
 
 
@@ -117,10 +118,16 @@ class DAE(tf.Module):
         rows = tf.gather(self._table(), ids + self.offsets[head])
         return tf.matmul(h[:, head], rows, transpose_b=True) + tf.gather(self.biases[head], ids)
 
+    def chunked_scores(self, h, head: int, chunk: int) -> ChunkedScores:
+        """Head ``head``'s logits for CLS outputs ``h`` [batch, 3, hidden] as ChunkedScores: items
+        [start, stop) scored at a time ([batch, stop - start], ``chunk`` items), for a top-k over a table too
+        large to score whole (models/ranking.py)."""
+        size = self.sizes[head]
+        return ChunkedScores(lambda start, stop: self.score(h, head, tf.range(start, stop)).numpy(), size,
+                             max(1, min(chunk, size)))
 
-TARGETS = ("all", "hidden")
+
 HEADS = ("songs", "tags", "artists")
-
 TARGETS = ("all", "hidden")
 
 
