@@ -4,9 +4,20 @@ Inside either, one ``arena_mel/{song_id // 1000}/{song_id}.npy`` per song: a flo
 [48, T], 48 mel bins by T frames (T up to 1,876; some songs are shorter). :class:`MelSource` finds every
 file of a data folder (tars, a folder, or both) without reading them, and :meth:`MelSource.read` loads one
 song's array, checked: a file that is not a valid npy (pickled objects are refused, ``allow_pickle=False``),
-has another rank or height than [48, T], T >= 1, or holds NaN/inf raises :class:`BadMel` with the reason;
-:class:`MelReport` counts what was read and what was bad, and prints each bad file with its path and one
-summary line. :func:`write_tars` writes arrays in the same layout (the synthetic generator, tests).
+is cut short, has another rank or height than [48, T], T >= 1, or holds NaN/inf raises :class:`BadMel` with
+the reason; :class:`MelReport` counts what was read and what was bad, and prints each bad file with its path
+and one summary line. :func:`write_tars` writes arrays in the same layout (the synthetic generator, tests).
+
+Nothing in the files stops a pass; each fault is logged as a warning with its path and counted:
+
+- an archive that cannot be opened (not a tar, empty) or whose headers break off (a truncated download, a
+  damaged header): ``MelSource.corrupt_archives``; the files listed before the fault are kept (each is still
+  checked when read), the rest of that archive is skipped;
+- a file that cannot be used (see above; a member whose data the archive's end cuts off is "unreadable"):
+  :class:`BadMel` from :meth:`MelSource.read`, counted by reason in :class:`MelReport`;
+- a song found twice: the first place is kept, in the order tars by sorted path (``sorted(root.glob(...))``,
+  so ``arena_mel_10.tar`` comes before ``arena_mel_2.tar``; members in archive order), then the folder; each
+  later copy is reported with the kept one's place, counted in ``MelSource.duplicates`` and never read.
 """
 
 from __future__ import annotations
@@ -52,20 +63,18 @@ def _song_id(name: str) -> int | None:
 class MelSource:
     """Every song's spectrogram file under ``root``: ``root/arena_mel_*.tar``, ``root/arena_mel/``, or
     ``root`` itself being the ``arena_mel`` folder. ``locations`` maps song id -> :class:`Location`; a song
-    found twice keeps its first place (tars in name order, then the folder) and is counted in
-    ``duplicates``; names that do not follow ``arena_mel/{id // 1000}/{id}.npy`` are counted in
-    ``unexpected``."""
+    found twice keeps its first place (tars in sorted path order, then the folder) and the later one is
+    logged and counted in ``duplicates``; names that do not follow ``arena_mel/{id // 1000}/{id}.npy`` are
+    counted in ``unexpected``; an archive that cannot be opened or whose headers break off is logged and
+    counted in ``corrupt_archives`` (the files listed before the fault kept)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.locations: dict[int, Location] = {}
-        self.duplicates, self.unexpected = 0, 0
+        self.duplicates, self.unexpected, self.corrupt_archives = 0, 0, 0
         tars = sorted(self.root.glob(TAR_PATTERN))
         for tar in tars:
-            with tarfile.open(tar, "r:") as archive:  # uncompressed: headers are read, data skipped
-                for member in archive:
-                    if member.isfile():
-                        self._add(member.name, Location(tar, member.name))
+            self._scan_tar(tar)
         folder = self.root if self.root.name == "arena_mel" else self.root / "arena_mel"
         if folder.is_dir():
             for path in sorted(folder.glob("*/*.npy")):
@@ -77,9 +86,30 @@ class MelSource:
     def from_locations(cls, locations: dict) -> "MelSource":
         """A source over known files, {song id: (path, member or None)}, without scanning anything."""
         source = cls.__new__(cls)
-        source.root, source.duplicates, source.unexpected = None, 0, 0
+        source.root, source.duplicates, source.unexpected, source.corrupt_archives = None, 0, 0, 0
         source.locations = {int(s): Location(Path(path), member) for s, (path, member) in locations.items()}
         return source
+
+    def found(self) -> dict:
+        """What the scan found: {files, duplicates, unexpected, corrupt_archives} (counts)."""
+        return {"files": len(self.locations), "duplicates": self.duplicates, "unexpected": self.unexpected,
+                "corrupt_archives": self.corrupt_archives}
+
+    def _scan_tar(self, tar: Path) -> None:
+        """Add the files of one archive, reading its headers only (uncompressed: the data are skipped); a fault
+        keeps the files listed before it and skips the rest of the archive."""
+        listed, last = 0, None
+        try:
+            with tarfile.open(tar, "r:") as archive:
+                for member in archive:
+                    if member.isfile():
+                        self._add(member.name, Location(tar, member.name))
+                        listed, last = listed + 1, member.name
+                _check_end(archive)
+        except (OSError, EOFError, tarfile.TarError) as e:
+            self.corrupt_archives += 1
+            kept = f"kept the {listed} files listed before the fault (the last {last}), " if listed else ""
+            log.warning("corrupt mel archive %s: %s; %sskipped the rest of the archive", tar, e, kept)
 
     def _add(self, name: str, location: Location) -> None:
         song = _song_id(name)
@@ -87,6 +117,8 @@ class MelSource:
             self.unexpected += 1
         elif song in self.locations:
             self.duplicates += 1
+            log.warning("duplicate mel-spectrogram of song %d: %s; skipped, %s kept", song, location,
+                        self.locations[song])
         else:
             self.locations[song] = location
 
@@ -103,10 +135,32 @@ class MelSource:
                     archive = tarfile.open(location.path, "r:")
                     if archives is not None:
                         archives[location.path] = archive
-                raw = archive.extractfile(location.member).read()
-        except (OSError, tarfile.TarError) as e:
+                raw = archive.extractfile(_member(archive, location.member)).read()
+        except (OSError, EOFError, KeyError, tarfile.TarError) as e:
             raise BadMel(f"unreadable ({e})") from None
         return check_mel(raw)
+
+
+def _check_end(archive: tarfile.TarFile) -> None:
+    """Raise :class:`tarfile.HeaderError` unless a listing that has ended stopped at the archive's end (a zero
+    block, or the end of the file): ``tarfile`` ends a listing quietly at a damaged or cut-off header after the
+    first one, which would drop the rest of the archive unreported."""
+    archive.fileobj.seek(archive.offset)
+    if archive.fileobj.read(tarfile.BLOCKSIZE).strip(b"\0"):
+        raise tarfile.HeaderError(f"damaged or cut-off header at byte {archive.offset}")
+
+
+def _member(archive: tarfile.TarFile, name: str) -> tarfile.TarInfo:
+    """The first member of ``archive`` called ``name`` (the one the scan kept), reading headers only as far as
+    it: an archive that breaks off further on still gives the members before the fault, where
+    ``getmember`` reads every header first and fails. KeyError when there is none."""
+    for member in archive.members:  # the headers read so far, in archive order
+        if member.name == name:
+            return member
+    while (member := archive.next()) is not None:
+        if member.name == name:
+            return member
+    raise KeyError(f"no member {name}")
 
 
 def check_mel(raw: bytes) -> np.ndarray:

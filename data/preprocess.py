@@ -143,15 +143,15 @@ def mel_plan(root: Path, mel: dict, train: list[dict], questions: list[dict], so
     tags, genres, codes = song_labels(train, song_meta, tag_index, int(mel["label_tags"]))
     kinds = plan(source, tags, float(mel["holdout_share"]))
     without = len({s for p in train + questions for s in p["songs"]} - set(source.locations))
-    log.info("mel-spectrograms under %s: %d files (%d duplicates, %d unexpected names); %d train, %d hold-out, "
-             "%d other songs; %d songs of the playlists have none", root, len(source.locations), source.duplicates,
-             source.unexpected, *map(len, kinds.values()), without)
+    log.info("mel-spectrograms under %s: %d files (%d duplicates, %d unexpected names, %d corrupt archives); "
+             "%d train, %d hold-out, %d other songs; %d songs of the playlists have none", root,
+             len(source.locations), source.duplicates, source.unexpected, source.corrupt_archives,
+             *map(len, kinds.values()), without)
     return {"root": str(root), "codes": codes, "kinds": kinds,
             "locations": {s: (str(w.path), w.member) for s, w in source.locations.items()},
             "labels": {"tags": {s: tags[s] for s in source.locations if s in tags},
                        "genres": {s: genres[s] for s in source.locations}},
-            "found": {"files": len(source.locations), "duplicates": source.duplicates, "unexpected": source.unexpected,
-                      "playlist_songs_without": without}}
+            "found": {**source.found(), "playlist_songs_without": without}}
 
 
 def finish(workdir: Path, out: Path, shared: dict, title_pieces: int, shards: dict, config: dict, inputs: dict,

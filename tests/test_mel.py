@@ -1,4 +1,5 @@
-"""The audio path: the arena_mel reader on real-format files (tars and a folder, bad files among them), the
+"""The audio path: the arena_mel reader on real-format files (tars and a folder, bad files among them; corrupt
+and cut-off archives, cut-off, non-finite and empty members, songs found twice), the
 synthetic audio's determinism, mel shards from data.preprocess, and the CNN trained with two real Horovod
 ranks (equal weights, resume, better than genre popularity on songs it never trained on)."""
 
@@ -9,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,156 @@ def test_check_mel_refuses_pickles_and_integers():
 def test_no_mel_source_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no arena_mel"):
         MelSource(tmp_path)
+
+
+# ------------------------------------------------------------------ damaged archives and members
+def mel(song: int, frames: int = 6) -> np.ndarray:
+    """A good [48, frames] float32 spectrogram, different for every song."""
+    return np.random.default_rng(song).normal(size=(48, frames)).astype(np.float32)
+
+
+def member(song: int) -> str:
+    return f"arena_mel/{song // 1000}/{song}.npy"
+
+
+def write_tar(path: Path, members: list[tuple[str, bytes]]) -> dict[str, tarfile.TarInfo]:
+    """A real uncompressed tar at ``path`` holding the (name, bytes) ``members`` in order; returns each member's
+    header as written ({name: TarInfo}: its ``offset`` and ``offset_data``, to damage the file at a known place)."""
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as archive:
+        for name, raw in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            archive.addfile(info, io.BytesIO(raw))
+    with tarfile.open(path, "r:") as archive:
+        return {m.name: m for m in archive.getmembers()}
+
+
+def read_pass(root: Path) -> tuple[MelSource, dict[int, np.ndarray], MelReport]:
+    """Scan ``root`` and read every song found the way data.preprocess does: the scan's locations as plain values
+    (what rank 0 sends), one archive cache for all reads, a bad file reported and skipped (mel_records.write_shards).
+    Returns (the scanned source, {song: array} of the songs read, the report)."""
+    scanned = MelSource(root)
+    source = MelSource.from_locations({s: (str(w.path), w.member) for s, w in scanned.locations.items()})
+    arrays, report, archives = {}, MelReport(), {}
+    try:
+        for song in sorted(source.locations):
+            try:
+                arrays[song] = source.read(song, archives)
+            except BadMel as e:
+                report.bad_file(source.locations[song], str(e))
+                continue
+            report.ok += 1
+    finally:
+        for archive in archives.values():
+            archive.close()
+    return scanned, arrays, report
+
+
+def assert_arrays(arrays: dict[int, np.ndarray], expected: dict[int, np.ndarray]) -> None:
+    assert sorted(arrays) == sorted(expected)
+    for song, array in expected.items():
+        assert arrays[song].dtype == np.float32 and np.array_equal(arrays[song], array), song
+
+
+def good_tars(root: Path) -> dict[int, np.ndarray]:
+    """Two good archives (arena_mel_0.tar: songs 1, 2; arena_mel_1.tar: song 1001) beside the damaged one."""
+    good = {s: mel(s) for s in (1, 2, 1001)}
+    write_tars(sorted(good.items()), root, n_tars=2)
+    return good
+
+
+def _cut_header(raw: bytes, headers: dict) -> bytes:
+    return raw[:headers[member(5002)].offset + 100]
+
+
+def _damaged_header(raw: bytes, headers: dict) -> bytes:
+    start = headers[member(5002)].offset
+    return raw[:start] + np.random.default_rng(1).bytes(512) + raw[start + 512:]
+
+
+@pytest.mark.parametrize("damage, kept", [
+    (lambda raw, headers: np.random.default_rng(0).bytes(3000), []),  # not a tar at all
+    (_damaged_header, [5001]),  # the 2nd header garbled: tarfile alone would end the listing quietly there
+    (_cut_header, [5001]),  # the file ends inside the 2nd header: tarfile alone would end quietly too
+], ids=["random bytes", "damaged header", "cut inside a header"])
+def test_corrupt_archive_is_reported_counted_and_the_rest_read(tmp_path, caplog, damage, kept):
+    good = good_tars(tmp_path)
+    tar = tmp_path / "arena_mel_5.tar"
+    songs = {s: mel(s) for s in (5001, 5002, 5003)}
+    headers = write_tar(tar, [(member(s), npy(a)) for s, a in songs.items()])
+    tar.write_bytes(damage(tar.read_bytes(), headers))
+    scanned, arrays, report = read_pass(tmp_path)
+    assert scanned.corrupt_archives == 1 and scanned.found()["corrupt_archives"] == 1
+    assert f"corrupt mel archive {tar}: " in caplog.text
+    if kept:
+        assert f"kept the 1 files listed before the fault (the last {member(5001)})" in caplog.text
+    assert_arrays(arrays, {**good, **{s: songs[s] for s in kept}})
+    assert report.ok == len(good) + len(kept) and not report.bad
+
+
+@pytest.mark.parametrize("cut", ["archive ends inside the member", "npy shorter than its header says"])
+def test_truncated_member_is_reported_counted_and_the_rest_read(tmp_path, caplog, cut):
+    good = good_tars(tmp_path)
+    tar = tmp_path / "arena_mel_5.tar"
+    songs = {s: mel(s) for s in (5001, 5002, 5003)}
+    bad = 5003 if cut.startswith("archive") else 5002
+    raws = {s: npy(a) for s, a in songs.items()}
+    if bad == 5002:
+        raws[bad] = raws[bad][:-100]
+    headers = write_tar(tar, [(member(s), raw) for s, raw in raws.items()])
+    if bad == 5003:
+        tar.write_bytes(tar.read_bytes()[:headers[member(5003)].offset_data + 100])
+    scanned, arrays, report = read_pass(tmp_path)
+    reason = "unreadable" if bad == 5003 else "not a valid npy file"
+    assert report.as_dict()["bad"] == {reason: 1} and "1 bad" in report.summary()
+    assert f"bad mel-spectrogram {tar}:{member(bad)}: {reason} (" in caplog.text
+    # the members before the cut are read whole, from the same cached archive as the cut one
+    assert_arrays(arrays, {**good, **{s: a for s, a in songs.items() if s != bad}})
+    assert report.ok == len(good) + 2
+    assert scanned.corrupt_archives == (1 if bad == 5003 else 0)  # the cut archive is reported as well
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_member_with_inf_or_nan_is_reported_counted_and_the_rest_read(tmp_path, caplog, value):
+    good = good_tars(tmp_path)
+    tar = tmp_path / "arena_mel_5.tar"
+    songs = {s: mel(s) for s in (5001, 5002, 5003)}
+    songs[5002][17, 3] = value
+    write_tar(tar, [(member(s), npy(a)) for s, a in songs.items()])
+    scanned, arrays, report = read_pass(tmp_path)
+    assert report.as_dict()["bad"] == {"holds NaN or inf": 1} and "1 bad" in report.summary()
+    assert f"bad mel-spectrogram {tar}:{member(5002)}: holds NaN or inf" in caplog.text
+    assert_arrays(arrays, {**good, 5001: songs[5001], 5003: songs[5003]})
+    assert report.ok == len(good) + 2 and scanned.corrupt_archives == 0
+
+
+def test_member_with_no_frames_is_reported_counted_and_the_rest_read(tmp_path, caplog):
+    good = good_tars(tmp_path)
+    tar = tmp_path / "arena_mel_5.tar"
+    songs = {5001: mel(5001), 5002: np.zeros((48, 0), np.float32), 5003: mel(5003, frames=1)}
+    write_tar(tar, [(member(s), npy(a)) for s, a in songs.items()])
+    scanned, arrays, report = read_pass(tmp_path)
+    assert report.as_dict()["bad"] == {"shape": 1} and "1 bad" in report.summary()
+    assert f"bad mel-spectrogram {tar}:{member(5002)}: shape (48, 0), expected [48, T] with T >= 1" in caplog.text
+    assert_arrays(arrays, {**good, 5001: songs[5001], 5003: songs[5003]})
+    assert report.ok == len(good) + 2 and scanned.corrupt_archives == 0
+
+
+def test_song_in_two_tars_keeps_the_first_by_sorted_path_and_reports_the_others(tmp_path, caplog):
+    first, second, third = mel(5), mel(5) + 1, mel(5) + 2
+    later, earlier = tmp_path / "arena_mel_7.tar", tmp_path / "arena_mel_3.tar"
+    write_tar(later, [(member(1005), npy(mel(1005))), (member(5), npy(second))])  # written first, sorted last
+    write_tar(earlier, [(member(5), npy(first)), (member(6), npy(mel(6)))])
+    folder_copy = tmp_path / "arena_mel" / "0" / "5.npy"  # and a third copy in the folder, after every tar
+    folder_copy.parent.mkdir(parents=True)
+    folder_copy.write_bytes(npy(third))
+    scanned, arrays, report = read_pass(tmp_path)
+    assert scanned.duplicates == 2 and scanned.found()["duplicates"] == 2
+    kept = f"{earlier}:{member(5)} kept"
+    assert f"duplicate mel-spectrogram of song 5: {later}:{member(5)}; skipped, {kept}" in caplog.text
+    assert f"duplicate mel-spectrogram of song 5: {folder_copy}; skipped, {kept}" in caplog.text
+    assert_arrays(arrays, {5: first, 6: mel(6), 1005: mel(1005)})
+    assert report.ok == 3 and not report.bad
 
 
 def test_synthetic_audio_is_deterministic_and_carries_the_theme(tmp_path):
