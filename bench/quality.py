@@ -287,47 +287,65 @@ def report_markdown(summary: dict) -> str:
                          f"{t['best_score']:.4f})")
         lines.append("")
     if summary.get("ratios"):
-        lines += ratios_markdown(summary["ratios"])
+        lines += ratios_markdown(summary["ratios"], systems)
     notes = summary.get("notes", [])
     if notes:
         lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
 
 
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, or None (no ratio) where either is missing or the denominator is 0."""
+    return None if numerator is None or not denominator else numerator / denominator
+
+
 def ratios(systems: dict) -> dict | None:
     """The issue's bars: the ensemble against the best peer (overall and by type), the ensemble without its
-    neural members against the whole, and the DAE alone against the best peer."""
+    neural members against the whole, and the DAE alone against the best peer.
+
+    A ratio is None where its denominator is 0 or missing: a type's ``best_peer`` is the best of the peers
+    scored on that type (None when none is), and its ``ratio`` None when that best score is 0. The types are
+    those of the ensemble's scores; a system missing a type is left out of that type's comparison."""
     peers = {n: s for n, s in systems.items() if s["kind"] == "peer"}
     if "ensemble" not in systems or not peers:
         return None
     best = max(peers, key=lambda n: peers[n]["scores"]["score"])
     score = lambda name, t=None: (systems[name]["scores"]["score"] if t is None  # noqa: E731
-                                  else systems[name]["scores"]["by_type"].get(t, {}).get("score"))
+                                  else systems[name]["scores"].get("by_type", {}).get(t, {}).get("score"))
     types = [t for t in QUESTION_TYPES if t in systems["ensemble"]["scores"].get("by_type", {})]
     by_type = {}
     for t in types:
-        best_here = max(peers, key=lambda n: score(n, t) or 0.0)
-        by_type[t] = {"best_peer": best_here, "ratio": score("ensemble", t) / score(best_here, t)}
-    return {"best_peer": best, "ensemble_vs_best_peer": score("ensemble") / score(best), "by_type": by_type,
-            "without_neural_vs_ensemble": (score("ensemble_without_neural") / score("ensemble")
+        best_here = max((n for n in peers if score(n, t) is not None), key=lambda n: score(n, t), default=None)
+        by_type[t] = {"best_peer": best_here,
+                      "ratio": _ratio(score("ensemble", t), None if best_here is None else score(best_here, t))}
+    return {"best_peer": best, "ensemble_vs_best_peer": _ratio(score("ensemble"), score(best)), "by_type": by_type,
+            "without_neural_vs_ensemble": (_ratio(score("ensemble_without_neural"), score("ensemble"))
                                            if "ensemble_without_neural" in systems else None),
-            "dae_vs_best_peer": score("dae") / score(best) if "dae" in systems else None,
-            "ensemble_vs_without_audio": (score("ensemble") / score("ensemble_without_audio")
+            "dae_vs_best_peer": _ratio(score("dae"), score(best)) if "dae" in systems else None,
+            "ensemble_vs_without_audio": (_ratio(score("ensemble"), score("ensemble_without_audio"))
                                           if "ensemble_without_audio" in systems else None)}
 
 
-def ratios_markdown(r: dict) -> list[str]:
+# The ratios printed only when their system ran: ratios' key, that system, the line's label
+OPTIONAL_RATIOS = (("without_neural_vs_ensemble", "ensemble_without_neural",
+                    "ensemble without its trained models (DAE, title BERT, Word2Vec) / ensemble"),
+                   ("dae_vs_best_peer", "dae", "DAE alone / best peer"),
+                   ("ensemble_vs_without_audio", "ensemble_without_audio",
+                    "ensemble / ensemble without the audio member"))
+
+
+def ratios_markdown(r: dict, systems: dict | None = None) -> list[str]:
+    """The Markdown lines of :func:`ratios`. A ratio without a figure (None: its denominator 0 or missing)
+    reads n/a, a type that no peer was scored on names "no peer" as its best. The lines of
+    :data:`OPTIONAL_RATIOS` are left out when their system is not in ``systems`` (without ``systems``: when
+    their ratio is None)."""
     lines = ["Against the bars (report half):", "",
-             f"- ensemble / best peer ({r['best_peer']}): **{r['ensemble_vs_best_peer']:.3f}**",
+             f"- ensemble / best peer ({r['best_peer']}): **{_fmt(r['ensemble_vs_best_peer'], 3)}**",
              "- by question type (ensemble / that type's best peer): " + ", ".join(
-                 f"{t} {v['ratio']:.3f} ({v['best_peer']})" for t, v in r["by_type"].items())]
-    if r["without_neural_vs_ensemble"] is not None:
-        lines.append(f"- ensemble without its trained models (DAE, title BERT, Word2Vec) / ensemble: "
-                     f"{r['without_neural_vs_ensemble']:.3f}")
-    if r["dae_vs_best_peer"] is not None:
-        lines.append(f"- DAE alone / best peer: {r['dae_vs_best_peer']:.3f}")
-    if r.get("ensemble_vs_without_audio") is not None:
-        lines.append(f"- ensemble / ensemble without the audio member: {r['ensemble_vs_without_audio']:.3f}")
+                 f"{t} {_fmt(v['ratio'], 3)} ({v['best_peer'] or 'no peer'})" for t, v in r["by_type"].items())]
+    for key, system, label in OPTIONAL_RATIOS:
+        if (system in systems) if systems is not None else r.get(key) is not None:
+            lines.append(f"- {label}: {_fmt(r.get(key), 3)}")
     return lines + [""]
 
 

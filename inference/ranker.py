@@ -149,7 +149,8 @@ class Design:
     [N, F] of every row, block 1 + j the same features on the rows of the j-th question type and zeros
     elsewhere. Stored as the features sorted by type (``x`` [N, F]) and each type's row range, so a product
     with the matrix reads N x F numbers, not N x F (1 + T): z = x_j @ (w_0 + w_(1+j)) on type j's rows, and
-    the gradient's block 1 + j is x_j^T r_j, block 0 their sum."""
+    the gradient's block 1 + j is x_j^T r_j, block 0 their sum. Products are in the features' dtype
+    (float32: the Pool's; float64 features give float64 products, for checking the gradient)."""
 
     def __init__(self, features: np.ndarray, row_type: np.ndarray, types: int):
         order = np.argsort(row_type, kind="stable")
@@ -164,17 +165,17 @@ class Design:
         return Design(self.x[np.argsort(self.order)][rows], self.row_type[rows], self.types)
 
     def __matmul__(self, w: np.ndarray) -> np.ndarray:
-        """[N] float32: the matrix times ``w`` [F (1 + T)]."""
+        """[N] (the features' dtype): the matrix times ``w`` [F (1 + T)]."""
         blocks = np.asarray(w, dtype=np.float64).reshape(1 + self.types, self.f)
-        z = np.empty(self.shape[0], dtype=np.float32)
+        z = np.empty(self.shape[0], dtype=self.x.dtype)
         for j in range(self.types):
             a, b = self.bounds[j], self.bounds[j + 1]
-            z[self.order[a:b]] = self.x[a:b] @ (blocks[0] + blocks[1 + j]).astype(np.float32)
+            z[self.order[a:b]] = self.x[a:b] @ (blocks[0] + blocks[1 + j]).astype(self.x.dtype)
         return z
 
     def transposed_times(self, r: np.ndarray) -> np.ndarray:
-        """[F (1 + T)] float32: the matrix's transpose times ``r`` [N] float32."""
-        blocks = np.zeros((1 + self.types, self.f), dtype=np.float32)
+        """[F (1 + T)] (the features' dtype): the matrix's transpose times ``r`` [N] (the same dtype)."""
+        blocks = np.zeros((1 + self.types, self.f), dtype=self.x.dtype)
         for j in range(self.types):
             a, b = self.bounds[j], self.bounds[j + 1]
             blocks[1 + j] = r[self.order[a:b]] @ self.x[a:b]
@@ -187,18 +188,15 @@ class Design:
         return np.concatenate([x] + [x * (self.row_type == j)[:, None] for j in range(self.types)], axis=1)
 
 
-def _listwise(design: Design, rows: np.ndarray, relevant: np.ndarray, lam: float,
-              columns: np.ndarray | None = None, start: np.ndarray | None = None) -> np.ndarray:
-    """The weights [F] minimising the mean listwise softmax loss of the questions ``rows`` with an answer
-    among their candidates, + lam |w|^2 (L-BFGS from ``start``, or 0); with ``columns`` ([F] bool) only those
-    columns are fitted and the others' weights are 0."""
-    import scipy.optimize
-
-    fitted = np.ones(design.shape[1], dtype=bool) if columns is None else columns
+def _objective(design: Design, rows: np.ndarray, relevant: np.ndarray, lam: float, fitted: np.ndarray):
+    """_listwise's objective, ``loss(v)``, of the weights ``v`` of the ``fitted`` ([F] bool) columns (the others
+    0): the mean over the questions of ``rows`` with an answer among their candidates of
+    ``-mean_{answers} log softmax(z)`` (z = design @ w) + lam |v|^2, and its gradient [fitted.sum()] (scipy's
+    ``jac=True``); and the number of questions in that mean (0: nothing to fit, and loss is undefined)."""
     answered = np.zeros(rows.max(initial=-1) + 1, dtype=bool)
     answered[rows[relevant]] = True
     keep = answered[rows]  # rows are sorted (Pool's order), so each question's candidates are contiguous
-    x, target = design[keep], relevant[keep].astype(np.float64)  # x float32: products in float32, sums in float64
+    x, target = design[keep], relevant[keep].astype(np.float64)  # products in x's dtype (a fit: float32), sums float64
     _, starts, group = np.unique(rows[keep], return_index=True, return_inverse=True)
     groups = len(starts)
     target = target / np.bincount(group, weights=target)[group]  # each question's answers share weight 1
@@ -211,9 +209,22 @@ def _listwise(design: Design, rows: np.ndarray, relevant: np.ndarray, lam: float
         e = np.exp(z - top[group])
         total = np.bincount(group, weights=e, minlength=groups)
         value = (np.log(total) + top).sum() - target @ z
-        grad = x.transposed_times((e / total[group] - target).astype(np.float32))[fitted].astype(np.float64)
+        grad = x.transposed_times((e / total[group] - target).astype(x.x.dtype))[fitted].astype(np.float64)
         return value / groups + lam * v @ v, grad / groups + 2 * lam * v
 
+    return loss, groups
+
+
+def _listwise(design: Design, rows: np.ndarray, relevant: np.ndarray, lam: float,
+              columns: np.ndarray | None = None, start: np.ndarray | None = None) -> np.ndarray:
+    """The weights [F] minimising the mean listwise softmax loss of the questions ``rows`` with an answer
+    among their candidates, + lam |w|^2 (L-BFGS from ``start``, or 0); with ``columns`` ([F] bool) only those
+    columns are fitted and the others' weights are 0. No question with an answer among its candidates (no
+    rows, or no answer among them): all 0."""
+    import scipy.optimize
+
+    fitted = np.ones(design.shape[1], dtype=bool) if columns is None else columns
+    loss, groups = _objective(design, rows, relevant, lam, fitted)
     w = np.zeros(design.shape[1])
     if not groups:
         return w
@@ -233,7 +244,11 @@ def fit(candidates: dict, truth: dict[str, list[set]], answer_sizes: dict[str, n
     ``candidates``: member -> Candidates over the Q tuning questions; ``truth``/``answer_sizes`` as in
     inference/blend.py's fit; ``counts``: kind -> [n_items] training counts; ``days``: [Q] update days;
     ``release``: [n_songs] release days of the vocabulary songs; ``given``: per question, its given songs
-    (vocabulary indices); ``artists``: artists_table."""
+    (vocabulary indices); ``artists``: artists_table.
+
+    A question type without tuning questions takes the shared weights (its offsets are never fitted) and
+    has no row in the tuning table; a kind with no answer among any question's candidates gets weights 0.
+    No tuning question at all: ValueError (Pool.design)."""
     names = list(candidates)
     types = np.array(types)
     halves = np.arange(len(types)) % 2 == 1  # every other question: both halves hold every type
@@ -319,7 +334,8 @@ def blended(weights: dict, types: list[str], proposals: dict[str, tuple[np.ndarr
     adding its item term once gives the ``design @ w`` the weights were fitted on."""
     terms = []
     for member, (items, scores) in proposals.items():
-        w = np.array([weights[t]["members"][member] for t in types], dtype=np.float32)  # [Q, 4]
+        w = np.array([weights[t]["members"][member] for t in types], dtype=np.float32)
+        w = w.reshape(len(types), len(MEMBER_FEATURES))  # [Q, 4], also with no question
         terms.append(np.einsum("qkf,qf->qk", member_features(items, scores), w))
-    u = np.array([weights[t]["item"] for t in types], dtype=np.float32)  # [Q, 3]
+    u = np.array([weights[t]["item"] for t in types], dtype=np.float32).reshape(len(types), len(ITEM_FEATURES))
     return np.concatenate(terms, axis=1), np.einsum("qcf,qf->qc", item_feats, u)

@@ -1,7 +1,8 @@
 """bench.peers and bench.quality: the peers on a handmade example whose answer is obvious, item_cf's and
 playlist_cf's scores against the same scores computed by hand from the example's playlists, the relations a
-bench.quality summary's figures must keep (on the committed small results, and edited copies of them), and
-the whole benchmark at tiny scale (slow: it trains the tiny models through launch/quickstart.sh)."""
+bench.quality summary's figures must keep (on the committed small results, and edited copies of them), its
+ratios and their Markdown on a handmade results set (a type whose best peer scored 0, types some systems
+lack), and the whole benchmark at tiny scale (slow: it trains the tiny models through launch/quickstart.sh)."""
 
 from __future__ import annotations
 
@@ -499,6 +500,98 @@ def test_check_quality_summary_catches_an_edited_figure():
             check_quality_summary(edited, markdown)
     with pytest.raises(AssertionError):  # the Markdown no longer what the JSON holds
         check_quality_summary(summary, markdown.replace("| dae | 0.1822 |", "| dae | 0.1830 |"))
+
+
+# A handmade results set for bench.quality's ratios and Markdown: every figure below is worked out by hand from
+# these scores. Each score is the same for music and tags (so score = 0.85 music + 0.15 tag holds); n = 5 per type.
+
+def scored(score: float, by_type: dict[str, float]) -> dict:
+    return {"score": score, "music_ndcg": score, "tag_ndcg": score, "n": 5 * len(by_type),
+            "by_type": {t: {"score": v, "music_ndcg": v, "tag_ndcg": v, "n": 5} for t, v in by_type.items()}}
+
+
+def handmade_systems() -> dict:
+    """The ensemble on four types; no peer is scored on songs+tags; item_cf is not scored on tags-only or
+    title-only; the only peer scored on tags-only scored 0 there."""
+    def system(kind, scores, train_s=None):
+        return {"kind": kind, "scores": scores, "train_s": train_s, "inference_s": 2.0, "peak_rss_gb": 0.5}
+
+    return {"ensemble": system("neural", scored(0.25, {"songs-only": 0.5, "songs+tags": 0.3, "tags-only": 0.1,
+                                                       "title-only": 0.08}), 100.0),
+            "ensemble_without_neural": system("neural", scored(0.15, {"songs-only": 0.3, "tags-only": 0.05})),
+            "dae": system("neural", scored(0.05, {"songs-only": 0.1})),
+            "popular": system("peer", scored(0.1, {"songs-only": 0.2, "tags-only": 0.0, "title-only": 0.05}), 1.0),
+            "item_cf": system("peer", scored(0.2, {"songs-only": 0.4}), 3.0)}
+
+
+def test_ratios_of_a_handmade_set_with_a_type_whose_best_peer_scored_0_or_that_no_peer_has():
+    """Overall: item_cf is the best peer (0.2): ensemble 0.25 / 0.2 = 1.25, DAE 0.05 / 0.2 = 0.25, the
+    ensemble without its neural members 0.15 / 0.25 = 0.6, no audio ablation. By type: songs-only 0.5 / 0.4
+    (item_cf); songs+tags has no peer: no best peer, no ratio; tags-only's best (popular, the only peer scored
+    there) scored 0: no ratio; title-only 0.08 / 0.05 (popular: item_cf is not scored there)."""
+    from bench.quality import ratios
+
+    r = ratios(handmade_systems())
+    assert r["best_peer"] == "item_cf" and r["ensemble_vs_best_peer"] == pytest.approx(1.25)
+    assert r["dae_vs_best_peer"] == pytest.approx(0.25) and r["without_neural_vs_ensemble"] == pytest.approx(0.6)
+    assert r["ensemble_vs_without_audio"] is None
+    assert list(r["by_type"]) == ["songs-only", "songs+tags", "tags-only", "title-only"]
+    assert r["by_type"]["songs-only"] == {"best_peer": "item_cf", "ratio": pytest.approx(1.25)}
+    assert r["by_type"]["songs+tags"] == {"best_peer": None, "ratio": None}
+    assert r["by_type"]["tags-only"] == {"best_peer": "popular", "ratio": None}
+    assert r["by_type"]["title-only"] == {"best_peer": "popular", "ratio": pytest.approx(1.6)}
+    assert json.loads(json.dumps(r)) == r  # the summary file holds it as it is (null where no ratio)
+
+
+def test_the_markdown_of_a_handmade_set_prints_n_a_where_a_ratio_has_no_figure():
+    """report_markdown on the handmade set: the systems' rows, the by-type table without the rows of the
+    systems a type lacks, and the ratios, n/a where there is none."""
+    from bench.quality import ratios, report_markdown
+
+    systems = handmade_systems()
+    summary = {"scale": "tiny", "questions": 20, "train_playlists": 100, "systems": systems,
+               "ratios": ratios(systems), "notes": ["a note"]}
+    md = report_markdown(summary)
+    lines = md.splitlines()
+    rows = [line for line in lines if re.match(r"\| (ensemble|ensemble_without_neural|dae|popular|item_cf) \|", line)]
+    assert [row.split(" | ")[0:2] for row in rows] == [["| ensemble", "0.2500"], ["| item_cf", "0.2000"],
+                                                       ["| ensemble_without_neural", "0.1500"], ["| popular", "0.1000"],
+                                                       ["| dae", "0.0500"]]
+    assert rows[0].startswith("| ensemble | 0.2500 | 0.2500 | 0.2500 | 100.0 | 2.0 | 0.50 |")
+    assert "| ensemble_without_neural | 0.1500 | 0.1500 | 0.1500 | n/a | 2.0 | 0.50 |" in rows[2]
+    assert "| songs+tags | ensemble | 5 | 0.3000 | 0.3000 | 0.3000 |" in lines  # alone: no best mark
+    assert "| tags-only | ensemble | 5 | 0.1000 | 0.1000 | 0.1000 * |" in lines
+    assert "| tags-only | popular | 5 | 0.0000 | 0.0000 | 0.0000 |" in lines
+    assert not any(line.startswith(("| tags-only | item_cf", "| title-only | item_cf", "| title-only | dae"))
+                   for line in lines)
+    assert lines[lines.index("Against the bars (report half):"):lines.index("Notes:")] == [
+        "Against the bars (report half):", "",
+        "- ensemble / best peer (item_cf): **1.250**",
+        "- by question type (ensemble / that type's best peer): songs-only 1.250 (item_cf), songs+tags n/a (no peer), "
+        "tags-only n/a (popular), title-only 1.600 (popular)",
+        "- ensemble without its trained models (DAE, title BERT, Word2Vec) / ensemble: 0.600",
+        "- DAE alone / best peer: 0.250", ""]
+
+
+def test_ratios_over_a_best_score_of_0_are_n_a_and_their_lines_stay():
+    """Every system scored 0 overall: no ratio has a figure; the DAE's and the ablation's lines read n/a
+    (those systems ran), the audio line stays out (no audio ablation ran)."""
+    from bench.quality import ratios, ratios_markdown
+
+    systems = handmade_systems()
+    for s in systems.values():
+        s["scores"]["score"] = 0.0
+    r = ratios(systems)
+    assert r["best_peer"] == "popular"  # the first of the peers tied at 0
+    assert r["ensemble_vs_best_peer"] is None and r["dae_vs_best_peer"] is None
+    assert r["without_neural_vs_ensemble"] is None and r["ensemble_vs_without_audio"] is None
+    assert ratios_markdown(r, systems)[2:] == [
+        "- ensemble / best peer (popular): **n/a**",
+        "- by question type (ensemble / that type's best peer): songs-only 1.250 (item_cf), songs+tags n/a (no peer), "
+        "tags-only n/a (popular), title-only 1.600 (popular)",
+        "- ensemble without its trained models (DAE, title BERT, Word2Vec) / ensemble: n/a",
+        "- DAE alone / best peer: n/a", ""]
+    assert "DAE alone" not in "\n".join(ratios_markdown(r, {n: s for n, s in systems.items() if n != "dae"}))
 
 
 # The tiny benchmark's subsets: every peer runs, but EASE is not tuned (its grid inverts nine matrices of up to

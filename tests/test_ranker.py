@@ -1,6 +1,8 @@
 """inference/ranker.py on hand-made candidates: its features, its nDCG, that it learns which member to trust,
 that the score the ensemble ranks with (member terms summed per item, the item term once) is the score it
-was fitted on, and that blend files name their method."""
+was fitted on, that blend files name their method, its listwise gradient against central differences, its
+lambda choice on data where the right one is known, a question type without tuning questions, and empty
+input."""
 
 from __future__ import annotations
 
@@ -153,3 +155,146 @@ def test_the_design_without_its_zeros_multiplies_as_the_dense_matrix():
     assert np.allclose(design.transposed_times(r), dense.T @ r, atol=1e-5)
     rows = rng.random(50) < 0.5
     assert np.array_equal(design[rows].dense(), dense[rows])
+
+
+def test_the_listwise_gradient_is_the_central_difference_of_its_loss():
+    """_objective on a small random float64 problem (the Design computes in its features' dtype): two question
+    types, questions of 1 to 6 candidates with one or two answers and one without any (left out of the loss),
+    a column not fitted, lam > 0. Its loss is -mean_{answers} log softmax(z) per answered question, averaged,
+    + lam |v|^2 (computed here question by question from the dense matrix), and its gradient is the loss's
+    central difference."""
+    rng = np.random.default_rng(5)
+    answers = [[0, 2], [0], [4], [], [1, 3], [1]]  # per question: the positions of its answers
+    sizes = [3, 1, 6, 4, 5, 2]
+    rows = np.repeat(np.arange(len(sizes)), sizes)
+    relevant = np.concatenate([np.isin(np.arange(n), a) for n, a in zip(sizes, answers)])
+    question_type = np.array([0, 1, 0, 1, 1, 0])
+    design = ranker.Design(rng.normal(size=(len(rows), 4)), question_type[rows], 2)
+    fitted = np.ones(12, dtype=bool)
+    fitted[5] = False  # the first type's offset of feature 1: held at 0
+    lam = 0.3
+    loss, questions = ranker._objective(design, rows, relevant, lam, fitted)
+    assert questions == 5
+    v = rng.normal(size=11)
+    value, grad = loss(v)
+
+    w = np.zeros(12)
+    w[fitted] = v
+    z = design.dense() @ w
+    per_question = [np.log(np.exp(z[rows == q]).sum()) - z[rows == q][a].mean()
+                    for q, a in enumerate(answers) if a]
+    assert value == pytest.approx(np.mean(per_question) + lam * v @ v, rel=1e-12)
+    h = 1e-6
+    step = np.eye(len(v)) * h
+    numeric = [(loss(v + step[i])[0] - loss(v - step[i])[0]) / (2 * h) for i in range(len(v))]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+def planted(flip: bool, q: int = 40, k: int = 10, seed: int = 0) -> tuple:
+    """fit's arguments for ``q`` songs-only questions of ``k`` candidates each (question i's own songs
+    i k .. i k + k - 1, the first two its answers), proposed in a random order by one member with equal
+    scores (its features: noise). Two item features tell the answers: the log count is 0.1 on the answers
+    and 0 elsewhere (with ``flip``: so on the odd questions, the other way round on the even ones: 0 on the
+    answers, 0.1 elsewhere), and the log age, ten times larger and overlapping, is U(0.4, 2) on the answers
+    and U(0, 1.6) elsewhere. No tag is proposed."""
+    rng = np.random.default_rng(seed)
+    items = np.arange(q * k).reshape(q, k)
+    answer = items % k < 2
+    counted = answer == ((items // k) % 2 == 1) if flip else answer
+    log_age = np.where(answer, rng.uniform(0.4, 2.0, answer.shape), rng.uniform(0.0, 1.6, answer.shape))
+    member = Candidates(np.array([rng.permutation(row) for row in items]), np.ones((q, k)), np.full((q, 1), -1),
+                        np.zeros((q, 1)))
+    return ({"m": member}, {"songs": [set(row[:2].tolist()) for row in items], "tags": [set()] * q},
+            {"songs": np.full(q, 2), "tags": np.zeros(q, dtype=int)}, ["songs-only"] * q,
+            {"songs": np.where(counted, np.expm1(1.0), 0.0).reshape(-1), "tags": np.ones(1)}, np.zeros(q),
+            -np.expm1(10 * log_age).reshape(-1), [[] for _ in range(q)], ranker.artists_table([[0]] * (q * k)))
+
+
+def fit_seeing_each_lambda(monkeypatch, args, lambdas):
+    """ranker.fit(*args, lambdas), and the songs' mean cross-validated nDCG of each lambda it tried."""
+    seen, real = {}, ranker._cross_validated
+
+    def spy(design, pool, halves, lam, columns=None, starts=None):
+        scored = real(design, pool, halves, lam, columns, starts)
+        if pool.cutoff == 100 and columns is None:
+            seen[lam] = scored[0].mean()
+        return scored
+
+    monkeypatch.setattr(ranker, "_cross_validated", spy)
+    return ranker.fit(*args, lambdas=lambdas), seen
+
+
+LAMBDA_GRID = (1e2, 1e-3, 1e-4)  # not sorted: the choice must not hang on the grid's order
+
+
+def test_a_weak_penalty_is_chosen_when_a_small_feature_separates_the_answers(monkeypatch):
+    """The log count separates every question's answers; the log age, ten times larger, does not. A strong
+    penalty leaves the weights near -gradient(0) / (2 lam), the features' mean differences, where the age
+    term dwarfs the count term (scale squared): ranked by age, the nDCG stays below 1. A weak one lets the
+    separating feature's weight grow until it ranks every answer first: nDCG 1. Both weak lambdas rank
+    perfectly, a tie that goes to the smaller."""
+    out, cv = fit_seeing_each_lambda(monkeypatch, planted(flip=False), LAMBDA_GRID)
+    assert cv[1e-4] == cv[1e-3] == pytest.approx(1.0) and cv[1e2] < 0.9
+    assert out["lambda"]["songs"] == 1e-4
+    assert out["tuning"]["songs-only"]["songs"]["cv"] == pytest.approx(1.0)
+
+
+def test_a_strong_penalty_is_chosen_when_the_separating_feature_flips_between_the_halves(monkeypatch):
+    """The log count separates the answers in each cross-validation half, but the other way round in the
+    other half (questions alternate): a weak penalty ranks by it and puts the held-out half's two answers
+    last of ten, nDCG (1/ln 10 + 1/ln 11) / (1/ln 2 + 1/ln 3). A strong one ranks by the mean differences,
+    where the log age, consistent in both halves, dominates: better, so it is chosen."""
+    out, cv = fit_seeing_each_lambda(monkeypatch, planted(flip=True), LAMBDA_GRID)
+    last = (1 / np.log(10) + 1 / np.log(11)) / (1 / np.log(2) + 1 / np.log(3))
+    assert cv[1e-4] == pytest.approx(last, rel=1e-6) and cv[1e2] > last + 0.2
+    assert out["lambda"]["songs"] == 1e2
+    assert out["tuning"]["songs-only"]["songs"]["cv"] == pytest.approx(cv[1e2])
+
+
+def test_a_question_type_without_tuning_questions_takes_the_shared_weights():
+    """Tuning questions of one type only. That type's weights are the shared ones plus its offsets, and the
+    loss depends on their sum alone, so the equal penalty on both splits it evenly: shared = offsets = half
+    the type's weights. The types without a tuning question take the shared weights, half the fitted type's,
+    and have no row in the tuning table; blended scores their questions with them."""
+    out = ranker.fit(*planted(flip=False), lambdas=(1e-2,))
+    weights = out["weights"]["songs"]
+    fitted = weights["songs-only"]
+    assert any(fitted["members"]["m"]) and any(fitted["item"])
+    for t in ("songs+tags", "tags-only", "title-only", "empty"):
+        np.testing.assert_allclose(weights[t]["members"]["m"], np.array(fitted["members"]["m"]) / 2, rtol=1e-6)
+        np.testing.assert_allclose(weights[t]["item"], np.array(fitted["item"]) / 2, rtol=1e-6)
+        assert out["tuning"][t] == {}
+    items, scores = np.array([[3, 1, 2], [3, 1, 2]]), np.array([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1]])
+    feats = np.ones((2, 3, 3), dtype=np.float32)
+    values, bonus = ranker.blended(weights, ["songs-only", "title-only"], {"m": (items, scores)}, feats)
+    np.testing.assert_allclose(values[1], values[0] / 2, rtol=1e-5)
+    np.testing.assert_allclose(bonus[1], bonus[0] / 2, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # no 0 / 0 on the way: nothing to fit is not fitted
+def test_no_tuning_question_is_an_error_and_questions_without_candidates_get_weights_0():
+    """Zero tuning questions: ValueError (no weight can be fitted), not an error from deep inside. Questions
+    whose member proposes nothing (zero rows): every weight 0, without running the optimiser on an empty
+    loss, and every lambda scoring nDCG 0 (the tie: the smallest). blended on zero questions: empty terms."""
+    empty = Candidates(np.zeros((0, 5), dtype=int), np.zeros((0, 5)), np.zeros((0, 5), dtype=int), np.zeros((0, 5)))
+    args = ({"m": empty}, {"songs": [], "tags": []}, {"songs": np.zeros(0, dtype=int), "tags": np.zeros(0, dtype=int)},
+            [], {"songs": np.ones(10), "tags": np.ones(10)}, np.zeros(0), np.zeros(10), [],
+            ranker.artists_table([[0]] * 10))
+    with pytest.raises(ValueError, match="at least one tuning question"):
+        ranker.fit(*args)
+
+    q = 4
+    nothing = Candidates(np.full((q, 5), -1), np.zeros((q, 5)), np.full((q, 5), -1), np.zeros((q, 5)))
+    out = ranker.fit({"m": nothing}, {"songs": [{1}] * q, "tags": [{1}] * q},
+                     {"songs": np.ones(q, dtype=int), "tags": np.ones(q, dtype=int)}, ["songs-only", "tags-only"] * 2,
+                     {"songs": np.ones(10), "tags": np.ones(10)}, np.zeros(q), np.zeros(10), [[] for _ in range(q)],
+                     ranker.artists_table([[0]] * 10))
+    for kind in ("songs", "tags"):
+        assert out["lambda"][kind] == min(ranker.LAMBDAS) and out["dropped"][kind] == []
+        for t, w in out["weights"][kind].items():
+            assert w == {"members": {"m": [0.0] * 4}, "item": [0.0] * 3}, (kind, t)
+        assert out["tuning"]["songs-only"][kind] == {"n": 2, "ranker": 0.0, "cv": 0.0}
+
+    values, bonus = ranker.blended(out["weights"]["songs"], [], {"m": (np.zeros((0, 5), dtype=int), np.zeros((0, 5)))},
+                                   np.zeros((0, 5, 3), dtype=np.float32))
+    assert values.shape == (0, 5) and bonus.shape == (0, 5)
