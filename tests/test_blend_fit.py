@@ -79,7 +79,12 @@ def test_a_type_with_few_questions_takes_the_weights_fitted_on_all():
 
 def test_blend_files_are_refused_for_another_work_directory_or_other_members(tmp_path):
     path = tmp_path / "blend.json"
-    save(path, {"weights": {"songs-only": {"dae": [1.0, 1.0]}}, "tuning": {}}, MANIFEST, ["dae", "popular"], {})
+    save(path, {"weights": {"songs-only": {"dae": [1.0, 1.0]}}, "tuning": {}}, MANIFEST, ["dae", "popular"],
+         {"method": "grid"})
+    # the file is plain UTF-8 JSON (no pickle): the work directory's identity, the members, the fit and extra
+    assert json.loads(path.read_text(encoding="utf-8")) == {
+        "workdir": {"vocab.json": "v1", "title.model": "t1"}, "members": ["dae", "popular"],
+        "weights": {"songs-only": {"dae": [1.0, 1.0]}}, "tuning": {}, "method": "grid"}
     assert load(path, MANIFEST, ["popular", "dae"])["weights"]["songs-only"]["dae"] == [1.0, 1.0]
     other = {"files": {"vocab.json": {"sha256": "v2"}, "title.model": {"sha256": "t1"}}}
     with pytest.raises(BlendError, match="another work directory"):
@@ -89,7 +94,6 @@ def test_blend_files_are_refused_for_another_work_directory_or_other_members(tmp
     path.write_text("{not json")
     with pytest.raises(BlendError, match="cannot read"):
         load(path, MANIFEST, ["dae", "popular"])
-    assert json.loads(json.dumps({"ok": 1}))  # the module writes plain JSON (no pickle)
 
 
 def test_fit_chooses_the_power_that_ranks_an_item_both_members_like_first():

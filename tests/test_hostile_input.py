@@ -388,13 +388,44 @@ def test_paths_that_are_not_files(scratch, make, words):
             loader(make(scratch))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_file(scratch):
-    path = scratch / "locked.json"
-    path.write_text("[]")
-    path.chmod(0)
-    with pytest.raises(MelonDataError, match="cannot read"):
-        load_playlists(path)
+def test_unreadable_file():
+    """A file that exists but cannot be opened (mode 000) is a MelonDataError naming it. Root opens any file,
+    so as root the reader runs in a forked child that first drops to nobody (uid and gid 65534): the case
+    runs, and can fail, on the machines that run the suite as root too."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="melon-unreadable-") as folder:
+        os.chmod(folder, 0o755)  # nobody must reach the file (pytest's own temporary folders are 0700)
+        path = Path(folder) / "locked.json"
+        path.write_text("[]")
+        path.chmod(0)
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child never returns into pytest
+            status = 1
+            try:
+                os.close(reader)
+                if os.geteuid() == 0:
+                    os.setgroups([])
+                    os.setgid(65534)
+                    os.setuid(65534)
+                try:
+                    load_playlists(path)
+                    message = "loaded without an error"
+                except MelonDataError as e:
+                    message, status = str(e), 0
+                except BaseException as e:  # noqa: BLE001 (reported to the parent)
+                    message = f"{type(e).__name__}: {e}"
+                os.write(writer, message.encode("utf-8", "replace"))
+            finally:
+                os._exit(status)
+        os.close(writer)
+        with os.fdopen(reader, "rb") as f:
+            message = f.read().decode("utf-8")
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, message  # a MelonDataError, not PermissionError or a load
+    assert message == f"{path}: cannot read (Permission denied)"
+    assert_one_clear_line(message, path)
 
 
 def test_documented_graceful_cases(scratch):

@@ -2,7 +2,12 @@
 
 The models, neighbour members and fitted blend are those of the session's tiny main job (``quickstart_tiny``
 in tests/conftest.py: launch/quickstart.sh --scale tiny, two-rank training), with its data, split and work
-directory; nothing is trained here. Every test of this file may be the first to need that job."""
+directory; nothing is trained here. Every slow test of this file may be the first to need that job.
+
+The error paths of ``python -m inference`` run in the fast tier without it: bad questions files (read before
+anything else), no model, an export of the wrong kind, a question dated before 100 songs were released and an
+unwritable --out, on the session's work directory (``workdirs``) with a neighbour member made from it (no
+training) or a hand-made export folder."""
 
 from __future__ import annotations
 
@@ -44,6 +49,109 @@ def infer(work, dae, title, questions, out, *extra, check=True) -> subprocess.Co
     args += ["--dae", dae] if dae else []
     args += ["--title", title] if title else []
     return run_module("inference", *args, check=check)
+
+
+def assert_one_error(proc: subprocess.CompletedProcess, *words) -> None:
+    """Exit status 2 (python -m inference's for every refusal), no traceback, nothing on stdout and exactly
+    one ``error: ...`` line on stderr holding every word (log lines may precede it)."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr and proc.stdout == "", proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    for word in words:
+        assert word in errors[0], (word, errors[0])
+
+
+QUESTION = {"id": 7, "plylst_title": "", "songs": [], "tags": [], "like_cnt": 0,
+            "updt_date": "2030-01-01 00:00:00.000"}
+
+
+@pytest.fixture(scope="module")
+def neighbour_run(workdirs, tmp_path_factory):
+    """An item_cf neighbour member of the session's work directory (python -m inference.neighbours: a
+    co-occurrence matrix, no training): the one model the fast error-path tests give."""
+    out = tmp_path_factory.mktemp("neighbours") / "item_cf"
+    run_module("inference.neighbours", "--work", workdirs[0], "--out", out)
+    return workdirs[0], out
+
+
+def test_no_model_is_a_usage_error(tmp_path):
+    q_file = tmp_path / "q.json"
+    q_file.write_text(json.dumps([QUESTION]), encoding="utf-8")
+    proc = run_module("inference", "--questions", q_file, "--work", tmp_path, "--out", tmp_path / "r.json",
+                      check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stdout == ""  # argparse's usage error
+    assert proc.stderr.splitlines()[-1] == ("python -m inference: error: give at least one of --dae, --title, "
+                                            "--word2vec, --neighbours")
+    assert not (tmp_path / "r.json").exists()
+
+
+def fake_export(folder, manifest: dict, model: str):
+    """A hand-made export folder of a ``model`` kind for this work directory's vocabulary and tokenizer: a
+    config.json naming the kind (no model_config or sizes: nothing could be built from it) and an empty
+    weights.npz."""
+    export = folder / "export"
+    export.mkdir(parents=True)
+    (export / "config.json").write_text(json.dumps({
+        "model": model, "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],
+        "tokenizer_sha256": manifest["files"]["title.model"]["sha256"]}), encoding="utf-8")
+    np.savez(export / "weights.npz")
+    return folder
+
+
+@pytest.mark.parametrize("flag, export, words", [
+    ("--dae", "title_finetune", "its export is a 'title_finetune' model, expected dae"),
+    ("--title", "dae", "its export is a 'dae' model, expected title_finetune"),
+    ("--word2vec", "neighbours", "its export is a 'neighbours' model, expected word2vec"),
+    ("--neighbours", "dae", "its export is a 'dae' model, expected neighbours"),
+    ("--dae", "item_cf", "its export is a 'neighbours' model, expected dae"),  # the real neighbour member
+])
+def test_an_export_of_another_kind_is_refused_before_any_model_loads(neighbour_run, tmp_path, flag, export, words):
+    work, neighbours = neighbour_run
+    manifest = load(work / "manifest.json")
+    run = neighbours if export == "item_cf" else fake_export(tmp_path / "run", manifest, export)
+    q_file = tmp_path / "q.json"
+    q_file.write_text(json.dumps([QUESTION]), encoding="utf-8")
+    proc = run_module("inference", "--questions", q_file, "--work", work, flag, run, "--out", tmp_path / "r.json",
+                      "--no-progress", check=False)
+    assert_one_error(proc, f"{run}: {words}")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_question_dated_before_100_songs_were_released_is_refused(neighbour_run, tmp_path):
+    work, neighbours = neighbour_run
+    with np.load(work / "release_dates.npz") as f:
+        release = f["release_dates"]
+    day = int(np.sort(release)[50])  # 51 songs (or a few more on the same day) released by then, not 100
+    assert (release <= day).sum() < 100 <= (release <= 20300101).sum()
+    date = f"{day // 10000:04d}-{day // 100 % 100:02d}-{day % 100:02d} 00:00:00.000"
+    q_file = tmp_path / "q.json"
+    q_file.write_text(json.dumps([QUESTION, dict(QUESTION, id=8, updt_date=date)]), encoding="utf-8")
+    proc = run_module("inference", "--questions", q_file, "--work", work, "--neighbours", neighbours,
+                      "--out", tmp_path / "r.json", "--no-progress", check=False)
+    assert_one_error(proc, "question id 8: fewer than 100 songs released by its update date")
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("where", ["a folder", "under a file"])
+def test_an_unwritable_out_is_refused(neighbour_run, tmp_path, where):
+    work, neighbours = neighbour_run
+    q_file = tmp_path / "q.json"
+    q_file.write_text(json.dumps([QUESTION]), encoding="utf-8")
+    if where == "a folder":
+        out = tmp_path / "results"
+        out.mkdir()
+    else:
+        (tmp_path / "file").write_text("")
+        out = tmp_path / "file" / "r.json"
+    proc = run_module("inference", "--questions", q_file, "--work", work, "--neighbours", neighbours,
+                      "--out", out, "--no-progress", check=False)
+    assert_one_error(proc, f"{out}: cannot write")
+    if where == "a folder":
+        assert list(out.iterdir()) == []
+    else:
+        assert (tmp_path / "file").read_text() == ""
+    assert list(tmp_path.rglob("*.tmp")) == []  # no temporary file left behind
 
 
 @pytest.mark.slow
@@ -100,7 +208,6 @@ def test_unknown_items_are_ignored_and_counted(runs, split_dir, tmp_path):
     assert len(load(tmp_path / "r.json")[0]["songs"]) == 100
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("content, message", [
     ("[{\"id\": 1,", "not valid JSON"),
     (json.dumps([{"plylst_title": "x", "songs": [], "tags": [], "like_cnt": 0, "updt_date": "2020-01-01 00:00:00.000"}]),
@@ -110,12 +217,14 @@ def test_unknown_items_are_ignored_and_counted(runs, split_dir, tmp_path):
     (json.dumps([{"id": 1, "plylst_title": "x", "songs": [], "tags": [], "like_cnt": 0,
                   "updt_date": "2020-01-01 00:00:00.000"}] * 2), "duplicate id"),
 ])
-def test_bad_questions_files_are_refused_with_the_record_named(runs, tmp_path, content, message):
-    work, dae, title = runs
+def test_bad_questions_files_are_refused_with_the_record_named(tmp_path, content, message):
+    """The questions are read before the work directory and any model: these need no trained run (the work
+    and model folders named here do not even exist)."""
     q_file = tmp_path / "q.json"
     q_file.write_text(content, encoding="utf-8")
-    proc = infer(work, dae, title, q_file, tmp_path / "r.json", check=False)
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    proc = infer(tmp_path / "no-work", tmp_path / "no-dae", tmp_path / "no-title", q_file, tmp_path / "r.json",
+                 check=False)
+    assert_one_error(proc, str(q_file), message)
     assert not (tmp_path / "r.json").exists()
 
 
