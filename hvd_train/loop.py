@@ -337,12 +337,22 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
     nan_from = faults.nan_loss_from_step
     rank = hvd.rank()
     decayed = task.decayed if weight_decay else []
+    injected = tf.Variable(0, dtype=tf.int64, trainable=False)  # NaN losses injected so far (faults)
+
+    def inject_nan():
+        """faults: whether this step's loss is NaN: from step nan_loss_from_step on, nan_loss_steps times (a
+        skipped step does not advance the step counter, so the count is of steps injected)."""
+        due = optimizer.iterations + 1 >= nan_from
+        if faults.nan_loss_steps is not None:
+            due &= injected < faults.nan_loss_steps
+        injected.assign_add(tf.cast(due, tf.int64))
+        return due
 
     def forward(batch):
         with tf.GradientTape() as tape:
             loss, parts = task.loss(batch, epoch_for_loss)
             if nan_from is not None and rank == faults.nan_loss_rank:  # fault injection (drills, tests)
-                loss += tf.where(optimizer.iterations + 1 >= nan_from, float("nan"), 0.0)
+                loss += tf.where(inject_nan(), float("nan"), 0.0)
             scaled = loss * loss_scale
         return loss, parts, scaled, tape
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,23 @@ def workdirs(tiny_data, tiny_split, tmp_path_factory):
     mpirun(1, "--split", tiny_split, "--meta", tiny_data, "--out", root / "np1")
     mpirun(2, "--split", tiny_split, "--meta", tiny_data, "--out", root / "np2")
     return root / "np1", root / "np2"
+
+
+def wait_for_log(proc: subprocess.Popen, log: Path, pattern: str, after: int = 0, timeout: float = 240) -> re.Match:
+    """The first match of ``pattern`` in the file ``log`` (a running job's output) after position ``after``:
+    tests wait on what a job says, never on a sleep. Fails when the job ends first or ``timeout`` passes."""
+    deadline, compiled = time.time() + timeout, re.compile(pattern)
+    while True:
+        ended = proc.poll() is not None  # read after the check: a line written just before the end counts
+        found = compiled.search(log.read_text(encoding="utf-8", errors="replace"), after)
+        if found:
+            return found
+        tail = log.read_text(encoding="utf-8", errors="replace")[-6000:]
+        if ended:
+            raise AssertionError(f"job ended ({proc.returncode}) before {pattern!r}:\n{tail}")
+        if time.time() > deadline:
+            raise AssertionError(f"no {pattern!r} within {timeout:.0f}s:\n{tail}")
+        time.sleep(0.5)
 
 
 def load(path: Path):

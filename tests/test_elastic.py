@@ -11,12 +11,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, wait_for_log
 
 DISCOVER = REPO / "launch/elastic/discover_hosts.sh"
 FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "--set", "validation.every_epochs=1",
@@ -52,19 +51,7 @@ class ElasticJob:
 
     def wait_for(self, pattern: str, after: int = 0, timeout: float = 240) -> re.Match:
         """The first match of ``pattern`` in the log after position ``after``; fails when the job ends first."""
-        deadline = time.time() + timeout
-        while True:
-            found = re.compile(pattern).search(self.text(), after)
-            if found:
-                return found
-            if self.proc.poll() is not None:
-                found = re.compile(pattern).search(self.text(), after)  # written just before it ended
-                if found:
-                    return found
-                raise AssertionError(f"job ended ({self.proc.returncode}) before {pattern!r}:\n{self.tail()}")
-            if time.time() > deadline:
-                raise AssertionError(f"no {pattern!r} within {timeout:.0f}s:\n{self.tail()}")
-            time.sleep(0.5)
+        return wait_for_log(self.proc, self.log, pattern, after, timeout)
 
     def finish(self, timeout: float = 300) -> int:
         try:
@@ -199,7 +186,7 @@ def test_a_dead_worker_costs_only_the_steps_since_the_last_commit(workdirs, tmp_
     job = ElasticJob(tmp_path, hosts, 2, script)
     try:
         job.wait_for(r"\[dae\] epoch 2: loss")
-        time.sleep(1.0)  # into epoch 3
+        job.wait_for(r"epoch 3/5: [^\r\n]*\| ([2-9]|1[01])/12 ")  # into epoch 3: its progress bar past step 1
         os.kill(worker_on("127.0.0.1", out), signal.SIGKILL)
         job.wait_for(r"\[dae\] world changed: 2 -> 1 ranks at step \d+ \(epoch \d+, \d+ of 12 steps done, now \d+ of "
                      r"\d+\); global batch 64 \(64 x 1 ranks\); learning-rate scale 2 -> 1")

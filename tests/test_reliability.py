@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from bench.faults import kill_and_time, rank_pids
-from conftest import REPO
+from conftest import REPO, wait_for_log
 from models.export import read_export
 
 FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=20", "--set", "validation.every_epochs=1",
@@ -59,16 +59,47 @@ def test_a_diverging_run_is_stopped_with_the_step_named_and_the_last_good_checkp
 
 
 @pytest.mark.slow
-def test_a_killed_rank_ends_the_job_quickly_and_the_rerun_resumes(workdirs, tmp_path):
+def test_a_run_survives_one_bad_step_and_trains_on(workdirs, tmp_path):
+    """One step with a NaN loss on rank 1 (faults.nan_loss_steps=1): skipped on both ranks, and training goes
+    on to the end with weights that stay finite and in sync."""
     out = tmp_path / "run"
-    job = subprocess.Popen(command(2, workdirs[0], out, "--set", "train.epochs=40"), cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = train(2, workdirs[0], out, "--set", "train.epochs=2", "--set", "faults.nan_loss_from_step=5",
+                 "--set", "faults.nan_loss_steps=1", "--set", "faults.nan_loss_rank=1",
+                 "--set", "train.max_bad_steps=3", check=False)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert len(re.findall(r"non-finite loss or gradients on some rank; skipped on all ranks", log)) == 1
+    assert "step 5 (epoch 1): non-finite" in log and "[dae] epoch 2: loss" in log
+    reader = tf.train.load_checkpoint(str(out / "checkpoints"))
+    assert reader.get_tensor("optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE") == 23  # 2 epochs x 12 batches, one skipped
+    weights, _ = read_export(out / "export")
+    assert all(np.isfinite(w).all() for w in weights.values())
+    checks = re.search(r"weight checksums by rank: \[([^\]]+)\]", proc.stdout).group(1).split(", ")
+    assert len(checks) == 2 and len(set(checks)) == 1
+
+
+@pytest.mark.slow
+def test_divergence_before_the_first_checkpoint_stops_and_says_none_was_written(workdirs, tmp_path):
+    out = tmp_path / "run"
+    proc = train(2, workdirs[0], out, "--set", "train.epochs=2", "--set", "faults.nan_loss_from_step=3",
+                 "--set", "train.max_bad_steps=2", check=False)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 3, log[-3000:]
+    assert re.search(r"training diverged: 2 steps in a row .* the last at step 3 \(epoch 1\); stopped\. "
+                     r"No checkpoint was written yet", log)
+    assert tf.train.latest_checkpoint(str(out / "checkpoints")) is None and not (out / "export").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_job_quickly_and_the_rerun_resumes(workdirs, tmp_path):
+    out, log = tmp_path / "run", tmp_path / "job.log"
+    with open(log, "w", encoding="utf-8") as output:
+        job = subprocess.Popen(command(2, workdirs[0], out, "--set", "train.epochs=40"), cwd=REPO,
+                               stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.time() + 600
-        while not (out / "checkpoints" / "checkpoint").exists():  # at least one epoch is safe on disk
-            assert job.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
-            time.sleep(0.5)
-        time.sleep(1.0)  # mid-epoch
+        wait_for_log(job, log, r"\[dae\] epoch 1: loss", timeout=600)  # epoch 1 done: its checkpoint ...
+        wait_for_log(job, log, r"epoch 2/40: [^\r\n]*\| ([2-9]|1[01])/12 ")  # ... and epoch 2 mid-way
+        assert (out / "checkpoints" / "checkpoint").exists()  # at least one epoch is safe on disk
         ranks = rank_pids(out)
         assert len(ranks) == 2, ranks
         exited_after = kill_and_time(job, ranks[-1], 60)
