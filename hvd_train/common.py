@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.ranking import top_unseen
+from models.ranking import ChunkedScores, top_unseen
 
 
 def trainer_parser(prog: str, description: str, default_config: Path) -> argparse.ArgumentParser:
@@ -128,6 +128,11 @@ class Validator:
     ``keep(batch) -> bool per question`` further picks the questions a model answers (all by default);
     ``max_questions`` keeps only the first tuning questions by id.
     Given songs/tags and songs released after the playlist's update are never recommended.
+
+    The first scoring also answers the same questions by popularity (the vocabulary's order: training
+    counts) and reports its score beside the model's as ``popularity_score``: a model that stays below it is
+    too thin or too short a training to use (models/export.py ``below_popularity``; inference answers with
+    popularity in its place).
     """
 
     def __init__(self, workdir: Path, rank: int, size: int, batch: int, predict, keep=None,
@@ -145,6 +150,7 @@ class Validator:
         self.song_release = release[self.song_ids]
         self.dataset = eval_dataset(workdir, batch, rank, size)
         self._answers = self._questions = None  # read once, on rank 0, at the first scoring
+        self._popularity_score = None  # popularity's score on the same questions, from the first scoring
 
     def score(self, results: list[dict]) -> dict:
         """Official nDCG of ``results`` on the validation answers to the questions they answer."""
@@ -158,8 +164,10 @@ class Validator:
         return evaluate([a for a in self._answers if a["id"] in answered], results,
                         [q for q in self._questions if q["id"] in answered])
 
-    def results(self) -> list[dict]:
-        out = []
+    def results(self, popularity: bool = False) -> list[dict] | tuple[list[dict], list[dict]]:
+        """This rank's answers in the official format; with ``popularity``, also popularity's answers to the
+        same questions: (model's, popularity's)."""
+        out, popular = [], []
         import tensorflow as tf
 
         for batch in self.dataset:
@@ -174,14 +182,34 @@ class Validator:
             songs = top_unseen(song_scores, batch["songs"].numpy(),
                                lambda start, stop: self.song_release[None, start:stop] > days, 100)
             tags = top_unseen(tag_scores, batch["tags"].numpy(), None, 10)
-            for pid, s, t in zip(batch["id"].numpy(), songs, tags):
-                out.append({"id": int(pid), "songs": self.song_ids[s[s >= 0]].tolist(),
-                            "tags": [self.tags[i] for i in t[t >= 0]]})
-        return out
+            out.extend(self._answers_of(batch["id"].numpy(), songs, tags))
+            if popularity:
+                rows = len(days)
+                by_count = ChunkedScores(lambda start, stop: np.broadcast_to(-np.arange(start, stop, dtype=np.float32),
+                                                                             (rows, stop - start)),
+                                         len(self.song_ids), 16384)  # the vocabulary is in count order
+                songs = top_unseen(by_count, batch["songs"].numpy(),
+                                   lambda start, stop: self.song_release[None, start:stop] > days, 100)
+                tags = top_unseen(np.broadcast_to(-np.arange(len(self.tags), dtype=np.float32), (rows, len(self.tags))),
+                                  batch["tags"].numpy(), None, 10)
+                popular.extend(self._answers_of(batch["id"].numpy(), songs, tags))
+        return (out, popular) if popularity else out
+
+    def _answers_of(self, ids: np.ndarray, songs: np.ndarray, tags: np.ndarray) -> list[dict]:
+        """Official-format answers from question ids [B] and vocabulary indices [B, 100] / [B, 10] (-1: none)."""
+        return [{"id": int(pid), "songs": self.song_ids[s[s >= 0]].tolist(), "tags": [self.tags[i] for i in t[t >= 0]]}
+                for pid, s, t in zip(ids, songs, tags)]
 
     def gather_and_score(self, hvd) -> tuple[dict, list[dict]]:
         """Every rank's results gathered, scored once on rank 0, the scores broadcast (a collective call)."""
-        gathered = hvd.allgather_object(self.results(), name="validation")
-        results = sorted((r for part in gathered for r in part), key=lambda r: r["id"])
+        first = self._popularity_score is None
+        mine = self.results(popularity=first)
+        gathered = hvd.allgather_object(mine, name="validation")
+        parts = [part[0] for part in gathered] if first else gathered
+        results = sorted((r for part in parts for r in part), key=lambda r: r["id"])
         scores = self.score(results) if hvd.rank() == 0 else None
-        return hvd.broadcast_object(scores, root_rank=0, name="scores"), results
+        if first and hvd.rank() == 0:
+            scores["popularity_score"] = self.score([r for part in gathered for r in part[1]])["score"]
+        scores = hvd.broadcast_object(scores, root_rank=0, name="scores")
+        self._popularity_score = scores["popularity_score"] if first else self._popularity_score
+        return {**scores, "popularity_score": self._popularity_score}, results

@@ -40,7 +40,7 @@ from typing import Callable, NamedTuple
 
 from hvd_train.common import average, describe_horovod, elastic_enabled, fail, init_horovod, learning_rate
 from hvd_train.config import ConfigError, TrainerConfig, load_config
-from models.export import write_export
+from models.export import below_popularity, read_export_config, write_export
 
 
 @dataclass
@@ -496,6 +496,10 @@ def finish(hvd, task: Task, counters: Counters, out: Path) -> int:
         print(f"{tag} weight checksums by rank: {checksums}", flush=True)
         print(f"{tag} done: best validation score {float(counters.best_score.numpy()):.4f} at epoch "
               f"{int(counters.best_epoch.numpy())}; export in {out / 'export'}", flush=True)
+        weak = below_popularity(read_export_config(out / "export"))
+        if weak:
+            print(f"{tag} warning: {weak}; inference answers with popularity in this model's place "
+                  f"(train longer, or on more data)", flush=True)
     if len(set(checksums)) != 1:
         fail("ranks finished with different weights", hvd.rank())
         return 1

@@ -63,6 +63,7 @@ class Settings:
     title_weight: float  # w in the song blend
     title_tag_weight: float  # v in the tag blend
     batch_size: int
+    popularity_fallback: bool  # a model below popularity on its validation questions answers with popularity
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_CONFIG) -> "Settings":
@@ -187,6 +188,7 @@ class Ensemble:
             self.release_dates = f["release_dates"]
         self.tokenizer = TitleTokenizer(self.workdir / "title.model")
         self.dae = self.title = self.word2vec = None
+        self.weak = {}  # member -> why popularity answers in its place (models/export.py below_popularity)
         self.neighbours = {}  # kind (item_cf, playlist_cf, ease) -> the neighbour member of that kind
         self.max_songs = self.max_tags = None
         if dae_run is not None:
@@ -194,11 +196,14 @@ class Ensemble:
             self.max_songs = int(config["trained_with"]["train"]["max_songs"])
             self.max_tags = int(config["trained_with"]["train"]["max_tags"])
             self.dae_output = config["trained_with"]["loss"].get("item_loss", "bce")
+            self._check_strength("dae", dae_run, config)
         if title_run is not None:
             self.title, config = load_title(title_run, self.manifest, self.workdir, self.tokenizer)
             self.title_output = config["trained_with"]["loss"].get("item_loss", "bce")
+            self._check_strength("title", title_run, config)
         if word2vec_run is not None:
-            self.word2vec, _ = load_word2vec(word2vec_run, self.manifest, self.workdir)
+            self.word2vec, config = load_word2vec(word2vec_run, self.manifest, self.workdir)
+            self._check_strength("word2vec", word2vec_run, config)
         for run in neighbours_runs:
             from inference.neighbours import ExportError as NeighbourError
             from inference.neighbours import load_neighbours
@@ -215,6 +220,17 @@ class Ensemble:
             self.audio = AudioMember(audio_run, self.workdir, self.manifest, self.song_ids, len(self.tags))
             if self.blend is not None:
                 self.check_audio_slots(blend_path)
+
+    def _check_strength(self, name: str, run: Path, config: dict) -> None:
+        """With settings.popularity_fallback, a model whose export scored below popularity on its validation
+        questions is marked weak: popularity proposes in its place (``candidates``), and a warning says so."""
+        from models.export import below_popularity
+
+        weak = below_popularity(config) if self.settings.popularity_fallback else None
+        if weak:
+            self.weak[name] = weak
+            log.warning("%s (%s): %s; popularity answers in its place (popularity_fallback in %s)", name, run, weak,
+                        DEFAULT_CONFIG.name)
 
     def check_audio_slots(self, blend_path: Path) -> None:
         """BlendError unless the blend file's audio slots were fitted for this audio member's CNN export."""
@@ -303,6 +319,13 @@ class Ensemble:
             *(tf.constant(_padded([r[k] for r in records])) for k in ("songs", "tags", "title")))
         return tf.nn.softmax(song_logits), tf.nn.softmax(tag_logits)
 
+    def _popularity_probabilities(self, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """A weak member's stand-in: each question's songs [Q, n_songs] and tags [Q, n_tags] as the training
+        counts' distribution (the given items are blocked by the caller)."""
+        rows = len(records)
+        return (np.broadcast_to(self.song_counts / self.song_counts.sum(), (rows, len(self.song_counts))),
+                np.broadcast_to(self.tag_counts / self.tag_counts.sum(), (rows, len(self.tag_counts))))
+
     @staticmethod
     def _propose(probabilities, blocked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each row's top-k unblocked items: (indices, probabilities), index -1 where fewer exist.
@@ -384,6 +407,8 @@ class Ensemble:
         for name, (model, runs, probabilities) in models.items():
             if model is None:
                 continue
+            if name in self.weak:
+                runs, probabilities = np.ones(len(qs), dtype=bool), self._popularity_probabilities
             c = Candidates(np.full((len(qs), s.candidate_songs), -1), np.zeros((len(qs), s.candidate_songs)),
                            np.full((len(qs), s.candidate_tags), -1), np.zeros((len(qs), s.candidate_tags)))
             rows = np.flatnonzero(runs)
