@@ -8,6 +8,7 @@ resume or a failure starts its own run."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -82,6 +83,34 @@ def wait_for_log(proc: subprocess.Popen, log: Path, pattern: str, after: int = 0
         if time.time() > deadline:
             raise AssertionError(f"no {pattern!r} within {timeout:.0f}s:\n{tail}")
         time.sleep(0.5)
+
+
+def _c_environment() -> set[str]:
+    """The names in this process's C environment (what a subprocess inherits), which os.environ, a copy made
+    at start-up, does not see change."""
+    libc = ctypes.CDLL(None)
+    entries = ctypes.POINTER(ctypes.c_char_p).in_dll(libc, "environ")
+    names, i = set(), 0
+    while entries[i]:
+        names.add(entries[i].split(b"=", 1)[0].decode())
+        i += 1
+    return names
+
+
+@pytest.fixture(scope="session")
+def hvd_one_rank():
+    """Horovod in this process as a world of one rank (an MPI singleton, no horovodrun), for in-process tests of
+    code that calls collectives. MPI's singleton start puts OMPI_*/PMIX_* variables into the C environment,
+    and every later subprocess would inherit them (an mpirun started from this process would then join the
+    singleton's job): they are removed right after the start."""
+    import horovod.tensorflow as hvd
+
+    before = _c_environment()
+    hvd.init()
+    for name in _c_environment() - before:
+        os.unsetenv(name)
+    assert hvd.size() == 1 and hvd.rank() == 0
+    return hvd
 
 
 def load(path: Path):

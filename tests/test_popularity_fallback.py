@@ -12,16 +12,6 @@ import pytest
 from models.export import below_popularity
 
 
-@pytest.fixture(scope="module")
-def hvd():
-    import horovod.tensorflow as hvd
-
-    hvd.init()
-    assert hvd.size() == 1
-    yield hvd
-    hvd.shutdown()
-
-
 def _validator(work, logits_of):
     import tensorflow as tf
 
@@ -37,19 +27,19 @@ def _validator(work, logits_of):
     return validator
 
 
-def test_a_model_ranking_by_count_scores_popularity_and_a_reversed_one_is_below_it(hvd, workdirs):
+def test_a_model_ranking_by_count_scores_popularity_and_a_reversed_one_is_below_it(hvd_one_rank, workdirs):
     by_count = _validator(workdirs[0], lambda rows, s, t: (np.tile(-np.arange(s, dtype=np.float32), (rows, 1)),
                                                           np.tile(-np.arange(t, dtype=np.float32), (rows, 1))))
-    scores, results = by_count.gather_and_score(hvd)
+    scores, results = by_count.gather_and_score(hvd_one_rank)
     assert results and scores["popularity_score"] > 0
     assert scores["score"] == pytest.approx(scores["popularity_score"], abs=1e-9)
     assert below_popularity({"validation": scores}) is None
-    again, _ = by_count.gather_and_score(hvd)  # popularity is scored once, then carried along
+    again, _ = by_count.gather_and_score(hvd_one_rank)  # popularity is scored once, then carried along
     assert again["popularity_score"] == scores["popularity_score"]
 
     reversed_ = _validator(workdirs[0], lambda rows, s, t: (np.tile(np.arange(s, dtype=np.float32), (rows, 1)),
                                                            np.tile(np.arange(t, dtype=np.float32), (rows, 1))))
-    weak, _ = reversed_.gather_and_score(hvd)
+    weak, _ = reversed_.gather_and_score(hvd_one_rank)
     assert weak["score"] < 0.5 * weak["popularity_score"]
     assert weak["popularity_score"] == pytest.approx(scores["popularity_score"], abs=1e-12)
     reason = below_popularity({"validation": weak})
