@@ -15,7 +15,7 @@ WORKDIR holds mel shards (``data.preprocess --mel``) and CNNRUN is a finished ``
    on these same songs (its validation), so this figure is a tuning figure, as the validation line says.
 2. **Size**: the parameters of the trained config and of the design's widths (``model.width`` 1.0) over
    this tag vocabulary and over the real one (29,160 tags), against the design's 277 million.
-3. **Cold start**: on the report questions (evaluate/protocol.py; nothing was tuned on them) that give
+3. **Cold start**: on the report questions (data/task.py; nothing was tuned on them) that give
    songs with audio, recall@100 of the answer songs outside the DAE's vocabulary (which no vocabulary
    member can propose) by the audio member's rule alone: the songs outside the vocabulary nearest by
    audio cosine to the mean embedding of the given songs, never a given song or one released after the
@@ -59,7 +59,7 @@ def labels(work: Path, kind: str) -> tuple[list[int], list[list[int]], list[list
 
 
 def mean_ndcg(truth: list[list[int]], predicted: list[list[int]]) -> float:
-    from evaluate.ndcg import ndcg
+    from data.task import ndcg
 
     return float(np.mean([ndcg(t, p[:10]) for t, p in zip(truth, predicted)]))
 
@@ -102,7 +102,7 @@ def cold_start(work: Path, index: dict, split: Path, results: dict[str, Path] | 
     ``results``: name -> a results file over the same questions."""
     from data.melon import load_playlists, load_results
     from data.vocab import updt_day
-    from evaluate.protocol import parts, select
+    from data.task import parts, select
     vocab = json.loads((work / "vocab.json").read_text(encoding="utf-8"))
     in_vocab = {s for s, _ in vocab["songs"]}
     release = np.load(work / "release_dates.npz", allow_pickle=False)["release_dates"]

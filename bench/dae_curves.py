@@ -5,7 +5,7 @@
 
 Each variant is the main job's DAE command (``horovodrun -np N hvd_train/dae.py`` on RUN/work) with a few
 ``--set`` overrides (:data:`VARIANTS`), trained for E epochs with validation after every epoch. Validation
-scores the protocol's *tuning* questions only (evaluate/protocol.py), so picking the best variant and
+scores the protocol's *tuning* questions only (data/task.py), so picking the best variant and
 epoch here spends nothing of the report part. Per epoch it records the training loss, the learning rate
 and the validation scores from the run's TensorBoard events. Finished variants in OUT are reused (the
 trainer resumes from its checkpoint, and a finished one only prints its closing lines), so a rerun with

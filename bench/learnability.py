@@ -20,7 +20,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from data.melon import load_playlists
-from evaluate.ndcg import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, evaluate
+from data.task import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST
+from data.ndcg import evaluate
 from inference.popular import recommend as popular
 
 

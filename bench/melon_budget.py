@@ -58,7 +58,7 @@ def report_sample(split: Path, n: int, out: Path, seed: int = 0) -> Path:
     """A split folder holding ``n`` report-half questions (a seeded sample) and their answers, the training
     playlists linked: what bench.peers reads."""
     from data.melon import load_playlists, write_json
-    from evaluate.protocol import parts, select
+    from data.task import parts, select
 
     questions = load_playlists(split / "questions/val.json")
     report = sorted(parts(questions)["report"])
@@ -99,7 +99,7 @@ def spent_minutes(output: str) -> float | None:
 
 def score(sample: Path, results: Path) -> dict:
     from data.melon import load_playlists, load_results
-    from evaluate.ndcg import evaluate
+    from data.ndcg import evaluate
 
     return evaluate(load_playlists(sample / "answers/val.json"), load_results(results),
                     load_playlists(sample / "questions/val.json"))

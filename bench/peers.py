@@ -55,8 +55,8 @@ The peers:
     ``sim_n ** power`` for each song and tag they hold. ``k``, ``power`` and ``title_weight`` are tuned
     (:data:`PCF_GRID`).
 
-Tuning (``tune``) follows evaluate/protocol.py: every grid is scored on the *tuning* part of the validation
-questions only (``evaluate.protocol.parts``: half of each question type, fixed by id), never on the report
+Tuning (``tune``) follows data/task.py: every grid is scored on the *tuning* part of the validation
+questions only (``data.task.parts``: half of each question type, fixed by id), never on the report
 part; ``--questions-limit N`` scores only the first N of the tuning part, for quick runs.
 
 Run one peer in its own process (bench/quality.py does, to measure its time and peak memory)::
@@ -81,7 +81,8 @@ import numpy as np
 from data.melon import load_playlists, load_song_meta, song_meta_path, write_json
 from data.title import normalise_title
 from data.vocab import release_dates, updt_day
-from evaluate.ndcg import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, evaluate
+from data.task import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST
+from data.ndcg import evaluate
 from inference.popular import _ranked as popularity_ranked
 
 log = logging.getLogger("bench.peers")
@@ -616,11 +617,11 @@ def tune(name: str, train: list[dict], questions: list[dict], answers: list[dict
          limit: int | None = None) -> dict:
     """Score every setting of the peer's grid on the protocol's tuning part of the questions; the best wins.
 
-    The tuning part is ``evaluate.protocol.parts(questions)["tune"]`` (half of each question type); the
+    The tuning part is ``data.task.parts(questions)["tune"]`` (half of each question type); the
     report part is never scored here. ``limit`` (quick runs) scores only the first ``limit`` questions of the
     tuning part. The model is fitted with all the questions known, as when it is benchmarked (item_cf and
     als fold their given items in); only the scored questions are restricted."""
-    from evaluate.protocol import parts, select
+    from data.task import parts, select
 
     scored = select(questions, parts(questions)["tune"])
     scored = scored[:limit] if limit else scored
@@ -632,7 +633,7 @@ def tune(name: str, train: list[dict], questions: list[dict], answers: list[dict
         log.info("%s %s: score %.4f", name, row["settings"], row["score"])
     best = max(rows, key=lambda r: r["score"])
     return {"peer": name, "questions_scored": len(scored), "questions_part": "tune",
-            "questions_protocol": "evaluate.protocol.parts(questions)['tune']" + (f"[:{limit}]" if limit else ""),
+            "questions_protocol": "data.task.parts(questions)['tune']" + (f"[:{limit}]" if limit else ""),
             "grid": GRIDS[name], "rows": rows, "best": best["settings"], "best_score": best["score"]}
 
 

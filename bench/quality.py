@@ -15,14 +15,14 @@
    training playlists and validation questions, each in its own process (``python -m bench.peers``), so
    that its wall time and peak resident memory (``wait4``) are its own. The knobs of item_cf, als, ease and
    playlist_cf are first searched on the protocol's tuning half of the validation questions
-   (evaluate/protocol.py; also in their own process, timed), then the best setting runs on every question.
+   (data/task.py; also in their own process, timed), then the best setting runs on every question.
 3. Neural systems (:data:`NEURAL`): the ensemble (DAE, title BERT, Word2Vec, the neighbour members and popularity,
    ranked by the learned ranker that ``python -m inference.fit_blend`` fits on the tuning half; with the
    audio member's tail slots, fitted there too, when the run has a CNN and its audio index), the same
    members under the grid blend (``--method grid``), the ensemble without each member (its ranker
    refitted), and each model alone; ``python -m inference`` for each in its own process, for its inference
    time and peak memory.
-4. Every results file is scored by the project's evaluator (``evaluate.ndcg.evaluate``, overall and by
+4. Every results file is scored by the project's evaluator (``data.ndcg.evaluate``, overall and by
    question type) on the **report half** of the validation questions only, which nothing above was tuned
    on; the ratios to the best peer are reported beside the table. Writes RESULTS_DIR/quality_SCALE.json,
    .md (tables) and .png (bar chart).
@@ -47,8 +47,9 @@ from pathlib import Path
 from bench.common import REPO, results_dir, run
 from bench.peers import GRIDS
 from data.melon import load_playlists, load_results
-from evaluate.ndcg import QUESTION_TYPES, evaluate
-from evaluate.protocol import parts, select
+from data.task import QUESTION_TYPES
+from data.ndcg import evaluate
+from data.task import parts, select
 from evaluate.table import markdown
 
 PEER_NAMES = ("popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf")
@@ -350,7 +351,7 @@ def ratios_markdown(r: dict, systems: dict | None = None) -> list[str]:
 
 
 def tuning_note(tuned: list[str]) -> str:
-    where = ("Every score is measured on the report half of the validation questions (evaluate/protocol.py), "
+    where = ("Every score is measured on the report half of the validation questions (data/task.py), "
              "which nothing was tuned on. ")
     neural = ("The neural models' best epochs and the ensembles' blend weights were chosen on the tuning half.")
     if set(tuned) == set(GRIDS):

@@ -28,7 +28,8 @@ import numpy as np
 
 from bench.common import REPO, run, save_result
 from data.melon import load_playlists, load_results
-from evaluate.ndcg import evaluate, question_scores, question_type
+from data.task import question_type
+from data.ndcg import evaluate, question_scores
 from evaluate.table import markdown
 
 

@@ -5,7 +5,7 @@
 RUN is a finished main-job run (``bash launch/quickstart.sh``: its work directory, ``word2vec/`` and
 ``neighbours/`` runs and results). Three measurements, in one run, written to bench/results/word2vec.json:
 
-1. **Neighbour quality** on the report half of the validation questions that give songs (evaluate/protocol.py;
+1. **Neighbour quality** on the report half of the validation questions that give songs (data/task.py;
    nothing was tuned on them): recall@100 of the hidden answer songs from the given ones, for the Word2Vec
    member alone (``python -m inference --word2vec``: the mean input vector of the given items against every
    output vector), the ensemble's item-cosine CF member alone (``--neighbours RUN/neighbours``) and
@@ -41,7 +41,7 @@ def recall_at_100(results: Path, questions: list[dict], answers: dict) -> float:
 
 def neighbour_quality(rundir: Path, tmp: Path) -> dict:
     from data.melon import load_playlists
-    from evaluate.protocol import parts, select
+    from data.task import parts, select
 
     questions = load_playlists(rundir / "split/questions/val.json")
     answers = {a["id"]: a["songs"] for a in load_playlists(rundir / "split/answers/val.json")}

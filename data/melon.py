@@ -36,7 +36,7 @@ Dates and genre codes are checked for their form, whole and in ASCII digits (``u
 ``YYYY-MM-DD HH:MM:SS[.fff]``, ``issue_date`` ``YYYYMMDD`` with ``00`` for unknown parts, ``GNxxxx``),
 not as calendar dates. Whether an id exists in another file (a playlist's song in ``song_meta.json``)
 is the consumer's check (``data.preprocess``); results' counts and uniqueness are the evaluator's
-(``evaluate.ndcg``)."""
+(``data.ndcg``)."""
 
 from __future__ import annotations
 

@@ -182,7 +182,6 @@ class Word2VecSampler:
 
     def __init__(self, workdir: Path, config):
         from data.vocab import item_counts
-        from models.word2vec import keep_probabilities, negative_cdf
 
         vocab = json.loads((Path(workdir) / "vocab.json").read_text(encoding="utf-8"))
         manifest = json.loads((Path(workdir) / "manifest.json").read_text(encoding="utf-8"))
@@ -279,3 +278,19 @@ def mel_dataset(workdir: str | Path, kind: str, batch_size: int, rank: int = 0, 
     ds = tf.data.TFRecordDataset(shard_files(workdir, kind, rank, size)).map(lambda s: decode_mel(s, frames), num_parallel_calls=tf.data.AUTOTUNE,
                                             deterministic=True)
     return ds.padded_batch(batch_size, padding_values=_pad_values(ds.element_spec)).prefetch(tf.data.AUTOTUNE)
+
+
+def keep_probabilities(counts: np.ndarray, t: float) -> np.ndarray:
+    """word2vec's subsampling: a token of frequency f = count / total is kept with min(1, sqrt(t/f) + t/f)
+    (Mikolov et al. 2013, as the C code computes it); all ones when t is 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if t <= 0:
+        return np.ones_like(counts, dtype=np.float32)
+    f = np.maximum(counts, 1.0) / max(counts.sum(), 1.0)
+    return np.minimum(1.0, np.sqrt(t / f) + t / f).astype(np.float32)
+
+
+def negative_cdf(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
+    """The cumulative unigram^power distribution over the songs and tags (the negatives' sampler)."""
+    weights = np.maximum(np.asarray(counts, dtype=np.float64), 1.0) ** power
+    return (np.cumsum(weights) / weights.sum()).astype(np.float32)

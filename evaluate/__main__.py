@@ -7,7 +7,7 @@ Prints music nDCG@100, tag nDCG@10 and score = 0.85 music + 0.15 tag; with ``--q
 scores by question type (songs-only, songs+tags, tags-only, title-only, empty). ``--json`` prints one
 object: ``music_ndcg``, ``tag_ndcg``, ``score``, ``n`` and, with questions, ``by_type`` (type -> the
 same four keys). ``--part report`` (or ``tune``) scores only that part of the questions
-(evaluate/protocol.py; needs ``--questions``): the README's quality figures are the report part's.
+(data/task.py; needs ``--questions``): the README's quality figures are the report part's.
 ``--out FILE`` also writes that object to FILE, atomically (a temporary file renamed
 into place), so a failed evaluation leaves no file and an old FILE untouched; prefer it to redirecting
 stdout, which leaves an empty file behind when the evaluation fails.
@@ -24,8 +24,9 @@ import sys
 from pathlib import Path
 
 from data.melon import MelonDataError, load_playlists, load_results, write_json
-from evaluate.ndcg import InvalidResults, evaluate
-from evaluate.protocol import parts, select
+from data.task import InvalidResults
+from data.ndcg import evaluate
+from data.task import parts, select
 
 
 def format_table(scores: dict) -> str:
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rec", type=Path, required=True, help="results file to score")
     parser.add_argument("--questions", type=Path, help="questions file: adds scores by question type")
     parser.add_argument("--part", choices=("tune", "report"), help="score only this part of the questions "
-                        "(evaluate/protocol.py); needs --questions")
+                        "(data/task.py); needs --questions")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", type=Path, help="also write the JSON object to this file (atomically)")
     args = parser.parse_args(argv)

@@ -9,7 +9,7 @@ checkpoints/TensorBoard/export, resume, early stopping, elastic training. Each r
 ``mel_train`` shards, a random time crop of every song per epoch (data/pipeline.py
 ``mel_training_dataset``). Validation scores the ``mel_holdout`` songs, which no step trains on: the
 mean nDCG@10 of the CNN's top 10 tags against each song's label tags (the official nDCG formula,
-evaluate/ndcg.py), and the share of songs whose top genre is one of theirs. The export (RUNDIR/export)
+data/ndcg.py), and the share of songs whose top genre is one of theirs. The export (RUNDIR/export)
 holds the weights, the tag and genre vocabularies' hashes and the model section;
 ``python -m inference.audio`` turns it into every song's audio embedding and predicted tags.
 """
@@ -120,7 +120,7 @@ class TagValidator:
     def sums(self) -> list[float]:
         import numpy as np
 
-        from evaluate.ndcg import ndcg
+        from data.task import ndcg
 
         total, hits, count = 0.0, 0.0, 0
         for batch in self.dataset:

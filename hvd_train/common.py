@@ -121,7 +121,7 @@ def fail(message: str, rank: int | None = None) -> int:
 class Validator:
     """Top-100 songs / top-10 tags for this rank's share of the validation questions, in the official format.
 
-    Only the questions of the protocol's tuning part (evaluate/protocol.py) are answered and scored: the
+    Only the questions of the protocol's tuning part (data/task.py) are answered and scored: the
     best epoch and early stopping are choices, and the report part stays untouched by them.
     ``predict(batch) -> (song scores, tag scores)``, each [batch, n_items] logits or models.ranking's
     ChunkedScores (the top 100 taken a chunk of the item table at a time, in memory [batch, chunk]);
@@ -139,7 +139,7 @@ class Validator:
                  max_questions: int | None = None):
         from data.melon import load_playlists
         from data.pipeline import eval_dataset
-        from evaluate.protocol import parts
+        from data.task import parts
 
         vocab = json.loads((Path(workdir) / "vocab.json").read_text(encoding="utf-8"))
         self.workdir, self.predict, self.keep = Path(workdir), predict, keep
@@ -155,7 +155,7 @@ class Validator:
     def score(self, results: list[dict]) -> dict:
         """Official nDCG of ``results`` on the validation answers to the questions they answer."""
         from data.melon import load_playlists
-        from evaluate.ndcg import evaluate
+        from data.ndcg import evaluate
 
         if self._answers is None:
             self._answers = load_playlists(self.workdir / "eval/answers.json")

@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from data.melon import MelonDataError, load_playlists, write_json
     from data.workdir import WorkdirError
     from inference.blend import BlendError
-    from inference.ensemble import Ensemble, ExportError, Settings
-    from inference.neighbours import ExportError as NeighbourError
+    from inference.ensemble import Ensemble, Settings
+    from inference.exports import ExportError
 
     started = time.perf_counter()
     try:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         questions = load_playlists(args.questions)
         ensemble = Ensemble(args.work, args.dae, args.title, settings, args.neighbours, args.blend, args.word2vec,
                             args.audio)
-    except (MelonDataError, WorkdirError, ExportError, NeighbourError, BlendError, ValueError, OSError) as e:
+    except (MelonDataError, WorkdirError, ExportError, BlendError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     import tensorflow as tf

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.recommend import cell
+from inference.display import cell
+from inference.exports import load_cnn
 
 TOP_TAGS = 20
 KINDS = ("mel_train", "mel_holdout", "mel_rest")
@@ -31,22 +32,6 @@ KINDS = ("mel_train", "mel_holdout", "mel_rest")
 
 class AudioError(ValueError):
     """An index or a query that cannot be built or answered."""
-
-
-def load_cnn(rundir: Path, manifest: dict, workdir: Path):
-    """(MelCNN with the export's weights, its config.json); ExportError when it is not a CNN of WORKDIR."""
-    from inference.ensemble import ExportError, _model_config, load_export
-    from models.cnn import CNNConfig, MelCNN
-    from models.weights import assign_weights
-
-    weights, config = load_export(Path(rundir), ("cnn",), manifest, workdir)
-    if config.get("genres") != manifest.get("mel", {}).get("genres"):
-        raise ExportError(f"{rundir}: trained with other genre codes than {workdir}'s mel shards")
-    model = MelCNN.from_config(_model_config(CNNConfig, rundir, config), config["sizes"]["tags"], len(config["genres"]))
-    problem = assign_weights(model, weights)
-    if problem:
-        raise ExportError(f"{rundir}: {problem}")
-    return model, config
 
 
 def export_hash(rundir: Path) -> str:
@@ -136,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from data.melon import MelonDataError, load_song_meta, song_meta_path
     from data.workdir import WorkdirError
-    from inference.ensemble import ExportError
+    from inference.exports import ExportError
 
     try:
         index = None

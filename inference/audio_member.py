@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluate.ndcg import QUESTION_TYPES, ndcg, question_type
+from data.task import QUESTION_TYPES, ndcg, question_type
 from models.ranking import top_rows
 
 SLOTS = (0, 2, 5, 10, 20, 40)
@@ -38,7 +38,7 @@ class AudioMember:
         from scipy import sparse
 
         from inference.audio import AudioError, export_hash, read_index
-        from inference.ensemble import load_export
+        from inference.exports import load_export
 
         rundir = Path(rundir)
         load_export(rundir, ("cnn",), manifest, workdir)  # trained on this work directory, or ExportError

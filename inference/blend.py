@@ -9,7 +9,7 @@ an item by ``sum_m w[type][m] * (s_m(item) / max_j s_m(j)) ** p``: each member's
 best score on that question (so members on different scales blend), raised to a power ``p`` per kind
 (:data:`POWERS`: 1, or 0.5, which flattens the peaked softmax of a model against a neighbour list's
 gentler slope), weighted per question type
-(:data:`evaluate.ndcg.QUESTION_TYPES`) and separately for songs and tags. A member that does not run on
+(:data:`data.task.QUESTION_TYPES`) and separately for songs and tags. A member that does not run on
 a question (the DAE without given items, the title model without a title) adds nothing.
 
 :func:`fit` chooses the weights that maximise the mean song nDCG@100 (tag nDCG@10) of each question type's
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluate.ndcg import IDCG, QUESTION_TYPES
+from data.task import IDCG, QUESTION_TYPES
 
 KINDS = ("songs", "tags")
 CUTOFF = {"songs": 100, "tags": 10}

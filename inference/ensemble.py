@@ -40,19 +40,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from evaluate.ndcg import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, question_type
+from data.task import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, question_type
 from models.config import ConfigError, parse_section
 from models.ranking import top_rows
 from inference.audio_member import with_tail
 from inference.blend import Candidates
+from inference.exports import ExportError, load_dae, load_title, load_word2vec
 
 log = logging.getLogger("inference")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "ensemble.yaml"
-
-
-class ExportError(ValueError):
-    """A model export that cannot be used with this work directory."""
 
 
 @dataclass(frozen=True)
@@ -76,68 +73,6 @@ class Settings:
             return parse_section(cls, raw, "ensemble")
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
-
-
-def load_export(rundir: Path, expected: tuple, manifest: dict, workdir: Path):
-    """(weights, config.json) of RUNDIR's export (or an export folder), an ``expected`` kind of model trained on
-    this work directory's vocabulary and tokenizer; ExportError otherwise."""
-    from models.export import read_export
-
-    export = rundir / "export" if (rundir / "export").is_dir() else rundir
-    if not (export / "weights.npz").is_file() or not (export / "config.json").is_file():
-        raise ExportError(f"{rundir}: no export (weights.npz + config.json); is it a finished training run directory?")
-    weights, config = read_export(export)
-    if config.get("model") not in expected:
-        raise ExportError(f"{rundir}: its export is a {config.get('model')!r} model, expected {' or '.join(expected)}")
-    for key, name in (("vocab_sha256", "vocab.json"), ("tokenizer_sha256", "title.model")):
-        if config.get(key) != manifest["files"][name]["sha256"]:
-            raise ExportError(f"{rundir}: trained with another {name} than {workdir} has (sha256 differs); "
-                              f"use the work directory the model was trained on")
-    return weights, config
-
-
-def _model_config(cls, rundir: Path, config: dict):
-    """The export's ``model_config`` as the model's typed section; ExportError when it does not fit."""
-    try:
-        return parse_section(cls, config.get("model_config"), "model_config")
-    except ConfigError as e:
-        raise ExportError(f"{rundir}: the export's {e}; retrain with this version") from None
-
-
-def load_dae(rundir: Path, manifest: dict, workdir: Path):
-    from models.dae import DAE, DAEConfig
-    from models.weights import assign_weights
-
-    weights, config = load_export(Path(rundir), ("dae",), manifest, workdir)
-    model = DAE.from_config(_model_config(DAEConfig, rundir, config), config["sizes"])
-    problem = assign_weights(model, weights)
-    if problem:
-        raise ExportError(f"{rundir}: {problem}")
-    return model, config
-
-
-def load_title(rundir: Path, manifest: dict, workdir: Path, tokenizer):
-    from models.title import TitleBERT, TitleConfig
-    from models.weights import assign_weights
-
-    weights, config = load_export(Path(rundir), ("title_finetune",), manifest, workdir)
-    model = TitleBERT.from_config(_model_config(TitleConfig, rundir, config), config["sizes"], tokenizer)
-    problem = assign_weights(model, weights)
-    if problem:
-        raise ExportError(f"{rundir}: {problem}")
-    return model, config
-
-
-def load_word2vec(rundir: Path, manifest: dict, workdir: Path):
-    from models.weights import assign_weights
-    from models.word2vec import Word2Vec, Word2VecConfig
-
-    weights, config = load_export(Path(rundir), ("word2vec",), manifest, workdir)
-    model = Word2Vec.from_config(_model_config(Word2VecConfig, rundir, config), config["sizes"])
-    problem = assign_weights(model, weights)
-    if problem:
-        raise ExportError(f"{rundir}: {problem}")
-    return model, config
 
 
 def blend_weights(n: np.ndarray, w: float, v: float) -> tuple:
@@ -205,12 +140,11 @@ class Ensemble:
             self.word2vec, config = load_word2vec(word2vec_run, self.manifest, self.workdir)
             self._check_strength("word2vec", word2vec_run, config)
         for run in neighbours_runs:
-            from inference.neighbours import ExportError as NeighbourError
             from inference.neighbours import load_neighbours
 
             member = load_neighbours(run, self.manifest, self.workdir)
             if member.config["kind"] in self.neighbours:
-                raise NeighbourError(f"{run}: a second {member.config['kind']} neighbour member; give each kind once")
+                raise ExportError(f"{run}: a second {member.config['kind']} neighbour member; give each kind once")
             self.neighbours[member.config["kind"]] = member
         self.blend = None if blend_path is None else blend.load(blend_path, self.manifest, self.members())
         self.audio = None  # the audio member (inference/audio_member.py), its tail slots from the blend file

@@ -4,7 +4,7 @@
         [--dae RUNDIR] [--title RUNDIR] [--word2vec RUNDIR] [--neighbours RUNDIR ...] [--config configs/ensemble.yaml]
         [--method ranker|grid] [--audio CNN_RUNDIR]
 
-Only the tuning part of QUESTIONS (evaluate/protocol.py) is read for the fit; the report part stays
+Only the tuning part of QUESTIONS (data/task.py) is read for the fit; the report part stays
 untouched. Every member proposes its candidates once (inference/ensemble.py), then inference/ranker.py
 fits its learned linear ranker (the default; ``--method grid``: inference/blend.py searches each question
 type's song and tag weights on the simplex). BLEND_JSON holds the weights, the members, the work
@@ -84,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from data.melon import MelonDataError, load_playlists
     from data.workdir import WorkdirError
-    from evaluate.ndcg import question_type
-    from evaluate.protocol import parts, select
+    from data.task import question_type
+    from data.task import parts, select
     from inference import blend
-    from inference.ensemble import Ensemble, ExportError, Settings
-    from inference.neighbours import ExportError as NeighbourError
+    from inference.ensemble import Ensemble, Settings
+    from inference.exports import ExportError
 
     started = time.perf_counter()
     try:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         answers = {a["id"]: a for a in load_playlists(args.answers)}
         ensemble = Ensemble(args.work, args.dae, args.title, Settings.load(args.config), args.neighbours,
                             word2vec_run=args.word2vec, audio_run=args.audio)
-    except (MelonDataError, WorkdirError, ExportError, NeighbourError, ValueError, OSError) as e:
+    except (MelonDataError, WorkdirError, ExportError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     tuning = select(questions, parts(questions)["tune"])

@@ -33,12 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from inference.blend import Candidates
+from inference.exports import load_export
 
 KINDS = ("item_cf", "playlist_cf", "ease")
-
-
-class ExportError(ValueError):
-    """A neighbour export that cannot be used with this work directory."""
 
 
 def training_matrix(workdir: Path, n_songs: int, n_tags: int, n_pieces: int):
@@ -154,21 +151,11 @@ class Neighbours:
 
 
 def load_neighbours(rundir: Path, manifest: dict, workdir: Path) -> Neighbours:
+    """RUNDIR's neighbour member (its export checked by inference/exports.py against this work directory)."""
     import scipy.sparse as sp
 
-    export = Path(rundir) / "export" if (Path(rundir) / "export").is_dir() else Path(rundir)
-    if not (export / "weights.npz").is_file() or not (export / "config.json").is_file():
-        raise ExportError(f"{rundir}: no neighbour export (weights.npz + config.json); make it with "
-                          "python -m inference.neighbours")
-    config = json.loads((export / "config.json").read_text(encoding="utf-8"))
-    if config.get("model") != "neighbours":
-        raise ExportError(f"{rundir}: its export is a {config.get('model')!r} model, expected neighbours")
-    for key, name in (("vocab_sha256", "vocab.json"), ("tokenizer_sha256", "title.model")):
-        if config.get(key) != manifest["files"][name]["sha256"]:
-            raise ExportError(f"{rundir}: made from another {name} than {workdir} has (sha256 differs); "
-                              "make it again on this work directory")
-    with np.load(export / "weights.npz", allow_pickle=False) as f:
-        x = sp.csr_matrix((f["data"], f["indices"], f["indptr"]), shape=tuple(f["shape"]))
+    f, config = load_export(rundir, ("neighbours",), manifest, workdir, made_by="python -m inference.neighbours")
+    x = sp.csr_matrix((f["data"], f["indices"], f["indptr"]), shape=tuple(f["shape"]))
     return Neighbours(x, config["sizes"]["songs"], config["sizes"]["tags"], config["settings"])
 
 

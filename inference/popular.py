@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from data.melon import MelonDataError, load_playlists, write_json
-from evaluate.ndcg import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST
+from data.task import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST
 
 log = logging.getLogger("inference.popular")
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluate.ndcg import QUESTION_TYPES
+from data.task import QUESTION_TYPES
 from inference.blend import CUTOFF, KINDS, answers, merged, normalised
 MEMBER_FEATURES = ("score", "sqrt_score", "reciprocal_rank", "proposed")
 ITEM_FEATURES = ("log_count", "log_age", "artist_share")

@@ -13,9 +13,9 @@ import argparse
 import datetime as dt
 import logging
 import sys
-import unicodedata
 from pathlib import Path
 
+from inference.display import cell
 from inference.ensemble import DEFAULT_CONFIG
 
 
@@ -31,21 +31,6 @@ def _date(text: str) -> str:
         return dt.date.fromisoformat(text).strftime("%Y-%m-%d 00:00:00.000")
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
-
-
-def _width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
-def cell(text: str, width: int) -> str:
-    """``text`` cut and padded to ``width`` terminal columns (Hangul counts double)."""
-    out = ""
-    for c in text:
-        if _width(out + c) > width - (1 if _width(text) > width else 0):
-            out += "…"
-            break
-        out += c
-    return out + " " * (width - _width(out))
 
 
 def table(result: dict, song_meta: list[dict], top: int) -> str:
@@ -83,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from data.melon import MelonDataError, load_song_meta, song_meta_path
     from data.workdir import WorkdirError
-    from inference.ensemble import Ensemble, ExportError, Settings
+    from inference.ensemble import Ensemble, Settings
+    from inference.exports import ExportError
 
     args.meta = song_meta_path(args.meta)
     args.date = args.date or dt.date.today().strftime("%Y-%m-%d 00:00:00.000")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.recommend import cell
+from inference.display import cell
 
 
 class SimilarError(ValueError):
@@ -32,7 +32,7 @@ class Vectors:
     def __init__(self, workdir: Path, rundir: Path):
         from data.title import TitleTokenizer
         from data.workdir import verify_workdir
-        from inference.ensemble import load_export
+        from inference.exports import load_export
 
         manifest = verify_workdir(workdir, check_shards=False)
         weights, _ = load_export(Path(rundir), ("word2vec",), manifest, workdir)
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from data.melon import MelonDataError, load_song_meta, song_meta_path
     from data.workdir import WorkdirError, sha256_file
-    from inference.ensemble import ExportError
+    from inference.exports import ExportError
 
     try:
         vectors = Vectors(args.work, args.model)

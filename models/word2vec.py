@@ -110,26 +110,10 @@ class Word2Vec(tf.Module):
         return scores[:, : self.n_songs], scores[:, self.n_songs:]
 
 
-def keep_probabilities(counts: np.ndarray, t: float) -> np.ndarray:
-    """word2vec's subsampling: a token of frequency f = count / total is kept with min(1, sqrt(t/f) + t/f)
-    (Mikolov et al. 2013, as the C code computes it); all ones when t is 0."""
-    counts = np.asarray(counts, dtype=np.float64)
-    if t <= 0:
-        return np.ones_like(counts, dtype=np.float32)
-    f = np.maximum(counts, 1.0) / max(counts.sum(), 1.0)
-    return np.minimum(1.0, np.sqrt(t / f) + t / f).astype(np.float32)
-
-
 def log_noise(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
     """log of the negatives' distribution, unigram^power over the songs and tags (counts of 0 count as 1)."""
     weights = np.maximum(np.asarray(counts, dtype=np.float64), 1.0) ** power
     return np.log(weights / weights.sum()).astype(np.float32)
-
-
-def negative_cdf(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
-    """The cumulative unigram^power distribution over the songs and tags (the negatives' sampler)."""
-    weights = np.maximum(np.asarray(counts, dtype=np.float64), 1.0) ** power
-    return (np.cumsum(weights) / weights.sum()).astype(np.float32)
 
 
 def normalised(vectors: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import pytest
 
 from bench.peers import DEFAULTS, PEERS, als, ease, genre_popular, item_cf, playlist_cf, popular
 from data.vocab import release_dates, updt_day
-from evaluate.ndcg import check_results
+from data.ndcg import check_results
 
 from conftest import REPO
 
@@ -363,7 +363,7 @@ def test_playlist_cf_votes_are_the_bm25_neighbour_sums_computed_from_the_playlis
 
 def test_tune_scores_exactly_the_protocols_tuning_part(monkeypatch):
     import bench.peers
-    from evaluate.protocol import parts, select
+    from data.task import parts, select
 
     questions = [playlist(200 + i, q["songs"], q["tags"], q["plylst_title"], q["updt_date"])
                  for i, q in enumerate(QUESTIONS * 3)]
@@ -624,7 +624,7 @@ def tiny_benchmark(quickstart_tiny):
 @pytest.mark.timeout(1800)  # its fixture runs the whole main job (launch/quickstart.sh) and the benchmark at tiny scale
 def test_tiny_benchmark_scores_every_system_by_question_type(tiny_benchmark):
     root, summary, _ = tiny_benchmark
-    from evaluate.protocol import parts
+    from data.task import parts
 
     run = root / "runs/quickstart-tiny"
     questions = json.loads((run / "split/questions/val.json").read_text(encoding="utf-8"))

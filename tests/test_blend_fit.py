@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from evaluate.ndcg import ndcg
+from data.task import ndcg
 from inference.blend import MIN_QUESTIONS, BlendError, Candidates, Pool, fit, load, normalised, save, simplex
 
 MANIFEST = {"files": {"vocab.json": {"sha256": "v1"}, "title.model": {"sha256": "t1"}}}

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from conftest import load, run_module
-from evaluate.ndcg import InvalidResults, evaluate, ndcg, question_scores, question_type
+from data.task import InvalidResults, ndcg, question_type
+from data.ndcg import evaluate, question_scores
 
 
 def answer(i, songs, tags):

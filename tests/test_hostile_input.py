@@ -1,7 +1,7 @@
 """Hostile input: the Melon readers, the evaluator and the CLIs that write files.
 
 Every input either loads (and then exactly as written), scores, or is refused with the project's own
-error: :class:`data.melon.MelonDataError` from the readers, :class:`evaluate.ndcg.InvalidResults` from
+error: :class:`data.melon.MelonDataError` from the readers, :class:`data.task.InvalidResults` from
 the evaluator, each one line naming the file (readers), the record and the field. No KeyError,
 TypeError, RecursionError, UnicodeError... and no partial output file from a CLI that fails.
 
@@ -31,7 +31,8 @@ from data.melon import (
     MelonDataError, load_genres, load_playlists, load_results, load_song_meta, read_json, write_json,
 )
 from evaluate import table
-from evaluate.ndcg import IDCG, InvalidResults, evaluate, ndcg
+from data.task import IDCG, InvalidResults, ndcg
+from data.ndcg import evaluate
 
 SETTINGS = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -511,7 +512,7 @@ def _int(v) -> bool:
 
 
 def _evaluator_accepts(answers, results, questions) -> bool:
-    """The official checks plus shape, written independently of evaluate/ndcg.py."""
+    """The official checks plus shape, written independently of data/ndcg.py."""
     def records(xs):
         return type(xs) is list and all(type(x) is dict and _int(x.get("id")) for x in xs)
 

@@ -289,7 +289,7 @@ def blended(quickstart_tiny):
 @pytest.mark.slow
 def test_a_fitted_blend_gives_valid_results_and_records_what_it_was_fitted_on(runs, blended, split_dir, quickstart_tiny,
                                                                               tmp_path):
-    from evaluate.protocol import parts
+    from data.task import parts
 
     work, dae, title = runs
     neighbours, blend_file, log = blended

@@ -1,12 +1,14 @@
-"""evaluate.protocol: the tuning and report parts of the validation questions."""
+"""The quality protocol (data/task.py's parts and select, python -m evaluate.protocol): the tuning and report
+parts of the validation questions."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
 
-from evaluate.ndcg import question_type
-from evaluate.protocol import PARTS, main, parts, select
+from data.task import question_type
+from data.task import PARTS, parts, select
+from evaluate.protocol import main
 
 
 def questions(n: int = 403, seed: int = 0) -> list[dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import QUICKSTART_EPOCHS
-from evaluate.protocol import parts
+from data.task import parts
 
 STAGES = {"generate", "split", "preprocess", "dae", "title_pretrain", "title_finetune", "word2vec", "neighbours",
           "playlists", "cnn", "audio_index", "blend", "popular", "ensemble", "peer"}  # in timings.json (at least these)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluate.ndcg import ndcg
+from data.task import ndcg
 from inference import ranker
 from inference.blend import BlendError, Candidates, load, save
 from inference.ensemble import Ensemble

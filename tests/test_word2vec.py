@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, run_module
-from models.word2vec import Word2Vec, Word2VecConfig, keep_probabilities, negative_cdf
+from data.pipeline import keep_probabilities, negative_cdf
+from models.word2vec import Word2Vec, Word2VecConfig
 
 FAST = ["--set", "train.batch_size=64", "--set", "train.warmup_steps=10", "--set", "model.dim=32",
         "--set", "model.pairs=16", "--set", "validation.batch_size=128"]

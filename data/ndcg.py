@@ -20,50 +20,13 @@ Extra fields are ignored; recommended ids that exist nowhere simply score no hit
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from numbers import Integral
 from typing import Any
 
-SONGS_PER_PLAYLIST = 100
-TAGS_PER_PLAYLIST = 10
+from data.task import QUESTION_TYPES, SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, InvalidResults, ndcg, question_type
+
 MUSIC_WEIGHT, TAG_WEIGHT = 0.85, 0.15
-
-# The official table: _idcgs[n] = sum_{i<n} 1/ln(i+2), n = 0..100 (natural log; the base cancels).
-IDCG = [sum(1.0 / math.log(i + 2) for i in range(n)) for n in range(SONGS_PER_PLAYLIST + 1)]
-
-QUESTION_TYPES = ("songs-only", "songs+tags", "tags-only", "title-only", "empty")
-
-
-class InvalidResults(ValueError):
-    """A results file the official evaluator would reject (or crash on)."""
-
-
-def ndcg(gt: list, rec: list) -> float:
-    """One playlist's nDCG of ``rec`` against the relevant items ``gt`` (official formula).
-
-    ``gt`` must hold 1 to 100 items (the official ideal-DCG table); otherwise InvalidResults, where the
-    official script divides by zero or indexes past its table.
-    """
-    if not 1 <= len(gt) <= SONGS_PER_PLAYLIST:
-        raise InvalidResults(f"nDCG needs 1 to {SONGS_PER_PLAYLIST} relevant items, got {len(gt)}")
-    relevant = set(gt)
-    dcg = sum(1.0 / math.log(i + 2) for i, item in enumerate(rec) if item in relevant)
-    return dcg / IDCG[len(gt)]
-
-
-def question_type(question: dict) -> str:
-    """Which of QUESTION_TYPES a question is, from what it gives (songs, tags, a non-blank title)."""
-    has_songs, has_tags = bool(question.get("songs")), bool(question.get("tags"))
-    if has_songs and has_tags:
-        return "songs+tags"
-    if has_songs:
-        return "songs-only"
-    if has_tags:
-        return "tags-only"
-    if str(question.get("plylst_title", "")).strip():
-        return "title-only"
-    return "empty"
 
 
 def _is_int(value: Any) -> bool:
