@@ -108,7 +108,7 @@ def score(sample: Path, results: Path) -> dict:
 def markdown(result: dict) -> str:
     lines = [f"# The DAE at melon size after {result['minutes']:g} minutes of training (-np {result['np']})", "",
              f"{result['questions']} report-half questions of the synthetic `melon` split (a seeded sample); "
-             f"`python -m bench.melon_budget --minutes {result['minutes']:g}`.", "",
+             f"`{result.get('command', 'python -m bench.melon_budget --minutes %g' % result['minutes'])}`.", "",
              "| system | music nDCG | tag nDCG | score | / item_cf |", "| --- | ---: | ---: | ---: | ---: |"]
     base = result["systems"]["item_cf"]["score"]
     for name, scores in result["systems"].items():
@@ -132,15 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-per-epoch", type=int, default=200, help="steps between validations")
     parser.add_argument("--keep", type=Path, default=REPO / "runs/melon-budget", help="data, runs and logs")
     parser.add_argument("--set", action="append", default=[], help="a further trainer override KEY=VALUE")
+    parser.add_argument("--name", default="dae",
+                        help="the run's name: its folder in --keep and, unless dae, the results' suffix "
+                             "(bench/results/melon_budget_NAME.*): a variant beside the main run, on the same data")
     parser.add_argument("--no-train", action="store_true",
                         help="score the run already in --keep (its log gives the curve; the wall time is not known)")
     args = parser.parse_args(argv)
-    if args.no_train and not (args.keep / "logs/dae.log").is_file():
-        parser.error(f"--no-train: no trained run in {args.keep} (no logs/dae.log); run without --no-train first")
+    run_dir, log = args.keep / args.name, args.keep / f"logs/{args.name}.log"
+    if args.no_train and not log.is_file():
+        parser.error(f"--no-train: no trained run in {args.keep} (no {log}); run without --no-train first")
     started = time.perf_counter()
     data, split, work = prepare_data(args.keep)
     sample = report_sample(split, args.questions, args.keep / "report-sample")
-    run_dir, log = args.keep / "dae", args.keep / "logs/dae.log"
     if args.no_train:
         trained = {"output": log.read_text(encoding="utf-8"), "wall_s": None, "peak_rss_gb": None}
     else:
@@ -148,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     systems, timings = {}, {}
     results = args.keep / "results"
     dae_run = run([sys.executable, "-m", "inference", "--questions", sample / "questions/val.json", "--work", work,
-                   "--dae", run_dir, "--out", results / "dae.json", "--no-progress"], args.keep / "logs/infer-dae.log",
-                  name="inference")
-    systems["dae"], timings["dae"] = score(sample, results / "dae.json"), dae_run["wall_s"]
+                   "--dae", run_dir, "--out", results / f"{args.name}.json", "--no-progress"],
+                  args.keep / f"logs/infer-{args.name}.log", name="inference")
+    systems["dae"], timings["dae"] = score(sample, results / f"{args.name}.json"), dae_run["wall_s"]
     for peer in PEERS:
         peer_run = run([sys.executable, "-m", "bench.peers", peer, "--split", sample, "--meta", data,
                         "--out", results / f"{peer}.json"], args.keep / f"logs/{peer}.log", name=peer)
@@ -159,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     config = json.loads((run_dir / "config.json").read_text())
     epochs = curve(trained["output"])
     result = {
-        "minutes": args.minutes, "np": args.np, "questions": args.questions, "settings": SETTINGS + args.set,
+        "command": " ".join(["python -m bench.melon_budget", *(sys.argv[1:] if argv is None else argv)]),
+        "name": args.name, "minutes": args.minutes, "np": args.np, "questions": args.questions, "settings": SETTINGS + args.set,
         "sizes": manifest["sizes"], "train_playlists": manifest["records"]["train"],
         "train": {"minutes": spent_minutes(trained["output"]), "command_wall_s": trained["wall_s"],
                   "steps": len(epochs) * args.steps_per_epoch,
@@ -170,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         "dae_over_item_cf": round(systems["dae"]["score"] / systems["item_cf"]["score"], 3),
         "total_wall_s": round(time.perf_counter() - started, 1),
     }
-    save_result("melon_budget", result)
-    (results_dir() / "melon_budget.md").write_text(markdown(result), encoding="utf-8")
+    name = "melon_budget" if args.name == "dae" else f"melon_budget_{args.name}"
+    save_result(name, result)
+    (results_dir() / f"{name}.md").write_text(markdown(result), encoding="utf-8")
     print(markdown(result))
     return 0
 
