@@ -19,6 +19,8 @@ model:
 * epochs: metrics averaged over ranks; validation every E epochs with early stopping decided once and
   broadcast, so all ranks stop together;
 * rank 0 alone: progress bar, TensorBoard, checkpoints (last K and best), the inference export;
+* stopping early on purpose: ``train.max_minutes`` (a time budget), or a file ``OUT/STOP`` (``touch`` it:
+  training ends after the epoch in progress, as after its last);
 * the end: every rank's weight checksum is compared.
 
 The same epoch loop (:func:`train_epochs`) runs fixed-size and elastic training: it reads and advances a
@@ -257,13 +259,26 @@ def train_epochs(hvd, world: World, config: TrainerConfig, out: Path, optimizer,
         metrics = average(hvd, {k: v / max(1, state.good) for k, v in state.sums.items()})
         throughput = seen * size / max(time.perf_counter() - started, 1e-9)
         stop = finish_epoch(hvd, task, config, out, counters, world.writer, world.managers, epoch, metrics, lr,
-                            throughput) or out_of_time(hvd, tag, config.train.max_minutes, began)
+                            throughput) or out_of_time(hvd, tag, config.train.max_minutes, began) \
+            or stop_requested(hvd, tag, out, epoch)
         state.epoch, state.batch, state.sums, state.good = (epochs + 1 if stop else epoch + 1), 0, {}, 0
         since_commit = 0
         state.commit()
         if stop:
             break
     return finish(hvd, task, counters, out)
+
+
+def stop_requested(hvd, tag: str, out: Path, epoch: int) -> bool:
+    """Whether a file ``OUT/STOP`` asks training to end after this epoch (``touch OUT/STOP``: checkpointed and
+    exported as at any epoch end), rank 0 deciding for every rank (a collective call); rank 0 removes the file,
+    so that a rerun resumes and trains on."""
+    flag = out / "STOP"
+    stop = hvd.broadcast_object(hvd.rank() == 0 and flag.exists(), root_rank=0, name="stop_requested")
+    if stop and hvd.rank() == 0:
+        flag.unlink(missing_ok=True)
+        print(f"{tag} stop requested ({flag}): stopping after epoch {epoch}; removed the file", flush=True)
+    return stop
 
 
 def out_of_time(hvd, tag: str, max_minutes: float | None, began: float) -> bool:

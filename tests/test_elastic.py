@@ -81,9 +81,9 @@ def checksums(text: str, name: str) -> list[str]:
 def test_dae_keeps_training_while_a_worker_leaves_and_comes_back_then_resumes_after_a_restart(workdirs, tmp_path):
     hosts, out = tmp_path / "hosts", tmp_path / "run"
     set_slots(hosts, 2)
-    # the worker that rejoins needs its start-up before the last epoch: about one one-worker epoch here under
-    # load (it joined in epoch 4); 10 epochs leave it six
-    epochs = 10
+    # more epochs than the test needs: once an epoch has ended on two workers again, OUT/STOP ends the training
+    # after the epoch in progress, however long the rejoining worker took to start (the machine's load)
+    epochs = 60
     script = [str(REPO / "hvd_train/dae.py"), "--work", str(workdirs[0]), "--out", str(out), *FAST,
               "--set", f"train.epochs={epochs}"]
     job = ElasticJob(tmp_path, hosts, 2, script)
@@ -106,29 +106,34 @@ def test_dae_keeps_training_while_a_worker_leaves_and_comes_back_then_resumes_af
                             r"learning-rate scale 1 -> 2 \(linear scaling\), learning rate ([0-9.e+-]+) at step (\d+)",
                             after=alone.end())
         assert float(back.group(2)) == pytest.approx(lr(2, 32, int(back.group(3))), rel=1e-5)
+        job.wait_for(r"\[dae\] epoch \d+: loss", after=back.end())  # an epoch on two workers again
+        (out / "STOP").touch()
+        stopped = job.wait_for(r"\[dae\] stop requested \(\S+STOP\): stopping after epoch (\d+)", after=back.end())
         assert job.finish() == 0, job.tail()
     finally:
         job.kill()
     text = job.text()
+    last = int(stopped.group(1))
     assert "has been removed from elastic job" in text  # the leaving worker was told so
-    assert [e for e, _ in epoch_lines(text, "dae")] == list(range(1, epochs + 1))  # every epoch once, in order
+    assert [e for e, _ in epoch_lines(text, "dae")] == list(range(1, last + 1))  # every epoch once, in order
     assert any(pos > back.end() for _, pos in epoch_lines(text, "dae"))  # and trained on two workers again
+    assert last < epochs and not (out / "STOP").exists()  # stopped on request, the request cleared
     final = checksums(text, "dae")
     assert len(final) == 2 and len(set(final)) == 1  # both final workers hold the same weights
     # rank 0 alone wrote checkpoints, the export and TensorBoard, whichever world it was in
     assert (out / "export/weights.npz").is_file() and (out / "tensorboard").is_dir()
-    assert list((out / "checkpoints").glob(f"ckpt-{epochs}.index"))
+    assert list((out / "checkpoints").glob(f"ckpt-{last}.index"))
 
     # The whole job stopped; the same command, started again with one more epoch, resumes from the checkpoint.
     set_slots(hosts, 1)
-    again = ElasticJob(tmp_path, hosts, 1, script[:-1] + [f"train.epochs={epochs + 1}"], name="again")
+    again = ElasticJob(tmp_path, hosts, 1, script[:-1] + [f"train.epochs={last + 1}"], name="again")
     try:
         assert again.finish() == 0, again.tail()
     finally:
         again.kill()
     text = again.text()
-    assert re.search(rf"\[dae\] resumed from \S+ckpt-{epochs}: epoch {epochs}, step \d+", text), again.tail()
-    assert [e for e, _ in epoch_lines(text, "dae")] == [epochs + 1]
+    assert re.search(rf"\[dae\] resumed from \S+ckpt-{last}: epoch {last}, step \d+", text), again.tail()
+    assert [e for e, _ in epoch_lines(text, "dae")] == [last + 1]
     assert len(checksums(text, "dae")) == 1
 
 
@@ -136,7 +141,7 @@ def test_dae_keeps_training_while_a_worker_leaves_and_comes_back_then_resumes_af
 def test_title_pretraining_takes_in_a_second_worker(workdirs, tmp_path):
     hosts, out = tmp_path / "hosts", tmp_path / "pretrain"
     set_slots(hosts, 1)
-    epochs = 6  # the second worker joined at the start of epoch 3 here, under load: 6 leave it 4 epochs
+    epochs = 60  # more than needed: OUT/STOP ends it once an epoch has ended on two workers, whatever the load
     script = [str(REPO / "hvd_train/title.py"), "pretrain", "--work", str(workdirs[0]), "--out", str(out), *FAST,
               "--set", f"train.epochs={epochs}"]
     job = ElasticJob(tmp_path, hosts, 1, script)
@@ -147,11 +152,16 @@ def test_title_pretraining_takes_in_a_second_worker(workdirs, tmp_path):
                             r"steps done, now \d+ of (\d+)\); global batch 128 \(64 x 2 ranks\); learning-rate scale "
                             r"1 -> 2", after=first.end())
         assert int(grew.group(2)) < int(grew.group(1))  # the same data over two workers: fewer steps each
+        job.wait_for(r"\[title_pretrain\] epoch \d+: loss", after=grew.end())
+        (out / "STOP").touch()
+        stopped = job.wait_for(r"\[title_pretrain\] stop requested \(\S+STOP\): stopping after epoch (\d+)",
+                               after=grew.end())
         assert job.finish() == 0, job.tail()
     finally:
         job.kill()
     text = job.text()
-    assert [e for e, _ in epoch_lines(text, "title_pretrain")] == list(range(1, epochs + 1))
+    last = int(stopped.group(1))
+    assert [e for e, _ in epoch_lines(text, "title_pretrain")] == list(range(1, last + 1)) and last < epochs
     assert re.search(r"\[title_pretrain\] epoch \d+: .*validation masked-piece loss [0-9.]+ accuracy", text)
     final = checksums(text, "title_pretrain")
     assert len(final) == 2 and len(set(final)) == 1
