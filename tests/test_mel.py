@@ -192,28 +192,27 @@ def test_truncated_member_is_reported_counted_and_the_rest_read(tmp_path, caplog
     assert scanned.corrupt_archives == (1 if bad == 5003 else 0)  # the cut archive is reported as well
 
 
-@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
-def test_member_with_inf_or_nan_is_reported_counted_and_the_rest_read(tmp_path, caplog, value):
-    good = good_tars(tmp_path)
-    tar = tmp_path / "arena_mel_5.tar"
-    songs = {s: mel(s) for s in (5001, 5002, 5003)}
-    songs[5002][17, 3] = value
-    write_tar(tar, [(member(s), npy(a)) for s, a in songs.items()])
-    scanned, arrays, report = read_pass(tmp_path)
-    assert report.as_dict()["bad"] == {"holds NaN or inf": 1} and "1 bad" in report.summary()
-    assert f"bad mel-spectrogram {tar}:{member(5002)}: holds NaN or inf" in caplog.text
-    assert_arrays(arrays, {**good, 5001: songs[5001], 5003: songs[5003]})
-    assert report.ok == len(good) + 2 and scanned.corrupt_archives == 0
+def _with_value(value):
+    array = mel(5002)
+    array[17, 3] = value
+    return array
 
 
-def test_member_with_no_frames_is_reported_counted_and_the_rest_read(tmp_path, caplog):
+@pytest.mark.parametrize("bad_array, reason, said", [
+    (_with_value(np.inf), "holds NaN or inf", "holds NaN or inf"),
+    (_with_value(-np.inf), "holds NaN or inf", "holds NaN or inf"),
+    (_with_value(np.nan), "holds NaN or inf", "holds NaN or inf"),
+    (np.zeros((48, 0), np.float32), "shape", "shape (48, 0), expected [48, T] with T >= 1"),  # T = 0
+], ids=["inf", "-inf", "nan", "no frames"])
+def test_member_with_inf_nan_or_no_frames_is_reported_counted_and_the_rest_read(tmp_path, caplog, bad_array, reason,
+                                                                                  said):
     good = good_tars(tmp_path)
     tar = tmp_path / "arena_mel_5.tar"
-    songs = {5001: mel(5001), 5002: np.zeros((48, 0), np.float32), 5003: mel(5003, frames=1)}
+    songs = {5001: mel(5001), 5002: bad_array, 5003: mel(5003, frames=1)}
     write_tar(tar, [(member(s), npy(a)) for s, a in songs.items()])
     scanned, arrays, report = read_pass(tmp_path)
-    assert report.as_dict()["bad"] == {"shape": 1} and "1 bad" in report.summary()
-    assert f"bad mel-spectrogram {tar}:{member(5002)}: shape (48, 0), expected [48, T] with T >= 1" in caplog.text
+    assert report.as_dict()["bad"] == {reason: 1} and "1 bad" in report.summary()
+    assert f"bad mel-spectrogram {tar}:{member(5002)}: {said}" in caplog.text
     assert_arrays(arrays, {**good, 5001: songs[5001], 5003: songs[5003]})
     assert report.ok == len(good) + 2 and scanned.corrupt_archives == 0
 
