@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.task import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST
 from models.ranking import ChunkedScores, top_unseen
 
 
@@ -177,39 +178,50 @@ class Validator:
             batch = {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
             if int(batch["id"].shape[0]) == 0:
                 continue
-            song_scores, tag_scores = self.predict(batch)
-            days = batch["updt_date"].numpy()[:, None]
-            songs = top_unseen(song_scores, batch["songs"].numpy(),
-                               lambda start, stop: self.song_release[None, start:stop] > days, 100)
-            tags = top_unseen(tag_scores, batch["tags"].numpy(), None, 10)
-            out.extend(self._answers_of(batch["id"].numpy(), songs, tags))
-            if popularity:
-                rows = len(days)
-                by_count = ChunkedScores(lambda start, stop: np.broadcast_to(-np.arange(start, stop, dtype=np.float32),
-                                                                             (rows, stop - start)),
-                                         len(self.song_ids), 16384)  # the vocabulary is in count order
-                songs = top_unseen(by_count, batch["songs"].numpy(),
-                                   lambda start, stop: self.song_release[None, start:stop] > days, 100)
-                tags = top_unseen(np.broadcast_to(-np.arange(len(self.tags), dtype=np.float32), (rows, len(self.tags))),
-                                  batch["tags"].numpy(), None, 10)
-                popular.extend(self._answers_of(batch["id"].numpy(), songs, tags))
+            out.extend(self._official(batch, *self.predict(batch)))
+            if popularity:  # the vocabulary is in count order: a score falling with the index ranks by count
+                rows = int(batch["id"].shape[0])
+                by_count = ChunkedScores(lambda start, stop: np.broadcast_to(
+                    -np.arange(start, stop, dtype=np.float32), (rows, stop - start)), len(self.song_ids), 16384)
+                popular.extend(self._official(batch, by_count, np.broadcast_to(
+                    -np.arange(len(self.tags), dtype=np.float32), (rows, len(self.tags)))))
         return (out, popular) if popularity else out
 
-    def _answers_of(self, ids: np.ndarray, songs: np.ndarray, tags: np.ndarray) -> list[dict]:
-        """Official-format answers from question ids [B] and vocabulary indices [B, 100] / [B, 10] (-1: none)."""
-        return [{"id": int(pid), "songs": self.song_ids[s[s >= 0]].tolist(), "tags": [self.tags[i] for i in t[t >= 0]]}
-                for pid, s, t in zip(ids, songs, tags)]
+    def _official(self, batch: dict, song_scores, tag_scores) -> list[dict]:
+        """Official-format answers to a batch's questions from their song and tag scores ([B, n] or
+        ChunkedScores): the top 100 songs released by the question's update date and top 10 tags, none
+        given; a question with fewer allowed songs is filled up with the most frequent others, so that every
+        answer has exactly 100 songs and 10 tags, as the official evaluator requires."""
+        days = batch["updt_date"].numpy()[:, None]
+        songs = top_unseen(song_scores, batch["songs"].numpy(),
+                           lambda start, stop: self.song_release[None, start:stop] > days, SONGS_PER_PLAYLIST)
+        tags = top_unseen(tag_scores, batch["tags"].numpy(), None, TAGS_PER_PLAYLIST)
+        return [{"id": int(pid), "songs": self.song_ids[_filled(s, len(self.song_ids))].tolist(),
+                 "tags": [self.tags[i] for i in _filled(t, len(self.tags))]}
+                for pid, s, t in zip(batch["id"].numpy(), songs, tags)]
 
     def gather_and_score(self, hvd) -> tuple[dict, list[dict]]:
-        """Every rank's results gathered, scored once on rank 0, the scores broadcast (a collective call)."""
-        first = self._popularity_score is None
-        mine = self.results(popularity=first)
-        gathered = hvd.allgather_object(mine, name="validation")
+        """Every rank's results gathered, scored once on rank 0, the scores broadcast (collective calls).
+        Popularity's answers are gathered and scored at the first scoring only, rank 0 deciding which one
+        that is (after an elastic world change some workers hold a new Validator and others an old one)."""
+        first = hvd.broadcast_object(self._popularity_score is None, root_rank=0, name="validation_first")
+        gathered = hvd.allgather_object(self.results(popularity=first), name="validation")
         parts = [part[0] for part in gathered] if first else gathered
         results = sorted((r for part in parts for r in part), key=lambda r: r["id"])
         scores = self.score(results) if hvd.rank() == 0 else None
-        if first and hvd.rank() == 0:
-            scores["popularity_score"] = self.score([r for part in gathered for r in part[1]])["score"]
+        if hvd.rank() == 0:
+            scores["popularity_score"] = (self.score([r for part in gathered for r in part[1]])["score"] if first
+                                          else self._popularity_score)
         scores = hvd.broadcast_object(scores, root_rank=0, name="scores")
-        self._popularity_score = scores["popularity_score"] if first else self._popularity_score
-        return {**scores, "popularity_score": self._popularity_score}, results
+        self._popularity_score = scores["popularity_score"]
+        return scores, results
+
+
+def _filled(indices: np.ndarray, n: int) -> np.ndarray:
+    """A row of top-k indices (-1: none allowed) with its -1s replaced by the first other indices of [0, n):
+    the most frequent items, the vocabulary being in count order."""
+    chosen = indices[indices >= 0]
+    if len(chosen) == len(indices):
+        return chosen
+    others = np.setdiff1d(np.arange(min(n, len(indices) + len(chosen))), chosen, assume_unique=False)
+    return np.concatenate([chosen, others[: len(indices) - len(chosen)]])

@@ -178,7 +178,7 @@ class FaultsConfig:
     """``faults``: fault injection for drills and tests (bench/faults.py); null in real runs."""
     nan_loss_from_step: int | None
     nan_loss_rank: int
-    nan_loss_steps: int | None  # steps with a NaN loss (skipped steps included); None: all from then on
+    nan_loss_steps: int | None  # batches with a NaN loss (skipped steps included); None: all from then on
 
     def __post_init__(self):
         positive(self, "nan_loss_steps", name="faults")

@@ -258,15 +258,29 @@ def train_epochs(hvd, world: World, config: TrainerConfig, out: Path, optimizer,
         progress.close()
         metrics = average(hvd, {k: v / max(1, state.good) for k, v in state.sums.items()})
         throughput = seen * size / max(time.perf_counter() - started, 1e-9)
+        # a budget spent or a stop asked for makes this epoch the last: validated and exported as the last is
+        ending = out_of_time(hvd, tag, config.train.max_minutes, began) | stop_requested(hvd, tag, out, epoch)
         stop = finish_epoch(hvd, task, config, out, counters, world.writer, world.managers, epoch, metrics, lr,
-                            throughput) or out_of_time(hvd, tag, config.train.max_minutes, began) \
-            or stop_requested(hvd, tag, out, epoch)
+                            throughput, last=ending) or ending
         state.epoch, state.batch, state.sums, state.good = (epochs + 1 if stop else epoch + 1), 0, {}, 0
         since_commit = 0
         state.commit()
         if stop:
             break
     return finish(hvd, task, counters, out)
+
+
+_INJECTED = []  # faults: the NaN losses this process injected, one counter for every trace of the step
+
+
+def _fault_counter():
+    """The process's count of injected NaN losses (a tf.Variable made once: a step traced again after an elastic
+    reset or a loss variant change keeps counting)."""
+    import tensorflow as tf
+
+    if not _INJECTED:
+        _INJECTED.append(tf.Variable(0, dtype=tf.int64, trainable=False, name="faults_injected"))
+    return _INJECTED[0]
 
 
 def stop_requested(hvd, tag: str, out: Path, epoch: int) -> bool:
@@ -352,11 +366,12 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
     nan_from = faults.nan_loss_from_step
     rank = hvd.rank()
     decayed = task.decayed if weight_decay else []
-    injected = tf.Variable(0, dtype=tf.int64, trainable=False)  # NaN losses injected so far (faults)
+    injected = _fault_counter()
 
     def inject_nan():
-        """faults: whether this step's loss is NaN: from step nan_loss_from_step on, nan_loss_steps times (a
-        skipped step does not advance the step counter, so the count is of steps injected)."""
+        """faults: whether this batch's loss is NaN: from step nan_loss_from_step on, for nan_loss_steps batches
+        (a skipped step does not advance the step counter, so the count is of batches injected; with
+        train.accumulation_steps k, k batches make a step)."""
         due = optimizer.iterations + 1 >= nan_from
         if faults.nan_loss_steps is not None:
             due &= injected < faults.nan_loss_steps
@@ -451,9 +466,10 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
 
 
 def finish_epoch(hvd, task: Task, config: TrainerConfig, out: Path, counters: Counters, writer, managers, epoch: int,
-                 metrics: dict, lr, throughput: float) -> bool:
-    """The end of an epoch on every rank: validation when due (collective), the best export and checkpoints,
-    TensorBoard and the epoch line on rank 0. Returns whether training stops early (the same on every rank)."""
+                 metrics: dict, lr, throughput: float, last: bool = False) -> bool:
+    """The end of an epoch on every rank: validation when due (collective; always after the ``last`` epoch), the
+    best export and checkpoints, TensorBoard and the epoch line on rank 0. Returns whether training stops early
+    (the same on every rank)."""
     import tensorflow as tf
 
     from data.melon import write_json
@@ -466,7 +482,7 @@ def finish_epoch(hvd, task: Task, config: TrainerConfig, out: Path, counters: Co
     line = f"{tag} epoch {epoch}: loss {metrics['loss']:.5f}, lr {float(lr):.3e}, {throughput:.0f} {task.unit}/s"
 
     stop = False
-    if epoch % every == 0 or epoch == epochs:
+    if epoch % every == 0 or epoch == epochs or last:
         scores, results = task.validate()
         line += f"; validation {task.describe(scores)}"
         if scores["score"] > float(best_score.numpy()):

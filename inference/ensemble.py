@@ -147,6 +147,11 @@ class Ensemble:
                 raise ExportError(f"{run}: a second {member.config['kind']} neighbour member; give each kind once")
             self.neighbours[member.config["kind"]] = member
         self.blend = None if blend_path is None else blend.load(blend_path, self.manifest, self.members())
+        fitted_weak = sorted(self.blend.get("weak", [])) if self.blend is not None else sorted(self.weak)
+        if fitted_weak != sorted(self.weak):
+            raise blend.BlendError(f"{blend_path}: fitted with {fitted_weak or 'no'} member(s) answering by "
+                                   f"popularity, but here {sorted(self.weak) or 'none'} do (popularity_fallback, or "
+                                   f"retrained models); fit the blend again")
         self.audio = None  # the audio member (inference/audio_member.py), its tail slots from the blend file
         if audio_run is not None:
             from inference.audio_member import AudioMember
@@ -163,8 +168,8 @@ class Ensemble:
         weak = below_popularity(config) if self.settings.popularity_fallback else None
         if weak:
             self.weak[name] = weak
-            log.warning("%s (%s): %s; popularity answers in its place (popularity_fallback in %s)", name, run, weak,
-                        DEFAULT_CONFIG.name)
+            log.warning("%s (%s): %s; popularity answers in its place (the ensemble config's popularity_fallback)",
+                        name, run, weak)
 
     def check_audio_slots(self, blend_path: Path) -> None:
         """BlendError unless the blend file's audio slots were fitted for this audio member's CNN export."""
@@ -257,8 +262,9 @@ class Ensemble:
         """A weak member's stand-in: each question's songs [Q, n_songs] and tags [Q, n_tags] as the training
         counts' distribution (the given items are blocked by the caller)."""
         rows = len(records)
-        return (np.broadcast_to(self.song_counts / self.song_counts.sum(), (rows, len(self.song_counts))),
-                np.broadcast_to(self.tag_counts / self.tag_counts.sum(), (rows, len(self.tag_counts))))
+        songs, tags = (self.song_counts / self.song_counts.sum()).astype(np.float32), \
+            (self.tag_counts / self.tag_counts.sum()).astype(np.float32)
+        return np.broadcast_to(songs, (rows, len(songs))), np.broadcast_to(tags, (rows, len(tags)))
 
     @staticmethod
     def _propose(probabilities, blocked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -341,8 +347,8 @@ class Ensemble:
         for name, (model, runs, probabilities) in models.items():
             if model is None:
                 continue
-            if name in self.weak:
-                runs, probabilities = np.ones(len(qs), dtype=bool), self._popularity_probabilities
+            if name in self.weak:  # where it would answer, popularity answers in its place
+                probabilities = self._popularity_probabilities
             c = Candidates(np.full((len(qs), s.candidate_songs), -1), np.zeros((len(qs), s.candidate_songs)),
                            np.full((len(qs), s.candidate_tags), -1), np.zeros((len(qs), s.candidate_tags)))
             rows = np.flatnonzero(runs)

@@ -33,8 +33,8 @@ def load_export(rundir: Path, expected: tuple, manifest: dict, workdir: Path, ma
         raise ExportError(f"{rundir}: its export is a {config.get('model')!r} model, expected {' or '.join(expected)}")
     for key, name in (("vocab_sha256", "vocab.json"), ("tokenizer_sha256", "title.model")):
         if config.get(key) != manifest["files"][name]["sha256"]:
-            raise ExportError(f"{rundir}: made with another {name} than {workdir} has (sha256 differs); "
-                              f"use the work directory it was made on")
+            raise ExportError(f"{rundir}: trained with another {name} than {workdir} has (sha256 differs); "
+                              f"use the work directory the model was trained on")
     return weights, config
 
 

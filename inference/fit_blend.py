@@ -126,11 +126,13 @@ def main(argv: list[str] | None = None) -> int:
             log.info("ranker %s: lambda %g; left out (their absence raised the cross-validated nDCG): %s", kind,
                      fitted["ranker"]["lambda"][kind], ", ".join(dropped) or "none")
     blend.save(args.out, fitted, ensemble.manifest, members, {"tuning_questions": len(tuning),
-                                                             "questions_file": str(args.questions)})
+                                                             "questions_file": str(args.questions),
+                                                             "weak": sorted(ensemble.weak)})
     if ensemble.audio is not None:
         fitted["audio"] = fit_audio(ensemble, args.out, tuning, answers, members)
         blend.save(args.out, fitted, ensemble.manifest, members, {"tuning_questions": len(tuning),
-                                                                 "questions_file": str(args.questions)})
+                                                                 "questions_file": str(args.questions),
+                                                                 "weak": sorted(ensemble.weak)})
     for t, row in fitted["tuning"].items():
         for kind, cell in row.items():
             if args.method == "grid":

@@ -25,7 +25,6 @@ work directory's hashes). The member proposes the best unblocked candidates with
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

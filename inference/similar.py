@@ -23,7 +23,7 @@ from inference.display import cell
 
 
 class SimilarError(ValueError):
-    """A query that cannot be answered (a run that cannot be used is inference.ensemble's ExportError)."""
+    """A query that cannot be answered (a run that cannot be used is inference/exports.py's ExportError)."""
 
 
 class Vectors:

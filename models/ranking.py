@@ -46,7 +46,7 @@ def top_unseen(scores, seen: np.ndarray, blocked: Callable[[int, int], np.ndarra
         items = np.concatenate([best_items, np.broadcast_to(np.arange(start, stop), part.shape)], axis=1)
         top = top_rows(values, k)
         best_values, best_items = np.take_along_axis(values, top, axis=1), np.take_along_axis(items, top, axis=1)
-    return np.where(np.isfinite(best_values), best_items, -1)
+    return np.where(best_values > -np.inf, best_items, -1)
 
 
 def top_rows(scores: np.ndarray, k: int) -> np.ndarray:

@@ -51,3 +51,21 @@ def test_below_popularity_reads_an_exports_validation_only_when_both_scores_are_
     assert below_popularity({"validation": {"score": 0.2, "popularity_score": 0.2}}) is None
     assert "0.1000 is below popularity's 0.2000" in below_popularity({"validation": {"score": 0.1,
                                                                                      "popularity_score": 0.2}})
+
+
+def test_a_question_with_fewer_allowed_songs_than_100_still_gets_100_songs_and_10_tags(hvd_one_rank, workdirs):
+    """Scores that allow nothing (NaN everywhere): every answer is filled up with the most frequent songs and
+    tags, as the official evaluator requires exactly 100 and 10, and validation scores instead of failing."""
+    nothing = _validator(workdirs[0], lambda rows, s, t: (np.full((rows, s), np.nan, np.float32),
+                                                         np.full((rows, t), np.nan, np.float32)))
+    scores, results = nothing.gather_and_score(hvd_one_rank)
+    assert results and all(len(r["songs"]) == 100 == len(set(r["songs"])) and len(r["tags"]) == 10 for r in results)
+    assert 0.0 <= scores["score"] <= scores["popularity_score"] + 0.05
+
+
+def test_filled_keeps_the_chosen_indices_and_adds_the_first_others():
+    from hvd_train.common import _filled
+
+    assert _filled(np.array([4, 0, -1, -1]), 10).tolist() == [4, 0, 1, 2]
+    assert _filled(np.array([3, 1, 2]), 10).tolist() == [3, 1, 2]
+    assert _filled(np.array([-1, -1]), 10).tolist() == [0, 1]

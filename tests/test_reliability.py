@@ -94,11 +94,11 @@ def test_divergence_before_the_first_checkpoint_stops_and_says_none_was_written(
 def test_a_stop_file_ends_training_after_the_epoch_in_progress_and_the_rerun_trains_on(workdirs, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "STOP").touch()  # asked before the start: the first epoch is the last
-    first = train(2, workdirs[0], out, "--set", "train.epochs=3")
+    (out / "STOP").touch()  # asked before the start: the first epoch is the last, and validated as the last is
+    first = train(2, workdirs[0], out, "--set", "train.epochs=3", "--set", "validation.every_epochs=5")
     assert "[dae] stop requested" in first.stdout and "stopping after epoch 1; removed the file" in first.stdout
     assert re.findall(r"\[dae\] epoch (\d+): loss", first.stdout) == ["1"] and not (out / "STOP").exists()
-    assert (out / "export/weights.npz").is_file()
+    assert (out / "export/weights.npz").is_file() and "validation music" in first.stdout
     again = train(2, workdirs[0], out, "--set", "train.epochs=3")
     assert "ckpt-1: epoch 1" in again.stdout and re.findall(r"\[dae\] epoch (\d+): loss", again.stdout) == ["2", "3"]
 
