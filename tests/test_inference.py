@@ -18,7 +18,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import load, run_module
+from conftest import FLOOR_ENSEMBLE_OVER_POPULAR, FLOOR_MEMBER_OVER_POPULAR, load, run_module
 from data.vocab import updt_day
 
 # the first test to request the tiny main job waits for all of it (tests/conftest.py's quickstart_tiny)
@@ -169,7 +169,9 @@ def test_results_are_valid_filtered_and_scored_by_the_official_evaluator(runs, s
         assert not set(r["songs"]) & set(q["songs"]) and not set(r["tags"]) & set(q["tags"])
         assert all(release[s] <= updt_day(q["updt_date"]) for s in r["songs"])  # nothing released after the update
     scores = json.loads(run_module("evaluate", "--gt", split_dir / "answers/val.json", "--rec", out, "--json").stdout)
-    assert scores["score"] > 0
+    popular = json.loads(run_module("evaluate", "--gt", split_dir / "answers/val.json", "--rec",
+                                    split_dir.parent / "results/popular.json", "--json").stdout)
+    assert scores["score"] >= FLOOR_MEMBER_OVER_POPULAR * popular["score"], (scores, popular)  # tests/conftest.py
 
 
 @pytest.mark.slow
@@ -313,7 +315,9 @@ def test_a_fitted_blend_gives_valid_results_and_records_what_it_was_fitted_on(ru
         assert not set(r["songs"]) & set(q["songs"]) and not set(r["tags"]) & set(q["tags"])
     report = json.loads(run_module("evaluate", "--gt", split_dir / "answers/val.json", "--rec", out, "--questions",
                                    split_dir / "questions/val.json", "--part", "report", "--json").stdout)
-    assert report["part"] == "report" and report["n"] == len(parts(questions)["report"]) and report["score"] > 0
+    assert report["part"] == "report" and report["n"] == len(parts(questions)["report"])
+    popular = load(quickstart_tiny / "scores/popular.json")["score"]  # the same report questions
+    assert report["score"] >= FLOOR_ENSEMBLE_OVER_POPULAR * popular, (report["score"], popular)  # tests/conftest.py
 
 
 @pytest.mark.slow

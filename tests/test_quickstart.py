@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QUICKSTART_EPOCHS
+from conftest import (FLOOR_ENSEMBLE_OVER_PEER, FLOOR_ENSEMBLE_OVER_POPULAR, FLOOR_MEMBER_OVER_POPULAR,
+                      QUICKSTART_EPOCHS)
 from data.task import parts
 
 STAGES = {"generate", "split", "preprocess", "dae", "title_pretrain", "title_finetune", "word2vec", "neighbours",
@@ -70,18 +71,6 @@ def test_bench_quality_runs_quickstart_with_its_schedule_unless_a_finished_run_i
     started.clear()
     bench.quality.prepare(run, "tiny", 3, False, [1, 2, 3], 7)
     assert started == []  # reused as it is
-
-
-# The quality floor, from `python -m bench.quality_floor --seeds 0 1 2` (bench/results/quality_floor.json): the
-# tiny main job of this suite over generator seeds 0, 1 and 2. Over those seeds the ensemble scored 5.24 to 7.15
-# times popularity and 0.9946 to 0.9995 times playlist_cf (at one epoch per stage it does not beat the peer
-# here; on small it leads it, bench/results/quality_small.json), and each trained member 1.006 to 1.032 times
-# popularity (too short a training to beat it: each falls back to popularity, configs/ensemble.yaml's
-# popularity_fallback, which it must then match). The margins sit below the worst seed: 4.0 (the worst 5.24),
-# 0.97 (about five seed spreads, 0.005, below 0.9946) and 0.98 (the members).
-FLOOR_ENSEMBLE_OVER_POPULAR = 4.0
-FLOOR_ENSEMBLE_OVER_PEER = 0.97
-FLOOR_MEMBER_OVER_POPULAR = 0.98
 
 
 @pytest.mark.slow
