@@ -195,7 +195,7 @@ def export_config(config: DAETrainerConfig, manifest: dict, epoch: int, scores: 
         "tokenizer_sha256": manifest["files"]["title.model"]["sha256"],
         "release_dates_sha256": manifest["files"]["release_dates.npz"]["sha256"],
         "epoch": epoch,
-        "validation": {k: scores[k] for k in ("music_ndcg", "tag_ndcg", "score", "popularity_score")},
+        "validation": {k: scores[k] for k in ("music_ndcg", "tag_ndcg", "score", "popularity_score") if k in scores},
         "trained_with": config.as_dict(),
     }
 

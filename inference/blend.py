@@ -230,12 +230,13 @@ def save(path: Path, fitted: dict, manifest: dict, members: list[str], extra: di
     write_json({"workdir": identity(manifest), "members": members, **fitted, **extra}, Path(path))
 
 
-def load(path: Path, manifest: dict, members: list[str]) -> dict:
+def load(path: Path, manifest: dict, members: list[str], weak: list[str] = ()) -> dict:
     """The blend file's ``method`` ("grid", or "ranker": inference/ranker.py's learned blend, its weights
     under ``ranker``), a grid blend's weights ``{type: {member: [song_w, tag_w]}}`` and powers
     ``{"songs": p, "tags": p}`` (1 in a file written before powers were fitted) and the audio member's
-    tail slots (``audio``: inference/audio_member.py, or None), checked against this work directory and
-    these members (BlendError otherwise)."""
+    tail slots (``audio``: inference/audio_member.py, or None), checked against this work directory, these
+    members and those of them that answer by popularity (``weak``: the ensemble's popularity fallback; the
+    file's ``weak``, none in a file written before it) (BlendError otherwise)."""
     try:
         blend = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -246,6 +247,10 @@ def load(path: Path, manifest: dict, members: list[str]) -> dict:
     if sorted(blend.get("members", [])) != sorted(members):
         raise BlendError(f"{path}: fitted for the members {sorted(blend.get('members', []))}, but this ensemble "
                          f"has {sorted(members)}; give the same models or fit the blend again")
+    if sorted(blend.get("weak", [])) != sorted(weak):
+        raise BlendError(f"{path}: fitted with {sorted(blend.get('weak', [])) or 'no'} member(s) answering by "
+                         f"popularity, but here {sorted(weak) or 'none'} do (the popularity fallback, or retrained "
+                         f"models); fit the blend again")
     method = blend.get("method", "grid")
     if method not in ("grid", "ranker") or (method == "ranker" and "ranker" not in blend):
         raise BlendError(f"{path}: unknown blend method {method!r} or no ranker weights; fit the blend again")

@@ -146,12 +146,8 @@ class Ensemble:
             if member.config["kind"] in self.neighbours:
                 raise ExportError(f"{run}: a second {member.config['kind']} neighbour member; give each kind once")
             self.neighbours[member.config["kind"]] = member
-        self.blend = None if blend_path is None else blend.load(blend_path, self.manifest, self.members())
-        fitted_weak = sorted(self.blend.get("weak", [])) if self.blend is not None else sorted(self.weak)
-        if fitted_weak != sorted(self.weak):
-            raise blend.BlendError(f"{blend_path}: fitted with {fitted_weak or 'no'} member(s) answering by "
-                                   f"popularity, but here {sorted(self.weak) or 'none'} do (popularity_fallback, or "
-                                   f"retrained models); fit the blend again")
+        self.blend = None if blend_path is None else blend.load(blend_path, self.manifest, self.members(),
+                                                                sorted(self.weak))
         self.audio = None  # the audio member (inference/audio_member.py), its tail slots from the blend file
         if audio_run is not None:
             from inference.audio_member import AudioMember

@@ -113,6 +113,16 @@ def hvd_one_rank():
     return hvd
 
 
+def without_fallback(folder: Path) -> Path:
+    """configs/ensemble.yaml with popularity_fallback off, written to FOLDER/ensemble.yaml, for tests of how a
+    model answers: the tiny runs are too short to beat popularity, which would otherwise answer for them."""
+    text = (REPO / "configs/ensemble.yaml").read_text(encoding="utf-8")
+    assert "popularity_fallback: true" in text
+    path = Path(folder) / "ensemble.yaml"
+    path.write_text(text.replace("popularity_fallback: true", "popularity_fallback: false"), encoding="utf-8")
+    return path
+
+
 def load(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

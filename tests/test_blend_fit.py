@@ -91,6 +91,12 @@ def test_blend_files_are_refused_for_another_work_directory_or_other_members(tmp
         load(path, other, ["dae", "popular"])
     with pytest.raises(BlendError, match="members"):
         load(path, MANIFEST, ["dae", "title", "popular"])
+    with pytest.raises(BlendError, match=r"fitted with no member\(s\) answering by popularity, but here \['dae'\]"):
+        load(path, MANIFEST, ["dae", "popular"], weak=["dae"])  # the DAE fell back to popularity since the fit
+    save(path, {"weights": {}, "tuning": {}}, MANIFEST, ["dae", "popular"], {"method": "grid", "weak": ["dae"]})
+    assert load(path, MANIFEST, ["dae", "popular"], weak=["dae"])["method"] == "grid"
+    with pytest.raises(BlendError, match=r"fitted with \['dae'\] member\(s\) answering by popularity, but here none"):
+        load(path, MANIFEST, ["dae", "popular"])
     path.write_text("{not json")
     with pytest.raises(BlendError, match="cannot read"):
         load(path, MANIFEST, ["dae", "popular"])

@@ -18,7 +18,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import FLOOR_ENSEMBLE_OVER_POPULAR, FLOOR_MEMBER_OVER_POPULAR, load, run_module
+from conftest import FLOOR_ENSEMBLE_OVER_POPULAR, FLOOR_MEMBER_OVER_POPULAR, load, run_module, without_fallback
 from data.vocab import updt_day
 
 # the first test to request the tiny main job waits for all of it (tests/conftest.py's quickstart_tiny)
@@ -183,8 +183,9 @@ def test_blend_follows_the_models_and_title_only_questions_use_the_title_model(r
     assert title_only and with_items
     q_file = tmp_path / "q.json"
     q_file.write_text(json.dumps(title_only + with_items, ensure_ascii=False), encoding="utf-8")
+    config = without_fallback(tmp_path)  # the models themselves (one epoch: below popularity, which would answer)
     for name, d, t in (("both", dae, title), ("dae", dae, None), ("title", None, title)):
-        infer(work, d, t, q_file, tmp_path / f"{name}.json")
+        infer(work, d, t, q_file, tmp_path / f"{name}.json", "--config", config)
     both, dae_only, title_alone = (load(tmp_path / f"{n}.json") for n in ("both", "dae", "title"))
     n = len(title_only)
     # nothing given: the reference formula gives the title model all the song weight (the DAE, which reads

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, run_module
+from conftest import REPO, run_module, without_fallback
 from data.pipeline import keep_probabilities, negative_cdf
 from models.word2vec import Word2Vec, Word2VecConfig
 
@@ -160,7 +160,7 @@ def test_the_ensemble_answers_with_the_word2vec_member(run, workdirs, tmp_path):
     questions = json.loads((work / "eval/questions.json").read_text())
     results = tmp_path / "word2vec.json"
     run_module("inference", "--questions", work / "eval/questions.json", "--work", work, "--word2vec", out,
-               "--out", results, "--no-progress")
+               "--out", results, "--no-progress", "--config", without_fallback(tmp_path))
     answered = {r["id"]: r for r in json.loads(results.read_text())}
     assert set(answered) == {q["id"] for q in questions}
     for q in questions:
