@@ -52,7 +52,7 @@ def fit_audio(ensemble, blend_path: Path, tuning: list[dict], answers: dict, mem
     from inference import blend
     from inference.audio_member import SLOTS, fit_slots
 
-    ensemble.blend = blend.load(blend_path, ensemble.manifest, members)  # no audio slots yet: the plain lists
+    ensemble.blend = blend.load(blend_path, ensemble.manifest, members, sorted(ensemble.weak))  # no audio slots yet
     lists = [r["songs"] for r in ensemble.recommend(tuning, progress=False)]
     days = np.array([updt_day(q["updt_date"]) for q in tuning])
     proposed = ensemble.audio.propose(tuning, ensemble.index["tags"], days, ensemble.release_dates, max(SLOTS))
