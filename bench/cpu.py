@@ -1,18 +1,21 @@
 """Where a training run's CPU time goes: wall, user and system seconds and page faults of each trainer's short
 run, at -np 1 and -np 2, under each memory allocator and MPI's polling settings.
 
-    python -m bench.cpu --work WORKDIR [--trainers dae title_finetune word2vec] [--np 1 2] [--steps 30]
-                        [--settings glibc jemalloc tcmalloc tcmalloc+mpi_yield] [--env KEY=VALUE ...] [--name cpu]
+    python -m bench.cpu --work WORKDIR [--trainers dae dae_sampled title_pretrain title_finetune word2vec cnn]
+                        [--np 1 2] [--steps 30] [--settings glibc jemalloc tcmalloc tcmalloc+mpi_yield default]
+                        [--env KEY=VALUE ...] [--name cpu]
 
 Each run is the real trainer under ``horovodrun -np N`` on WORKDIR: one epoch of --steps steps, then its
 validation. The figures are ``getrusage(RUSAGE_CHILDREN)`` differences around the command, so they cover
 horovodrun, mpirun and every rank: user and system CPU seconds, minor page faults (a fresh page touched:
 the kernel zeroes and maps it) and voluntary/involuntary context switches. :data:`SETTINGS` are compared:
 glibc's malloc as the process starts with it; jemalloc or tcmalloc put in front of it with ``LD_PRELOAD``
-(Debian's libjemalloc2 and libtcmalloc-minimal4; launch/env.sh preloads tcmalloc); and "tcmalloc+mpi_yield":
-tcmalloc and :data:`MPI_POLLING` (each run starts from the environment with those variables unset). All runs happen one after the other in this one
-process; compare them as ratios. ``--env`` adds settings to every run (recorded). Writes
-``bench/results/cpu.json`` (``--name``: another name).
+(Debian's libjemalloc2 and libtcmalloc-minimal4), each with OpenMPI's and Horovod's polling defaults
+(:data:`SPINNING`); "tcmalloc+mpi_yield": tcmalloc and hvd_train/common.py's ``CPU_POLLING`` set by hand;
+"default": what a user gets (launch/env.sh preloads tcmalloc, the polling variables are left unset and the
+trainers choose them, ``polling_defaults``). All runs happen one after the other in this one process;
+compare them as ratios. ``--env`` adds settings to every run (recorded). Writes ``bench/results/cpu.json``
+(``--name``: another name).
 """
 
 from __future__ import annotations
@@ -27,28 +30,32 @@ import time
 from pathlib import Path
 
 from bench.common import REPO, save_result
+from hvd_train.common import CPU_POLLING
 
 LIBRARIES = Path(f"/usr/lib/{os.uname().machine}-linux-gnu")
 ALLOCATORS = {"glibc": None, "jemalloc": LIBRARIES / "libjemalloc.so.2", "tcmalloc": LIBRARIES / "libtcmalloc_minimal.so.4"}
-# OpenMPI yields the core while a rank waits in a collective instead of spinning, and Horovod's background
-# thread negotiates every 5 ms instead of every 1 ms (measured; not in launch/env.sh: docs/cpu.md)
-MPI_POLLING = {"OMPI_MCA_mpi_yield_when_idle": "1", "HOROVOD_CYCLE_TIME": "5"}
-SETTINGS = {name: (name, {}) for name in ALLOCATORS}
-SETTINGS["tcmalloc+mpi_yield"] = ("tcmalloc", MPI_POLLING)
+# OpenMPI's and Horovod's own defaults: a waiting rank spins, negotiation every 1 ms
+SPINNING = {"OMPI_MCA_mpi_yield_when_idle": "0", "HOROVOD_CYCLE_TIME": "1"}
+# setting -> (allocator, polling variables set for the run; None: left unset, so the trainers choose)
+SETTINGS = {name: (name, SPINNING) for name in ALLOCATORS}
+SETTINGS["tcmalloc+mpi_yield"] = ("tcmalloc", CPU_POLLING)
+SETTINGS["default"] = ("tcmalloc", None)  # what launch/env.sh and the trainers (polling_defaults) choose
 TRAINERS = {  # name -> the trainer's command after the python executable, and its short run's overrides
     "dae": (["hvd_train/dae.py"], ["validation.max_questions=512"]),
     "dae_sampled": (["hvd_train/dae.py"], ["validation.max_questions=512", "loss.output=sampled",
                                            "hardware.sparse_as_dense=false"]),
     "title_finetune": (["hvd_train/title.py", "finetune"], []),
+    "title_pretrain": (["hvd_train/title.py", "pretrain"], []),
     "word2vec": (["hvd_train/word2vec.py"], []),
+    "cnn": (["hvd_train/cnn.py"], []),
 }
 
 
 def environment(setting: str, extra: dict) -> dict:
     """The environment of a run under ``setting`` (:data:`SETTINGS`): launch/env.sh's own choices unset first."""
-    allocator, settings_env = SETTINGS[setting]
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", *MPI_POLLING)}
-    env.update({**settings_env, **extra})
+    allocator, polling = SETTINGS[setting]
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", *CPU_POLLING)}
+    env.update({**(polling or {}), **extra})
     library = ALLOCATORS[allocator]
     if library is not None:
         if not library.exists():
@@ -57,12 +64,13 @@ def environment(setting: str, extra: dict) -> dict:
     return env
 
 
-def measure(trainer: str, np_: int, setting: str, work: Path, steps: int, extra_env: dict) -> dict:
+def measure(trainer: str, np_: int, setting: str, work: Path, steps: int, extra_env: dict,
+            controller: str = "mpi") -> dict:
     """One short run of ``trainer``: wall, user and system seconds, page faults and context switches."""
     script, extra = TRAINERS[trainer]
     sets = ["train.epochs=1", f"train.steps_per_epoch={steps}", *extra]
     with tempfile.TemporaryDirectory() as out:
-        cmd = ["horovodrun", "-np", str(np_), sys.executable, str(REPO / script[0]), *script[1:], "--work", str(work),
+        cmd = ["horovodrun", "-np", str(np_), f"--{controller}", sys.executable, str(REPO / script[0]), *script[1:], "--work", str(work),
                "--out", out, *[a for s in sets for a in ("--set", s)]]
         before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=environment(setting, extra_env))
@@ -83,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainers", nargs="+", choices=list(TRAINERS), default=["dae", "dae_sampled"])
     parser.add_argument("--np", nargs="+", type=int, default=[1, 2], dest="nps")
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["glibc", "tcmalloc+mpi_yield"])
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["glibc", "default"])
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE set for every run (e.g. OpenMPI's "
                         "OMPI_MCA_mpi_yield_when_idle=1 or HOROVOD_CYCLE_TIME=5)")
+    parser.add_argument("--controller", choices=["mpi", "gloo"], default="mpi", help="horovodrun's --mpi or --gloo")
     parser.add_argument("--name", default="cpu", help="results file: bench/results/NAME.json")
     args = parser.parse_args(argv)
     extra_env = dict(item.split("=", 1) for item in args.env)
@@ -93,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     for trainer in args.trainers:
         for np_ in args.nps:
             for setting in args.settings:
-                row = {"trainer": trainer, "np": np_, "setting": setting,
-                       **measure(trainer, np_, setting, args.work, args.steps, extra_env)}
+                row = {"trainer": trainer, "np": np_, "setting": setting, "controller": args.controller,
+                       **measure(trainer, np_, setting, args.work, args.steps, extra_env, args.controller)}
                 rows.append(row)
                 print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     for row in rows:  # the wall time against glibc's in the same run

@@ -75,13 +75,30 @@ def elastic_enabled() -> bool:
     return os.environ.get("HOROVOD_ELASTIC", "0") == "1"
 
 
+# On CPUs a rank that reaches a collective first spins in OpenMPI's progress loop, and Horovod's background
+# thread negotiates every millisecond, on the cores the other ranks need (docs/cpu.md): waiting ranks yield
+# instead, and negotiate every 5 ms (a CPU step takes 100s of ms).
+CPU_POLLING = {"OMPI_MCA_mpi_yield_when_idle": "1", "HOROVOD_CYCLE_TIME": "5"}
+
+
+def polling_defaults(has_gpu: bool) -> dict:
+    """The :data:`CPU_POLLING` variables this process sets before ``hvd.init()``: those its environment leaves
+    unset (a user's own value wins), in a fixed-size run under mpirun on CPUs. None with GPUs (a step of a few
+    ms; NCCL waits on the device), under Gloo, or in elastic runs (hvd_train/elastic.py; docs/cpu.md)."""
+    if has_gpu or elastic_enabled() or "OMPI_COMM_WORLD_SIZE" not in os.environ:
+        return {}
+    return {name: value for name, value in CPU_POLLING.items() if name not in os.environ}
+
+
 def init_horovod():
-    """hvd.init(), threads split among the node's ranks, one GPU per rank when there are GPUs."""
+    """hvd.init() (after :func:`polling_defaults`), threads split among the node's ranks, one GPU per rank when
+    there are GPUs."""
     import horovod.tensorflow as hvd
     import tensorflow as tf
 
-    hvd.init()
     gpus = tf.config.list_physical_devices("GPU")
+    os.environ.update(polling_defaults(bool(gpus)))  # read by MPI_Init and Horovod's start, inside hvd.init()
+    hvd.init()
     if gpus:
         gpu = gpus[hvd.local_rank() % len(gpus)]
         tf.config.experimental.set_memory_growth(gpu, True)
@@ -98,7 +115,10 @@ def describe_horovod(hvd) -> str:
     controller = "MPI" if hvd.mpi_enabled() else "Gloo" if hvd.gloo_enabled() else "?"
     collective = "NCCL" if hvd.nccl_built() and tf.config.list_physical_devices("GPU") else controller
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    return f"{hvd.size()} ranks on {device}, controller {controller}, allreduce over {collective}"
+    cycle = os.environ.get("HOROVOD_CYCLE_TIME", "1")
+    waiting = "yield" if os.environ.get("OMPI_MCA_mpi_yield_when_idle", "0") in ("1", "true") else "spin"
+    polling = f", {cycle} ms cycle, waiting ranks {waiting}" if hvd.mpi_enabled() else f", {cycle} ms cycle"
+    return f"{hvd.size()} ranks on {device}, controller {controller}, allreduce over {collective}{polling}"
 
 
 def average(hvd, values: dict) -> dict:

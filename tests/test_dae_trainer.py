@@ -41,6 +41,7 @@ def test_two_real_ranks_end_with_identical_weights(dae_run):
     """The fast tier's one real `horovodrun -np 2` training (3 tiny epochs, the session's ``dae_run``)."""
     run, out = dae_run
     assert "2 ranks on CPU" in out and "global batch 128 (64 x 2 ranks)" in out
+    assert "controller MPI, allreduce over MPI, 5 ms cycle, waiting ranks yield" in out  # polling_defaults
     checksums = re.search(r"weight checksums by rank: \[([^\]]+)\]", out).group(1).split(", ")
     assert len(checksums) == 2 and len(set(checksums)) == 1  # identical weights on both ranks
     assert [e for e, _, _ in epoch_lines(out)] == [1, 2, 3] and (run / "export/weights.npz").is_file()

@@ -44,3 +44,23 @@ def test_two_horovod_ranks_allreduce(controller, tmp_path):
         assert all(r["gloo"] for r in ranks)
     else:
         assert all(r["mpi"] for r in ranks)
+
+
+@pytest.mark.parametrize("launch, has_gpu, preset, expected", [
+    ({"OMPI_COMM_WORLD_SIZE": "2"}, False, {}, {"OMPI_MCA_mpi_yield_when_idle": "1", "HOROVOD_CYCLE_TIME": "5"}),
+    ({"OMPI_COMM_WORLD_SIZE": "2"}, False, {"HOROVOD_CYCLE_TIME": "1"}, {"OMPI_MCA_mpi_yield_when_idle": "1"}),
+    ({"OMPI_COMM_WORLD_SIZE": "2"}, True, {}, {}),  # GPUs: NCCL, steps of a few ms
+    ({"OMPI_COMM_WORLD_SIZE": "2", "HOROVOD_ELASTIC": "1"}, False, {}, {}),
+    ({"HOROVOD_GLOO_RENDEZVOUS_ADDR": "127.0.0.1"}, False, {}, {}),  # Gloo: no mpirun
+])
+def test_cpu_ranks_under_mpirun_yield_and_negotiate_every_5_ms_unless_told_otherwise(monkeypatch, launch, has_gpu,
+                                                                                      preset, expected):
+    """hvd_train/common.py's polling_defaults: what init_horovod sets before hvd.init() (docs/cpu.md); the
+    2-rank runs' logs show it took effect (tests/test_dae_trainer.py, tests/test_reliability.py)."""
+    from hvd_train.common import CPU_POLLING, polling_defaults
+
+    for name in ("OMPI_COMM_WORLD_SIZE", "HOROVOD_ELASTIC", "HOROVOD_GLOO_RENDEZVOUS_ADDR", *CPU_POLLING):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**launch, **preset}.items():
+        monkeypatch.setenv(name, value)
+    assert polling_defaults(has_gpu) == expected

@@ -135,7 +135,7 @@ def test_mpi_and_gloo_controllers_train_the_same_weights_and_exports_describe_th
     mpi_out, mpi_log = dae_run
     gloo_out = tmp_path / "gloo"
     gloo_log = train_dae(2, workdirs[0], gloo_out, *DAE_RUN_SETTINGS, gloo=True).stdout
-    assert "controller MPI" in mpi_log and "controller Gloo" in gloo_log
+    assert "controller MPI" in mpi_log and "controller Gloo, allreduce over Gloo, 1 ms cycle;" in gloo_log
     mpi, config = read_export(mpi_out / "export")
     gloo, _ = read_export(gloo_out / "export")
     assert mpi.keys() == gloo.keys()
