@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     tuning = select(questions, parts(questions)["tune"])
+    if not tuning:
+        print(f"error: {args.questions} has no questions; the blend is fitted on the tuning half of a validation "
+              "set's questions (data/task.py)", file=sys.stderr)
+        return 2
     missing = [q["id"] for q in tuning if q["id"] not in answers]
     if missing:
         print(f"error: {args.answers} has no answer for question id {missing[0]} ({len(missing)} missing)",

@@ -86,6 +86,17 @@ def test_no_model_is_a_usage_error(tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+def test_fit_blend_on_no_questions_is_one_error_line(neighbour_run, tmp_path):
+    workdir, item_cf = neighbour_run
+    empty = tmp_path / "q.json"
+    empty.write_text("[]", encoding="utf-8")
+    proc = run_module("inference.fit_blend", "--questions", empty, "--answers", empty, "--work", workdir,
+                      "--neighbours", item_cf, "--out", tmp_path / "blend.json", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[-1].startswith(f"error: {empty} has no questions")
+    assert not (tmp_path / "blend.json").exists()
+
+
 def fake_export(folder, manifest: dict, model: str):
     """A hand-made export folder of a ``model`` kind for this work directory's vocabulary and tokenizer: a
     config.json naming the kind (no model_config or sizes: nothing could be built from it) and an empty
