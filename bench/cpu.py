@@ -2,8 +2,9 @@
 run, at -np 1 and -np 2, under each memory allocator and MPI's polling settings.
 
     python -m bench.cpu --work WORKDIR [--trainers dae dae_main_job dae_sampled title_pretrain title_finetune
-                        word2vec cnn] [--np 1 2] [--steps 30] [--epochs 1] [--settings glibc jemalloc tcmalloc tcmalloc+mpi_yield default]
-                        [--env KEY=VALUE ...] [--name cpu]
+                        word2vec cnn] [--np 1 2] [--steps 30] [--epochs 1]
+                        [--settings glibc jemalloc tcmalloc tcmalloc+mpi_yield default]
+                        [--env KEY=VALUE ...] [--controller mpi|gloo] [--name cpu]
 
 Each run is the real trainer under ``horovodrun -np N`` on WORKDIR: one epoch (--epochs) of --steps steps
 (0: a full pass), then its validation; the weight checksums it logs are kept (equal: the same training).
@@ -12,11 +13,12 @@ horovodrun, mpirun and every rank: user and system CPU seconds, minor page fault
 the kernel zeroes and maps it) and voluntary/involuntary context switches. :data:`SETTINGS` are compared:
 glibc's malloc as the process starts with it; jemalloc or tcmalloc put in front of it with ``LD_PRELOAD``
 (Debian's libjemalloc2 and libtcmalloc-minimal4), each with OpenMPI's and Horovod's polling defaults
-(:data:`SPINNING`); "tcmalloc+mpi_yield": tcmalloc and hvd_train/common.py's ``CPU_POLLING`` set by hand;
-"default": what a user gets (launch/env.sh preloads tcmalloc, the polling variables are left unset and the
-trainers choose them, ``polling_defaults``). All runs happen one after the other in this one process;
-compare them as ratios. ``--env`` adds settings to every run (recorded). Writes ``bench/results/cpu.json``
-(``--name``: another name).
+(hvd_train/common.py's ``LIBRARY_POLLING``, set explicitly so that the trainers keep them);
+"tcmalloc+mpi_yield": tcmalloc and hvd_train/common.py's ``CPU_POLLING`` set by hand; "default": what a
+user gets (launch/env.sh preloads tcmalloc, the polling variables are left unset and the trainers choose
+them, ``polling_defaults``). All runs happen one after the other in this one process; compare them as
+ratios. ``--env`` adds settings to every run (recorded). Writes ``bench/results/cpu.json`` (``--name``:
+another name).
 """
 
 from __future__ import annotations
@@ -32,14 +34,12 @@ import time
 from pathlib import Path
 
 from bench.common import REPO, save_result
-from hvd_train.common import CPU_POLLING
+from hvd_train.common import CPU_POLLING, LIBRARY_POLLING
 
 LIBRARIES = Path(f"/usr/lib/{os.uname().machine}-linux-gnu")
 ALLOCATORS = {"glibc": None, "jemalloc": LIBRARIES / "libjemalloc.so.2", "tcmalloc": LIBRARIES / "libtcmalloc_minimal.so.4"}
-# OpenMPI's and Horovod's own defaults: a waiting rank spins, negotiation every 1 ms
-SPINNING = {"OMPI_MCA_mpi_yield_when_idle": "0", "HOROVOD_CYCLE_TIME": "1"}
 # setting -> (allocator, polling variables set for the run; None: left unset, so the trainers choose)
-SETTINGS = {name: (name, SPINNING) for name in ALLOCATORS}
+SETTINGS = {name: (name, LIBRARY_POLLING) for name in ALLOCATORS}
 SETTINGS["tcmalloc+mpi_yield"] = ("tcmalloc", CPU_POLLING)
 SETTINGS["default"] = ("tcmalloc", None)  # what launch/env.sh and the trainers (polling_defaults) choose
 TRAINERS = {  # name -> the trainer's command after the python executable, and its short run's overrides
@@ -75,8 +75,8 @@ def measure(trainer: str, np_: int, setting: str, work: Path, steps: int, extra_
     script, extra = TRAINERS[trainer]
     sets = [f"train.epochs={epochs}", *([f"train.steps_per_epoch={steps}"] if steps else []), *extra]
     with tempfile.TemporaryDirectory() as out:
-        cmd = ["horovodrun", "-np", str(np_), f"--{controller}", sys.executable, str(REPO / script[0]), *script[1:], "--work", str(work),
-               "--out", out, *[a for s in sets for a in ("--set", s)]]
+        cmd = ["horovodrun", "-np", str(np_), f"--{controller}", sys.executable, str(REPO / script[0]), *script[1:],
+               "--work", str(work), "--out", out, *[a for s in sets for a in ("--set", s)]]
         before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=environment(setting, extra_env))
         wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         base = next((r for r in rows if (r["trainer"], r["np"], r["setting"]) == (row["trainer"], row["np"], "glibc")),
                     None)
         row["wall_over_glibc"] = round(row["wall_s"] / base["wall_s"], 3) if base else None
-    save_result(args.name, {"work": str(args.work), "steps": args.steps, "epochs": args.epochs, "cpus": os.cpu_count(), "env": extra_env,
-                            "runs": rows})
+    save_result(args.name, {"work": str(args.work), "steps": args.steps, "epochs": args.epochs,
+                            "cpus": os.cpu_count(), "env": extra_env, "runs": rows})
     return 0
 
 

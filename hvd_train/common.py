@@ -79,6 +79,8 @@ def elastic_enabled() -> bool:
 # thread negotiates every millisecond, on the cores the other ranks need (docs/cpu.md): waiting ranks yield
 # instead, and negotiate every 5 ms (a CPU step takes 100s of ms).
 CPU_POLLING = {"OMPI_MCA_mpi_yield_when_idle": "1", "HOROVOD_CYCLE_TIME": "5"}
+# the same variables' values when nobody sets them: OpenMPI's and Horovod's own (a waiting rank spins; 1 ms)
+LIBRARY_POLLING = {"OMPI_MCA_mpi_yield_when_idle": "0", "HOROVOD_CYCLE_TIME": "1"}
 
 
 def polling_defaults(has_gpu: bool) -> dict:
@@ -115,9 +117,11 @@ def describe_horovod(hvd) -> str:
     controller = "MPI" if hvd.mpi_enabled() else "Gloo" if hvd.gloo_enabled() else "?"
     collective = "NCCL" if hvd.nccl_built() and tf.config.list_physical_devices("GPU") else controller
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    cycle = os.environ.get("HOROVOD_CYCLE_TIME", "1")
-    waiting = "yield" if os.environ.get("OMPI_MCA_mpi_yield_when_idle", "0") in ("1", "true") else "spin"
-    polling = f", {cycle} ms cycle, waiting ranks {waiting}" if hvd.mpi_enabled() else f", {cycle} ms cycle"
+    values = {name: os.environ.get(name, value) for name, value in LIBRARY_POLLING.items()}
+    polling = f", {values['HOROVOD_CYCLE_TIME']} ms cycle"
+    if hvd.mpi_enabled():  # OpenMPI's true values of a bool MCA parameter
+        yields = values["OMPI_MCA_mpi_yield_when_idle"].lower() in ("1", "t", "true", "enabled", "yes", "y")
+        polling += f", waiting ranks {'yield' if yields else 'spin'}"
     return f"{hvd.size()} ranks on {device}, controller {controller}, allreduce over {collective}{polling}"
 
 
