@@ -59,6 +59,8 @@ VARIANTS = {
         "hardware.gradient_compression=fp16", "train.accumulation_steps=2", "train.warmup_steps=30"],
     # the sampled softmax (K shared negatives from counts^0.75, log-Q corrected) with row gradients, lazy Adam
     "main job, sampled output": TITLED + ["loss.output=sampled", "hardware.sparse_as_dense=false"],
+    # the output biases start at log(count / playlists): the untrained model ranks by popularity
+    "main job, log-count biases": TITLED + ["train.bias_init=log_counts"],
     "hidden, width 64": ["train.warmup_steps=300", "loss.targets=hidden", "model.hidden=64", "model.ffn=256"],
 }
 

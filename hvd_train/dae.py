@@ -35,6 +35,7 @@ from hvd_train.loop import Task, start
 from models.dae import TARGETS, DAEConfig
 
 OUTPUTS = ("full", "sampled")
+BIAS_INITS = ("zeros", "log_counts")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "dae.yaml"
 
@@ -49,11 +50,14 @@ class DAETrainConfig(TrainConfig):
     max_tags: int
     title_keep: float  # with model.title: the title stays in the input with this probability ...
     title_only: float  # ... and a kept title is the whole input with this one
+    bias_init: str  # zeros | log_counts: each output head's bias starts at log(training count / playlists)
 
     def __post_init__(self):
         super().__post_init__()
         if self.max_songs <= 0 or self.max_tags <= 0:
             raise ConfigError("train.max_songs and train.max_tags must be positive")
+        if self.bias_init not in BIAS_INITS:
+            raise ConfigError(f"train.bias_init must be one of {list(BIAS_INITS)}")
         probability(self, "title_keep", "title_only", name="train")
 
 
@@ -122,6 +126,8 @@ def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
 
     tf.random.set_seed(train.seed)
     model = DAE.from_config(model_cfg, manifest["sizes"], compute_dtype(config.hardware))
+    if train.bias_init == "log_counts":
+        model.init_biases(vocab_counts(work), manifest["records"]["train"])
     seed_dropout(train.seed, rank)
 
     sampler = output_sampler(work, manifest, loss_cfg, config.per_rank_batch(size))
@@ -174,14 +180,20 @@ def output_sampler(work: Path, manifest: dict, loss_cfg: DAELossConfig, batch_si
     vocabulary counts); None for the full output."""
     if loss_cfg.output != "sampled":
         return None
+    from models.sampled import SampledOutput
+
+    return SampledOutput(vocab_counts(work), manifest["records"]["train"], batch_size, loss_cfg.negatives,
+                         loss_cfg.sample_alpha)
+
+
+def vocab_counts(work: Path) -> dict:
+    """{songs, tags, artists: [training count of each vocabulary item]} of the work directory's vocab.json."""
     import json
 
     from models.dae import HEADS
-    from models.sampled import SampledOutput
 
     vocab = json.loads((Path(work) / "vocab.json").read_text(encoding="utf-8"))
-    counts = {kind: [count for _, count in vocab[kind]] for kind in HEADS}
-    return SampledOutput(counts, manifest["records"]["train"], batch_size, loss_cfg.negatives, loss_cfg.sample_alpha)
+    return {kind: [count for _, count in vocab[kind]] for kind in HEADS}
 
 
 def export_config(config: DAETrainerConfig, manifest: dict, epoch: int, scores: dict) -> dict:

@@ -69,6 +69,16 @@ class DAE(tf.Module):
         self.biases = [tf.Variable(tf.zeros([n]), name=f"bias_{kind}") for n, kind in zip(self.sizes, ("songs", "tags", "artists"))]
         self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
 
+    def init_biases(self, counts: dict, playlists: int) -> None:
+        """Each output head's bias set to ``log(count / playlists)`` of its items (``counts``: {songs, tags,
+        artists: [n_items] training counts}): the untrained model ranks by popularity, the rank a softmax or
+        sigmoid head would first have to learn, and training starts from there."""
+        for bias, kind in zip(self.biases, HEADS):
+            count = tf.constant(counts[kind], tf.float32)
+            if count.shape != bias.shape:
+                raise ValueError(f"{kind}: {count.shape[0]} counts for a head of {bias.shape[0]} items")
+            bias.assign(tf.math.log(tf.maximum(count, 1.0) / float(playlists)))
+
     @classmethod
     def from_config(cls, model_config: DAEConfig, sizes: dict, compute_dtype=tf.float32) -> "DAE":
         """The DAE of a config's ``model`` section (configs/dae.yaml, or an export's ``model_config``, read

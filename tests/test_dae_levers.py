@@ -134,3 +134,21 @@ def test_dropout_draws_a_stream_per_rank_after_the_shared_initialisation():
     np.testing.assert_array_equal(init0, init1)
     assert np.abs(out0 - out1).max() > 1e-4  # different dropout masks on the two ranks
     np.testing.assert_array_equal(out0, out_again)  # and each rank's stream is reproducible
+
+
+def test_log_count_biases_make_the_untrained_dae_rank_by_popularity():
+    tf.random.set_seed(2)
+    rng = np.random.default_rng(0)
+    # a factor of 10 between neighbouring counts: gaps of log(10) in the biases
+    counts = {kind: 10.0 ** rng.permutation(n) for kind, n in zip(("songs", "tags", "artists"), SIZES)}
+    model = dae(dropout=0.0)
+    model.init_biases(counts, playlists=2000)
+    b = batch()
+    songs, tags, _ = model(b["songs_in"], b["tags_in"], b["artists_in"])
+    np.testing.assert_allclose(model.biases[0].numpy(), np.log(counts["songs"] / 2000), rtol=1e-5, atol=1e-5)
+    for logits, count in ((songs, counts["songs"]), (tags, counts["tags"])):
+        top = np.argsort(-logits.numpy(), axis=1)[:, :3]
+        # the three most frequent items lead every row: the count gaps outweigh the untrained dot products
+        assert all(set(row) == set(np.argsort(-count)[:3]) for row in top)
+    with np.testing.assert_raises(ValueError):  # counts of another vocabulary
+        model.init_biases({**counts, "tags": counts["tags"][:-1]}, playlists=2000)
