@@ -83,24 +83,21 @@ from data.title import normalise_title
 from data.vocab import release_dates, updt_day
 from data.task import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST
 from data.ndcg import evaluate
+from inference.neighbours import neighbour_settings
 from inference.popular import _ranked as popularity_ranked
 
 log = logging.getLogger("bench.peers")
 
-# Defaults: the values bench/quality.py's tuning chose at small scale (bench/results/quality_small.json); each
-# grid's best setting at that scale is inside the grid, not on its edge.
-CF_DEFAULTS = {"alpha": 1.0, "beta": 0.25, "title_weight": 1.0}
+# Defaults: configs/neighbours.yaml (shared with the ensemble's neighbour members; the values bench.peers tune
+# chose at small scale, and why); the grids tuning searches are here.
+_SETTINGS = neighbour_settings()
+CF_DEFAULTS = _SETTINGS["item_cf"]
 CF_GRID = {"alpha": [0.5, 1.0, 2.0], "beta": [0.0, 0.25, 0.5], "title_weight": [0.5, 1.0, 2.0]}
-ALS_DEFAULTS = {"factors": 32, "regularization": 0.1, "alpha": 20.0, "iterations": 15}
+ALS_DEFAULTS = _SETTINGS["als"]
 ALS_GRID = {"factors": [16, 32, 64], "alpha": [5.0, 20.0, 40.0]}
-# ease and playlist_cf: the best of `python -m bench.peers tune NAME` at small scale, on the 2,001 questions of
-# the protocol's tuning part. playlist_cf's best is inside its grid; ease's lam too, but its n_items is the
-# grid's top (tuning part 0.1713 / 0.1807 / 0.1822 at 5,000 / 10,000 / 20,000 with lam 1000): flattening,
-# and each doubling of n_items costs 8x the time of the inverse. ease's title_weight is fixed at 1: at 5,000
-# items and lam 1000, 0.5 / 1 / 2 scored 0.1709 / 0.1713 / 0.1698.
-EASE_DEFAULTS = {"n_items": 20000, "lam": 1000.0, "title_weight": 1.0}
+EASE_DEFAULTS = _SETTINGS["ease"]
 EASE_GRID = {"n_items": [5000, 10000, 20000], "lam": [300.0, 1000.0, 3000.0]}
-PCF_DEFAULTS = {"k": 400, "power": 1.0, "title_weight": 1.0}
+PCF_DEFAULTS = _SETTINGS["playlist_cf"]
 PCF_GRID = {"k": [100, 200, 400, 800], "power": [0.5, 1.0, 2.0], "title_weight": [0.5, 1.0, 2.0]}
 
 

@@ -1,8 +1,11 @@
 """The ensemble's neighbour member: item-item CF over the work directory's training playlists.
 
     python -m inference.neighbours --work WORKDIR --out RUNDIR [--kind item_cf|playlist_cf|ease]
-                                   [--beta 0.25] [--k 400] [--power 1.0] [--title-weight 1.0]
-                                   [--items 10000] [--lam 300]
+                                   [--config configs/neighbours.yaml] [--beta B] [--k K] [--power P]
+                                   [--title-weight W] [--items N] [--lam L]
+
+The settings come from configs/neighbours.yaml (shared with bench.peers' peers of the same names); a flag
+overrides its value.
 
 Items are the work directory's vocabulary songs and tags and the title tokenizer's pieces (input only: a
 question's title pieces find neighbours, they are never recommended). ``X`` is the binary playlists x
@@ -35,6 +38,30 @@ from inference.blend import Candidates
 from inference.exports import load_export
 
 KINDS = ("item_cf", "playlist_cf", "ease")
+SETTINGS_FILE = Path(__file__).resolve().parent.parent / "configs" / "neighbours.yaml"
+SETTINGS_KEYS = {"item_cf": ("alpha", "beta", "title_weight"), "playlist_cf": ("k", "power", "title_weight"),
+                 "ease": ("n_items", "lam", "title_weight"), "als": ("factors", "regularization", "alpha", "iterations")}
+
+
+class SettingsError(ValueError):
+    """configs/neighbours.yaml (or a file in its place) is missing a method or a key, or has one too many."""
+
+
+def neighbour_settings(path: Path = SETTINGS_FILE) -> dict:
+    """{method: {key: number}} of configs/neighbours.yaml: every method of SETTINGS_KEYS with exactly its keys."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise SettingsError(f"cannot read the neighbour settings {path}: {e}") from None
+    if not isinstance(raw, dict) or set(raw) != set(SETTINGS_KEYS):
+        raise SettingsError(f"{path}: expected the methods {sorted(SETTINGS_KEYS)}, found {sorted(raw)}")
+    for method, keys in SETTINGS_KEYS.items():
+        section = raw[method] or {}
+        if set(section) != set(keys) or not all(isinstance(v, (int, float)) for v in section.values()):
+            raise SettingsError(f"{path}: {method} needs exactly the numbers {list(keys)}, found {section}")
+    return raw
 
 
 def training_matrix(workdir: Path, n_songs: int, n_tags: int, n_pieces: int):
@@ -163,13 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="the work directory (data.preprocess)")
     parser.add_argument("--out", type=Path, required=True, help="run directory; the export goes to OUT/export")
     parser.add_argument("--kind", choices=KINDS, default="item_cf")
-    parser.add_argument("--beta", type=float, default=0.25, help="item_cf: the target popularity exponent")
-    parser.add_argument("--k", type=int, default=400, help="playlist_cf: the neighbour playlists that vote")
-    parser.add_argument("--power", type=float, default=1.0, help="playlist_cf: the similarity exponent of a vote")
-    parser.add_argument("--title-weight", type=float, default=1.0, help="a title piece's weight next to an item")
-    parser.add_argument("--items", type=int, default=10000, help="ease: the most frequent items kept")
-    parser.add_argument("--lam", type=float, default=300.0, help="ease: the L2 penalty")
+    parser.add_argument("--config", type=Path, default=SETTINGS_FILE,
+                        help="the methods' settings (default configs/neighbours.yaml); the flags below override it")
+    parser.add_argument("--beta", type=float, help="item_cf: the target popularity exponent")
+    parser.add_argument("--k", type=int, help="playlist_cf: the neighbour playlists that vote")
+    parser.add_argument("--power", type=float, help="playlist_cf: the similarity exponent of a vote")
+    parser.add_argument("--title-weight", type=float, help="a title piece's weight next to an item")
+    parser.add_argument("--items", type=int, help="ease: the most frequent items kept (the YAML's n_items)")
+    parser.add_argument("--lam", type=float, help="ease: the L2 penalty")
     args = parser.parse_args(argv)
+    try:
+        settings = member_settings(args)
+    except SettingsError as e:
+        parser.error(str(e))
 
     from data.melon import write_json
     from data.workdir import WorkdirError, verify_workdir
@@ -185,8 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     sizes = manifest["sizes"]
     pieces = TitleTokenizer(args.work / "title.model").size
     x = training_matrix(args.work, sizes["songs"], sizes["tags"], pieces)
-    settings = {"kind": args.kind, "beta": args.beta, "k": args.k, "power": args.power,
-                "title_weight": args.title_weight, "items": args.items, "lam": args.lam}
     config = {"model": "neighbours", "settings": settings, "sizes": {"songs": sizes["songs"], "tags": sizes["tags"],
               "pieces": pieces}, "playlists": x.shape[0],
               "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],
@@ -197,6 +228,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[neighbours] {args.kind} over {x.shape[0]} training playlists x {x.shape[1]} items "
           f"({x.nnz} entries) -> {args.out / 'export'} in {time.perf_counter() - started:.1f} s", flush=True)
     return 0
+
+
+def member_settings(args) -> dict:
+    """The export's settings: --config's values for every kind (the member reads its own kind's), the flags
+    given on the command line in their place."""
+    methods = neighbour_settings(args.config)
+    if methods["item_cf"]["alpha"] != 1.0:
+        raise SettingsError(f"{args.config}: the item_cf member computes plain cosine (alpha 1.0), "
+                            f"not alpha {methods['item_cf']['alpha']} (that is bench.peers' item_cf only)")
+    own = methods[args.kind]
+    settings = {"kind": args.kind, "beta": methods["item_cf"]["beta"], "k": methods["playlist_cf"]["k"],
+                "power": methods["playlist_cf"]["power"], "title_weight": own["title_weight"],
+                "items": methods["ease"]["n_items"], "lam": methods["ease"]["lam"]}
+    given = {"beta": args.beta, "k": args.k, "power": args.power, "title_weight": args.title_weight,
+             "items": args.items, "lam": args.lam}
+    return {**settings, **{key: value for key, value in given.items() if value is not None}}
 
 
 if __name__ == "__main__":
