@@ -16,7 +16,7 @@
    that its wall time and peak resident memory (``wait4``) are its own. The knobs of item_cf, als, ease and
    playlist_cf are first searched on the protocol's tuning half of the validation questions
    (data/task.py; also in their own process, timed), then the best setting runs on every question.
-3. Neural systems (:data:`NEURAL`): the ensemble (DAE, title BERT, Word2Vec, the neighbour members and popularity,
+3. Neural systems (:func:`neural_systems`, the trained members from inference/members.py): the ensemble (DAE, title BERT, Word2Vec, the neighbour members and popularity,
    ranked by the learned ranker that ``python -m inference.fit_blend`` fits on the tuning half; with the
    audio member's tail slots, fitted there too, when the run has a CNN and its audio index), the same
    members under the grid blend (``--method grid``), the ensemble without each member (its ranker
@@ -51,50 +51,63 @@ from data.task import QUESTION_TYPES
 from data.ndcg import evaluate
 from data.task import parts, select
 from evaluate.table import markdown
+from inference import members as registry
 
 PEER_NAMES = ("popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf")
 # The neural systems: the members each runs with (run folders of the quickstart run), and the blend fitted on
 # the tuning half that weighs them (inference.fit_blend --method: ranker or grid; then popularity is a member
-# too), or None. The ablations leave one member out.
-MEMBERS = {"dae": ("--dae", "dae"), "title": ("--title", "title-finetune"), "word2vec": ("--word2vec", "word2vec"),
-           "item_cf": ("--neighbours", "neighbours"),
-           "playlist_cf": ("--neighbours", "playlists"),
-           "audio": ("--audio", "cnn")}  # member -> (inference flag, quickstart run folder)
+# too), or None. The ablations leave one member out. The trained members come from inference/members.py (a
+# member registered there gets its flag, its ablation and its row alone here); the neighbour and audio members
+# are fixed.
+NEIGHBOURS = {"item_cf": ("--neighbours", "neighbours", ("neighbours",)),
+              "playlist_cf": ("--neighbours", "playlists", ("playlists",))}
+AUDIO = {"audio": ("--audio", "cnn", ("cnn", "audio_index"))}
 OPTIONAL = {"audio": "cnn/audio_index.npz"}  # members a run may lack (no spectrograms): left out where missing
-NEURAL = {
-    "ensemble": (("dae", "title", "word2vec", "item_cf", "playlist_cf", "audio"), "ranker"),
-    "ensemble_without_audio": (("dae", "title", "word2vec", "item_cf", "playlist_cf"), "ranker"),
-    "ensemble_grid": (("dae", "title", "word2vec", "item_cf", "playlist_cf"), "grid"),
-    "ensemble_without_dae": (("title", "word2vec", "item_cf", "playlist_cf"), "ranker"),
-    "ensemble_without_title": (("dae", "word2vec", "item_cf", "playlist_cf"), "ranker"),
-    "ensemble_without_word2vec": (("dae", "title", "item_cf", "playlist_cf"), "ranker"),
-    "ensemble_without_neighbours": (("dae", "title", "word2vec"), "ranker"),
-    "ensemble_without_neural": (("item_cf", "playlist_cf"), "ranker"),
-    "dae": (("dae",), None),
-    "title": (("title",), None),
-    "word2vec": (("word2vec",), None),
-    "neighbours": (("item_cf",), None),
-    "playlists": (("playlist_cf",), None),
-}
-DESCRIPTIONS = {
-    "ensemble": "DAE + title BERT + Word2Vec + item and playlist neighbours + popularity, ranked by the learned "
-                "ranker (inference/ranker.py) fitted on the tuning half; the audio member's songs outside the "
-                "vocabulary in the tail slots fitted per type (inference/audio_member.py), when the run has a CNN",
+
+
+def members() -> dict[str, tuple[str, str, tuple]]:
+    """member -> (inference flag, quickstart run folder, quickstart's timing keys of its training stages)."""
+    trained = {m.name: (m.flag, m.folder, m.stages) for m in registry.MEMBERS}
+    return {**trained, **NEIGHBOURS, **AUDIO}
+
+
+def neural_systems() -> dict[str, tuple[tuple, str | None]]:
+    """system -> (its members, its blend method or None): the ensemble, its ablations, each member alone."""
+    trained = tuple(m.name for m in registry.MEMBERS)
+    everything = trained + tuple(NEIGHBOURS)
+    return {"ensemble": (everything + tuple(AUDIO), "ranker"), "ensemble_without_audio": (everything, "ranker"),
+            "ensemble_grid": (everything, "grid"),
+            **{f"ensemble_without_{name}": (tuple(m for m in everything if m != name), "ranker") for name in trained},
+            "ensemble_without_neighbours": (trained, "ranker"),
+            "ensemble_without_neural": (tuple(NEIGHBOURS), "ranker"),
+            **{name: ((name,), None) for name in trained},
+            "neighbours": (("item_cf",), None), "playlists": (("playlist_cf",), None)}
+
+
+def descriptions() -> dict[str, str]:
+    """system -> what it is, for the tables."""
+    labels = [m.label for m in registry.MEMBERS]
+    return {
+        "ensemble": " + ".join(labels) + " + item and playlist neighbours + popularity, ranked by the learned "
+                    "ranker (inference/ranker.py) fitted on the tuning half; the audio member's songs outside the "
+                    "vocabulary in the tail slots fitted per type (inference/audio_member.py), when the run has a CNN",
+        **{f"ensemble_without_{m.name}": f"the ensemble without the {m.label} member (blend refitted)"
+           for m in registry.MEMBERS},
+        "ensemble_without_neural": "the ensemble without its trained models (" + ", ".join(labels) + "): neighbours + "
+                                   "popularity",
+        **{m.name: m.description for m in registry.MEMBERS},
+        **DESCRIPTIONS,
+    }
+
+
+DESCRIPTIONS = {  # the systems whose description is not generated from the members
     "ensemble_without_audio": "the ensemble without the audio member (the same ranker weights: the audio slots are "
                               "fitted after them)",
     "ensemble_grid": "the same members blended by the grid search's weights per question type (inference/blend.py), "
                      "fitted on the tuning half",
-    "ensemble_without_dae": "the ensemble without the DAE (blend refitted)",
-    "ensemble_without_title": "the ensemble without the title BERT (blend refitted)",
-    "ensemble_without_word2vec": "the ensemble without the Word2Vec member (blend refitted)",
     "ensemble_without_neighbours": "the ensemble without its two neighbour members (blend refitted)",
-    "ensemble_without_neural": "the ensemble without its trained models (DAE, title BERT, Word2Vec): neighbours + "
-                               "popularity",
     "neighbours": "the ensemble's item-neighbour member alone (inference/neighbours.py, vocabulary items)",
     "playlists": "the ensemble's playlist-neighbour member alone (inference/neighbours.py, vocabulary items)",
-    "dae": "denoising set autoencoder alone (songs, tags, artists, title pieces)",
-    "title": "title BERT alone (fine-tuned)",
-    "word2vec": "Word2Vec alone (a question's mean input vector against every output vector)",
     "popular_official": "inference.popular: most popular unseen songs/tags, no release-date filter",
     "popular": "peer: most popular, release-date filtered",
     "genre_popular": "peer: most popular of the question's dominant genre",
@@ -218,7 +231,7 @@ def training_seconds(run: Path) -> tuple[dict, str]:
 
 
 def run_neural(run: Path, out: Path, names: list[str]) -> dict:
-    """The neural systems and ablations of :data:`NEURAL` named in ``names``: each one's blend fitted on the
+    """The neural systems and ablations of :func:`neural_systems` named in ``names``: each one's blend fitted on the
     tuning half where it has one (``python -m inference.fit_blend``), then ``python -m inference`` on every
     question, each timed."""
     stages, source = training_seconds(run)
@@ -227,13 +240,12 @@ def run_neural(run: Path, out: Path, names: list[str]) -> dict:
         return sum(stages[k] for k in keys) if all(stages.get(k) is not None for k in keys) else None
 
     timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
-    stage_of = {"dae": ("dae",), "title": ("title_pretrain", "title_finetune"), "word2vec": ("word2vec",),
-                "item_cf": ("neighbours",), "playlist_cf": ("playlists",), "audio": ("cnn", "audio_index")}
+    known, neural = members(), neural_systems()
     questions, systems = run / "split/questions/val.json", {}
-    present = {m for m in MEMBERS if m not in OPTIONAL or (run / OPTIONAL[m]).is_file()}
-    for name, (members, method) in ((n, NEURAL[n]) for n in names):
-        members = tuple(m for m in members if m in present)
-        models = [a for m in members for a in (MEMBERS[m][0], str(run / MEMBERS[m][1]))]
+    present = {m for m in known if m not in OPTIONAL or (run / OPTIONAL[m]).is_file()}
+    for name, (chosen, method) in ((n, neural[n]) for n in names):
+        chosen = tuple(m for m in chosen if m in present)
+        models = [a for m in chosen for a in (known[m][0], str(run / known[m][1]))]
         common = ["--questions", str(questions), "--work", str(run / "work"), *models]
         blend, fit = [], None
         if method:
@@ -245,8 +257,8 @@ def run_neural(run: Path, out: Path, names: list[str]) -> dict:
         results = out / f"results/{name}.json"
         usage = measured([sys.executable, "-m", "inference", *common, *blend, "--out", str(results), "--no-progress"],
                          out / f"logs/{name}.log", _env())
-        systems[name] = {"kind": "neural", "members": list(members), "results": str(results),
-                         "train_s": total(*(k for m in members for k in stage_of[m])), "train_s_from": source,
+        systems[name] = {"kind": "neural", "members": list(chosen), "results": str(results),
+                         "train_s": total(*(k for m in chosen for k in known[m][2])), "train_s_from": source,
                          "training_stages_s": stages, "blend_fit_s": fit and fit["wall_s"],
                          "inference_s": usage["wall_s"], "peak_rss_gb": usage["peak_rss_gb"]}
     systems["popular_official"] = {"kind": "baseline", "results": str(run / "results/popular.json"), "train_s": None,
@@ -272,7 +284,7 @@ def report_markdown(summary: dict) -> str:
         sc = s["scores"]
         lines.append(f"| {name} | {sc['score']:.4f} | {sc['music_ndcg']:.4f} | {sc['tag_ndcg']:.4f} | "
                      f"{_fmt(s['train_s'])} | {_fmt(s['inference_s'])} | {_fmt(s['peak_rss_gb'], 2)} | "
-                     f"{DESCRIPTIONS[name]} |")
+                     f"{descriptions()[name]} |")
     lines += ["", "By question type (`*`: the best score of the type):", "",
               markdown({name: s["scores"] for name, s in systems.items()}), ""]
     tuned = [(n, s) for n, s in systems.items() if s.get("tuning")]
@@ -416,8 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-peers", nargs="+", choices=sorted(GRIDS), default=sorted(GRIDS), metavar="PEER",
                         help="tune only these peers, the others on their defaults (default: every peer with a grid: "
                              + ", ".join(sorted(GRIDS)) + ")")
-    parser.add_argument("--systems", nargs="+", choices=list(NEURAL), default=list(NEURAL), metavar="SYSTEM",
-                        help="the neural systems and ablations to run (default: all: " + ", ".join(NEURAL) + ")")
+    neural = list(neural_systems())
+    parser.add_argument("--systems", nargs="+", choices=neural, default=neural, metavar="SYSTEM",
+                        help="the neural systems and ablations to run (default: all: " + ", ".join(neural) + ")")
     parser.add_argument("--tune-questions", type=int, default=0,
                         help="tune the peers on the first N questions of the tuning half (default 0: all of it)")
     args = parser.parse_args(argv)
@@ -437,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     questions = select(every_question, report)
     train_count = len(load_playlists(run / "split/orig/train.json"))
     for name, s in systems.items():
-        s["description"] = DESCRIPTIONS[name]
+        s["description"] = descriptions()[name]
         s["scores"] = evaluate(answers, select(load_results(s["results"]), report), questions)
     timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
     notes = [tuning_note(tuned),

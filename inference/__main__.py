@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from inference import members as registry
 from inference.ensemble import DEFAULT_CONFIG, log
 
 
@@ -28,11 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m inference", description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=Path, required=True, help="questions in the official format")
     parser.add_argument("--work", type=Path, required=True, help="the work directory the models were trained on")
-    parser.add_argument("--dae", type=Path, help="DAE run directory (hvd_train/dae.py --out)")
-    parser.add_argument("--title", type=Path, help="fine-tuned title BERT run directory (hvd_train/title.py finetune --out)")
+    registry.add_flags(parser)  # --dae, --title, --word2vec: inference/members.py
     parser.add_argument("--neighbours", type=Path, action="append", default=[],
                         help="a neighbour run directory (python -m inference.neighbours --out); one per kind, repeatable")
-    parser.add_argument("--word2vec", type=Path, help="Word2Vec run directory (hvd_train/word2vec.py --out)")
     parser.add_argument("--blend", type=Path, help="blend weights per question type (python -m inference.fit_blend)")
     parser.add_argument("--audio", type=Path, help="CNN run directory (hvd_train/cnn.py) with its audio index; "
                         "needs a --blend fitted with it")
@@ -41,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.dae is None and args.title is None and args.word2vec is None and not args.neighbours:
-        parser.error("give at least one of --dae, --title, --word2vec, --neighbours")
+    runs = registry.runs_of(args)
+    if not runs and not args.neighbours:
+        parser.error(f"give at least one of {', '.join([m.flag for m in registry.MEMBERS] + ['--neighbours'])}")
     if args.audio is not None and args.blend is None:
         parser.error("--audio needs --blend: its tail slots are fitted with the blend (inference.fit_blend --audio)")
 
@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.load(args.config)
         questions = load_playlists(args.questions)
-        ensemble = Ensemble(args.work, args.dae, args.title, settings, args.neighbours, args.blend, args.word2vec,
-                            args.audio)
+        ensemble = Ensemble(args.work, runs, settings, args.neighbours, args.blend, args.audio)
     except (MelonDataError, WorkdirError, ExportError, BlendError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -65,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     gpus = tf.config.list_physical_devices("GPU")
     log.info("device: %s; models: %s", gpus[0].name if gpus else "CPU",
-             ", ".join(name for name, m in (("DAE", ensemble.dae), ("title BERT", ensemble.title),
-                                            ("Word2Vec", ensemble.word2vec), *ensemble.neighbours.items())
-                       if m is not None))
+             ", ".join([m.label for m in registry.MEMBERS if m.name in ensemble.models] + list(ensemble.neighbours)))
     try:
         results = ensemble.recommend(questions, progress=not args.no_progress)
         write_json(results, args.out)

@@ -43,9 +43,10 @@ import yaml
 from data.task import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, question_type
 from models.config import ConfigError, parse_section
 from models.ranking import top_rows
+from inference import members as registry
 from inference.audio_member import with_tail
 from inference.blend import Candidates
-from inference.exports import ExportError, load_dae, load_title, load_word2vec
+from inference.exports import ExportError
 
 log = logging.getLogger("inference")
 
@@ -85,27 +86,15 @@ def blend_weights(n: np.ndarray, w: float, v: float) -> tuple:
     return n / (w + n), np.where(n > 0, w / (w + n), 1.0), np.ones_like(n), np.full_like(n, v)
 
 
-def _padded(rows: list[list[int]]) -> np.ndarray:
-    out = np.full((len(rows), max(1, max((len(r) for r in rows), default=0))), -1, dtype=np.int32)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = r
-    return out
-
-
-def _probabilities(logits, item_loss: str):
-    """The model's probabilities (a tensor): a distribution over the items (softmax-trained) or per item
-    (BCE-trained)."""
-    import tensorflow as tf
-
-    return tf.nn.softmax(logits) if item_loss == "softmax" else tf.sigmoid(logits)
-
-
 class Ensemble:
-    """Everything inference needs from a work directory and the two run directories, loaded once."""
+    """Everything inference needs from a work directory and the members' run directories, loaded once.
 
-    def __init__(self, workdir: Path, dae_run: Path | None, title_run: Path | None, settings: Settings,
-                 neighbours_runs: list[Path] = (), blend_path: Path | None = None, word2vec_run: Path | None = None,
-                 audio_run: Path | None = None):
+    ``runs``: {member name: run directory} of the trained members to use (inference/members.py MEMBERS,
+    loaded in that order); ``neighbours_runs``: neighbour members, one per kind; ``blend_path``: a fitted
+    blend for exactly these members; ``audio_run``: the audio member (needs the blend's audio slots)."""
+
+    def __init__(self, workdir: Path, runs: dict[str, Path], settings: Settings, neighbours_runs: list[Path] = (),
+                 blend_path: Path | None = None, audio_run: Path | None = None):
         from data.workdir import index_of, verify_workdir
         from data.title import TitleTokenizer
         from inference import blend
@@ -122,23 +111,9 @@ class Ensemble:
         with np.load(self.workdir / "release_dates.npz", allow_pickle=False) as f:
             self.release_dates = f["release_dates"]
         self.tokenizer = TitleTokenizer(self.workdir / "title.model")
-        self.dae = self.title = self.word2vec = None
         self.weak = {}  # member -> why popularity answers in its place (models/export.py below_popularity)
         self.neighbours = {}  # kind (item_cf, playlist_cf, ease) -> the neighbour member of that kind
-        self.max_songs = self.max_tags = None
-        if dae_run is not None:
-            self.dae, config = load_dae(dae_run, self.manifest, self.workdir)
-            self.max_songs = int(config["trained_with"]["train"]["max_songs"])
-            self.max_tags = int(config["trained_with"]["train"]["max_tags"])
-            self.dae_output = config["trained_with"]["loss"].get("item_loss", "bce")
-            self._check_strength("dae", dae_run, config)
-        if title_run is not None:
-            self.title, config = load_title(title_run, self.manifest, self.workdir, self.tokenizer)
-            self.title_output = config["trained_with"]["loss"].get("item_loss", "bce")
-            self._check_strength("title", title_run, config)
-        if word2vec_run is not None:
-            self.word2vec, config = load_word2vec(word2vec_run, self.manifest, self.workdir)
-            self._check_strength("word2vec", word2vec_run, config)
+        self.models = self._load_members(runs)  # trained member name -> its loaded member (inference/members.py)
         for run in neighbours_runs:
             from inference.neighbours import load_neighbours
 
@@ -155,6 +130,21 @@ class Ensemble:
             self.audio = AudioMember(audio_run, self.workdir, self.manifest, self.song_ids, len(self.tags))
             if self.blend is not None:
                 self.check_audio_slots(blend_path)
+
+    def _load_members(self, runs: dict[str, Path]) -> dict:
+        """{name: loaded member} of the trained members given in ``runs``, in MEMBERS' order; each export
+        checked against this work directory, and its strength against popularity (_check_strength)."""
+        known = [m.name for m in registry.MEMBERS]
+        unknown = sorted(set(runs) - set(known))
+        if unknown:
+            raise ValueError(f"no trained member called {', '.join(unknown)} (inference/members.py has {', '.join(known)})")
+        context = registry.Context(self.workdir, self.manifest, self.index, self.tokenizer)
+        loaded = {}
+        for member in registry.MEMBERS:
+            if runs.get(member.name) is not None:
+                loaded[member.name] = member.load(Path(runs[member.name]), context)
+                self._check_strength(member.name, runs[member.name], loaded[member.name].config)
+        return loaded
 
     def _check_strength(self, name: str, run: Path, config: dict) -> None:
         """With settings.popularity_fallback, a model whose export scored below popularity on its validation
@@ -179,9 +169,9 @@ class Ensemble:
                              f"again with this --audio run")
 
     def members(self) -> list[str]:
-        """The members a fitted blend weighs: the loaded models (neighbour members by kind), then popularity."""
-        loaded = (("dae", self.dae), ("title", self.title), ("word2vec", self.word2vec))
-        return [name for name, model in loaded if model is not None] + list(self.neighbours) + ["popular"]
+        """The members a fitted blend weighs: the loaded trained members (MEMBERS' order), the neighbour members
+        by kind, then popularity."""
+        return list(self.models) + list(self.neighbours) + ["popular"]
 
     @functools.cached_property
     def artists(self) -> np.ndarray:
@@ -222,38 +212,7 @@ class Ensemble:
                  out_of_vocab, unknown_tags)
         return [to_record(q, self.index, self.tokenizer, self.max_title_pieces) for q in questions]
 
-    # -------------------------------------------------------------- models
-    def _dae_probabilities(self, records: list[dict]):
-        import tensorflow as tf
-
-        songs = _padded([r["songs"][: self.max_songs] for r in records])
-        tags = _padded([r["tags"][: self.max_tags] for r in records])
-        artists = _padded([list(dict.fromkeys(a for s in r["songs"][: self.max_songs]
-                                              for a in self.index["song_artists"][s])) for r in records])
-        from models.losses import hide_given
-
-        title = tf.constant(_padded([r["title"] for r in records]))
-        song_logits, tag_logits = self.dae(tf.constant(songs), tf.constant(tags), tf.constant(artists), title, heads=2)
-        # the given items are never an answer: the probabilities are over the rest (every given item, not only
-        # the first max_songs the model read)
-        song_logits = hide_given(song_logits, tf.constant(_padded([r["songs"] for r in records])))
-        tag_logits = hide_given(tag_logits, tf.constant(_padded([r["tags"] for r in records])))
-        return _probabilities(song_logits, self.dae_output), _probabilities(tag_logits, self.dae_output)
-
-    def _title_probabilities(self, records: list[dict]):
-        import tensorflow as tf
-
-        song_logits, tag_logits = self.title.recommend_logits(tf.constant(_padded([r["title"] for r in records])))
-        return _probabilities(song_logits, self.title_output), _probabilities(tag_logits, self.title_output)
-
-    def _word2vec_probabilities(self, records: list[dict]):
-        """Softmax over the songs and over the tags of the question's mean input vector · every output vector."""
-        import tensorflow as tf
-
-        song_logits, tag_logits = self.word2vec.recommend_logits(
-            *(tf.constant(_padded([r[k] for r in records])) for k in ("songs", "tags", "title")))
-        return tf.nn.softmax(song_logits), tf.nn.softmax(tag_logits)
-
+    # -------------------------------------------------------------- members
     def _popularity_probabilities(self, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         """A weak member's stand-in: each question's songs [Q, n_songs] and tags [Q, n_tags] as the training
         counts' distribution (the given items are blocked by the caller)."""
@@ -333,16 +292,11 @@ class Ensemble:
         """Every member's proposals for one batch of questions (``rs``: their records), by member name;
         ``popular``: popularity as a member too (a fitted blend weighs it)."""
         s = self.settings
-        n = np.array([len(q["songs"]) + len(q["tags"]) for q in qs])
+        given = np.array([len(q["songs"]) + len(q["tags"]) > 0 for q in qs])
         has_title = np.array([bool(r["title"]) for r in rs])
-        dae_reads_title = self.dae is not None and self.dae.piece_offset is not None
-        models = {"dae": (self.dae, (n > 0) | (has_title & dae_reads_title), self._dae_probabilities),
-                  "title": (self.title, has_title, self._title_probabilities),
-                  "word2vec": (self.word2vec, (n > 0) | has_title, self._word2vec_probabilities)}
         out = {}
-        for name, (model, runs, probabilities) in models.items():
-            if model is None:
-                continue
+        for name, member in self.models.items():
+            runs, probabilities = member.answers(given, has_title), member.probabilities
             if name in self.weak:  # where it would answer, popularity answers in its place
                 probabilities = self._popularity_probabilities
             c = Candidates(np.full((len(qs), s.candidate_songs), -1), np.zeros((len(qs), s.candidate_songs)),
@@ -369,7 +323,7 @@ class Ensemble:
             n = np.array([len(q["songs"]) + len(q["tags"]) for q in qs], dtype=np.float64)
             dae_songs, title_songs, dae_tags, title_tags = blend_weights(
                 n, self.settings.title_weight, self.settings.title_tag_weight)
-            if self.title is None:  # the DAE alone: its own scores rank, a title-only question's too (n = 0)
+            if "title" not in self.models:  # the DAE alone: its own scores rank, a title-only question's too (n = 0)
                 dae_songs = np.ones_like(n)
             ones = np.ones(len(qs))  # any other member (the neighbours without a blend file): its own scores
             return {"dae": (dae_songs, dae_tags), "title": (title_songs, title_tags),

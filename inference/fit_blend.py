@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inference import members as registry
 from inference.ensemble import DEFAULT_CONFIG, log
 
 
@@ -68,10 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=Path, required=True)
     parser.add_argument("--answers", type=Path, required=True)
     parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--dae", type=Path)
-    parser.add_argument("--title", type=Path)
+    registry.add_flags(parser)  # --dae, --title, --word2vec: inference/members.py
     parser.add_argument("--neighbours", type=Path, action="append", default=[], help="repeatable: one per kind")
-    parser.add_argument("--word2vec", type=Path)
     parser.add_argument("--audio", type=Path, help="a hvd_train/cnn.py run directory with its audio index "
                         "(python -m inference.audio index): fit the audio member's tail slots too")
     parser.add_argument("--out", type=Path, required=True, help="the blend file to write (JSON)")
@@ -94,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         questions = load_playlists(args.questions)
         answers = {a["id"]: a for a in load_playlists(args.answers)}
-        ensemble = Ensemble(args.work, args.dae, args.title, Settings.load(args.config), args.neighbours,
-                            word2vec_run=args.word2vec, audio_run=args.audio)
+        ensemble = Ensemble(args.work, registry.runs_of(args), Settings.load(args.config), args.neighbours,
+                            audio_run=args.audio)
     except (MelonDataError, WorkdirError, ExportError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,9 +1,11 @@
 """Recommend for one playlist given on the command line, and print a readable table.
 
-    python -m inference.recommend --work WORKDIR --dae RUNDIR --title RUNDIR --title-text "새벽 감성 발라드" \
-        [--songs 1,2,3] [--tags 힐링,새벽] --meta DATA/song_meta.json [--date 2020-04-01] [--top 20]
+    python -m inference.recommend --work WORKDIR --dae RUNDIR --title RUNDIR [--word2vec RUNDIR] \
+        [--neighbours RUNDIR ...] --title-text "새벽 감성 발라드" [--songs 1,2,3] [--tags 힐링,새벽] \
+        --meta DATA/song_meta.json [--date 2020-04-01] [--top 20]
 
-The same ensemble as ``python -m inference`` (inference/ensemble.py) on a single question; song names and
+The same ensemble as ``python -m inference`` (inference/ensemble.py; its trained members' flags from
+inference/members.py) on a single question, with the reference design's blend (no blend file); song names and
 artists come from ``song_meta.json`` (the one the work directory was built from: its sha256 is checked).
 """
 
@@ -15,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+from inference import members as registry
 from inference.display import cell
 from inference.ensemble import DEFAULT_CONFIG
 
@@ -50,8 +53,9 @@ def table(result: dict, song_meta: list[dict], top: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m inference.recommend", description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--dae", type=Path)
-    parser.add_argument("--title", type=Path)
+    registry.add_flags(parser)  # --dae, --title, --word2vec: inference/members.py
+    parser.add_argument("--neighbours", type=Path, action="append", default=[],
+                        help="a neighbour run directory (python -m inference.neighbours --out); repeatable")
     parser.add_argument("--title-text", default="", help="the playlist's title")
     parser.add_argument("--songs", type=_ids, default=[], help="comma-separated song ids it holds")
     parser.add_argument("--tags", type=lambda t: [x.strip() for x in t.split(",") if x.strip()], default=[],
@@ -63,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    if args.dae is None and args.title is None:
-        parser.error("give --dae, --title or both")
+    runs = registry.runs_of(args)
+    if not runs and not args.neighbours:
+        parser.error(f"give at least one of {', '.join([m.flag for m in registry.MEMBERS] + ['--neighbours'])}")
 
     from data.melon import MelonDataError, load_song_meta, song_meta_path
     from data.workdir import WorkdirError
@@ -76,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     question = {"id": 0, "plylst_title": args.title_text, "songs": list(dict.fromkeys(args.songs)),
                 "tags": list(dict.fromkeys(args.tags)), "like_cnt": 0, "updt_date": args.date}
     try:
-        ensemble = Ensemble(args.work, args.dae, args.title, Settings.load(args.config))
+        ensemble = Ensemble(args.work, runs, Settings.load(args.config), args.neighbours)
         from data.workdir import sha256_file
 
         if sha256_file(args.meta) != ensemble.manifest["inputs"]["song_meta"]["sha256"]:
