@@ -59,8 +59,10 @@ VARIANTS = {
         "hardware.gradient_compression=fp16", "train.accumulation_steps=2", "train.warmup_steps=30"],
     # the sampled softmax (K shared negatives from counts^0.75, log-Q corrected) with row gradients, lazy Adam
     "main job, sampled output": TITLED + ["loss.output=sampled", "hardware.sparse_as_dense=false"],
-    # the output biases start at log(count / playlists): the untrained model ranks by popularity
-    "main job, log-count biases": TITLED + ["train.bias_init=log_counts"],
+    # the output biases start at log(count / playlists) (the tied table's rows stay random)
+    "main job, popularity biases": TITLED + ["train.output_init=popularity"],
+    # ... and an untied output table starting at zero: the untrained model ranks exactly by popularity
+    "main job, untied output from popularity": TITLED + ["train.output_init=popularity", "model.tied_output=false"],
     "hidden, width 64": ["train.warmup_steps=300", "loss.targets=hidden", "model.hidden=64", "model.ffn=256"],
 }
 

@@ -35,7 +35,7 @@ from hvd_train.loop import Task, start
 from models.dae import TARGETS, DAEConfig
 
 OUTPUTS = ("full", "sampled")
-BIAS_INITS = ("zeros", "log_counts")
+OUTPUT_INITS = ("random", "popularity")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "dae.yaml"
 
@@ -50,14 +50,14 @@ class DAETrainConfig(TrainConfig):
     max_tags: int
     title_keep: float  # with model.title: the title stays in the input with this probability ...
     title_only: float  # ... and a kept title is the whole input with this one
-    bias_init: str  # zeros | log_counts: each output head's bias starts at log(training count / playlists)
+    output_init: str  # random | popularity: the output heads start ranking by popularity (DAE.start_from_popularity)
 
     def __post_init__(self):
         super().__post_init__()
         if self.max_songs <= 0 or self.max_tags <= 0:
             raise ConfigError("train.max_songs and train.max_tags must be positive")
-        if self.bias_init not in BIAS_INITS:
-            raise ConfigError(f"train.bias_init must be one of {list(BIAS_INITS)}")
+        if self.output_init not in OUTPUT_INITS:
+            raise ConfigError(f"train.output_init must be one of {list(OUTPUT_INITS)}")
         probability(self, "title_keep", "title_only", name="train")
 
 
@@ -126,8 +126,8 @@ def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
 
     tf.random.set_seed(train.seed)
     model = DAE.from_config(model_cfg, manifest["sizes"], compute_dtype(config.hardware))
-    if train.bias_init == "log_counts":
-        model.init_biases(vocab_counts(work), manifest["records"]["train"])
+    if train.output_init == "popularity":
+        model.start_from_popularity(vocab_counts(work), manifest["records"]["train"])
     seed_dropout(train.seed, rank)
 
     sampler = output_sampler(work, manifest, loss_cfg, config.per_rank_batch(size))

@@ -69,15 +69,19 @@ class DAE(tf.Module):
         self.biases = [tf.Variable(tf.zeros([n]), name=f"bias_{kind}") for n, kind in zip(self.sizes, ("songs", "tags", "artists"))]
         self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
 
-    def init_biases(self, counts: dict, playlists: int) -> None:
-        """Each output head's bias set to ``log(count / playlists)`` of its items (``counts``: {songs, tags,
-        artists: [n_items] training counts}): the untrained model ranks by popularity, the rank a softmax or
-        sigmoid head would first have to learn, and training starts from there."""
+    def start_from_popularity(self, counts: dict, playlists: int) -> None:
+        """The output heads set to rank by popularity before training: each head's bias ``log(count /
+        playlists)`` of its items (``counts``: {songs, tags, artists: [n_items] training counts}) and, with an
+        untied output table, its rows zero, so the untrained logits are exactly the biases. (A tied table's
+        rows are the input embeddings: they stay random, and their dot products with the CLS outputs, of
+        standard deviation about 1 at initialisation, add noise to every item's logit until trained.)"""
         for bias, kind in zip(self.biases, HEADS):
             count = tf.constant(counts[kind], tf.float32)
             if count.shape != bias.shape:
                 raise ValueError(f"{kind}: {count.shape[0]} counts for a head of {bias.shape[0]} items")
             bias.assign(tf.math.log(tf.maximum(count, 1.0) / float(playlists)))
+        if self.output_table is not None:
+            self.output_table.assign(tf.zeros_like(self.output_table))
 
     @classmethod
     def from_config(cls, model_config: DAEConfig, sizes: dict, compute_dtype=tf.float32) -> "DAE":

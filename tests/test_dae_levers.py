@@ -136,19 +136,19 @@ def test_dropout_draws_a_stream_per_rank_after_the_shared_initialisation():
     np.testing.assert_array_equal(out0, out_again)  # and each rank's stream is reproducible
 
 
-def test_log_count_biases_make_the_untrained_dae_rank_by_popularity():
+def test_an_untied_dae_started_from_popularity_ranks_exactly_by_popularity():
     tf.random.set_seed(2)
     rng = np.random.default_rng(0)
-    # a factor of 10 between neighbouring counts: gaps of log(10) in the biases
-    counts = {kind: 10.0 ** rng.permutation(n) for kind, n in zip(("songs", "tags", "artists"), SIZES)}
-    model = dae(dropout=0.0)
-    model.init_biases(counts, playlists=2000)
+    counts = {kind: rng.permutation(n) + 1.0 for kind, n in zip(("songs", "tags", "artists"), SIZES)}
     b = batch()
-    songs, tags, _ = model(b["songs_in"], b["tags_in"], b["artists_in"])
-    np.testing.assert_allclose(model.biases[0].numpy(), np.log(counts["songs"] / 2000), rtol=1e-5, atol=1e-5)
-    for logits, count in ((songs, counts["songs"]), (tags, counts["tags"])):
-        top = np.argsort(-logits.numpy(), axis=1)[:, :3]
-        # the three most frequent items lead every row: the count gaps outweigh the untrained dot products
-        assert all(set(row) == set(np.argsort(-count)[:3]) for row in top)
+    untied = dae(dropout=0.0, tied_output=False)
+    untied.start_from_popularity(counts, playlists=2000)
+    for logits, kind in zip(untied(b["songs_in"], b["tags_in"], b["artists_in"]), ("songs", "tags", "artists")):
+        np.testing.assert_allclose(logits.numpy(), np.broadcast_to(np.log(counts[kind] / 2000), logits.shape), atol=1e-5)
+    tied = dae(dropout=0.0)
+    before = tied.embedding.numpy()
+    tied.start_from_popularity(counts, playlists=2000)
+    np.testing.assert_allclose(tied.biases[0].numpy(), np.log(counts["songs"] / 2000), atol=1e-5)
+    np.testing.assert_array_equal(tied.embedding.numpy(), before)  # the input embeddings are left alone
     with np.testing.assert_raises(ValueError):  # counts of another vocabulary
-        model.init_biases({**counts, "tags": counts["tags"][:-1]}, playlists=2000)
+        tied.start_from_popularity({**counts, "tags": counts["tags"][:-1]}, playlists=2000)

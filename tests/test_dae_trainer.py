@@ -197,7 +197,7 @@ def test_invalid_config_fails_fast_on_both_ranks(work, tmp_path):
 @pytest.mark.parametrize("overrides, size, words", [
     (["model.hidden=abc"], 1, "expected int"),
     (["train.global_batch_size=129"], 2, "train.global_batch_size=129 does not divide over 2 ranks"),
-    (["train.bias_init=popular"], 1, "train.bias_init must be one of ['zeros', 'log_counts']"),
+    (["train.output_init=zeros"], 1, "train.output_init must be one of ['random', 'popularity']"),
 ])
 def test_invalid_config_is_one_config_error_naming_it(overrides, size, words):
     """In process, the checks hvd_train.loop.start runs: the typed config, then the per-rank batch."""
