@@ -161,3 +161,15 @@ def add_flags(parser) -> None:
 def runs_of(args) -> dict[str, Path]:
     """{member name: run directory} of the members given on the command line (add_flags' options)."""
     return {m.name: getattr(args, m.name) for m in MEMBERS if getattr(args, m.name, None) is not None}
+
+
+def main() -> int:
+    """``python -m inference.members``: one line per trained member, ``NAME FLAG FOLDER`` (launch/quickstart.sh
+    reads its member flags, run folders and results from it)."""
+    for member in MEMBERS:
+        print(member.name, member.flag, member.folder)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

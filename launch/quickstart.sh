@@ -154,8 +154,12 @@ timed neighbours python -m inference.neighbours --work "$work" --out "$out/neigh
 timed playlists python -m inference.neighbours --work "$work" --out "$out/playlists" --kind playlist_cf
 
 questions=$split/questions/val.json answers=$split/answers/val.json
-models=(--dae "$out/dae" --title "$out/title-finetune" --word2vec "$out/word2vec" --neighbours "$out/neighbours"
-    --neighbours "$out/playlists")
+# the trained members (inference/members.py: NAME FLAG FOLDER per line), then the two neighbour members
+trained=() models=()
+while read -r name flag folder; do
+    trained+=("$name") models+=("$flag" "$out/$folder")
+done < <(python -m inference.members)
+models+=(--neighbours "$out/neighbours" --neighbours "$out/playlists")
 stage "the learned ranker over every member (inference/ranker.py), and the audio member's tail slots, fitted on the tuning half of $questions -> $out/blend.json"
 timed blend python -m inference.fit_blend --questions "$questions" --answers "$answers" --work "$work" "${models[@]}" \
     ${audio[@]+"${audio[@]}"} --out "$out/blend.json"
@@ -164,15 +168,16 @@ stage "recommendations for $questions -> $out/results/"
 timed popular python -m inference.popular --train "$split/orig/train.json" --questions "$questions" --out "$out/results/popular.json"
 timed ensemble python -m inference --questions "$questions" --work "$work" "${models[@]}" --blend "$out/blend.json" \
     ${audio[@]+"${audio[@]}"} --out "$out/results/ensemble.json"
-python -m inference --questions "$questions" --work "$work" --dae "$out/dae" --out "$out/results/dae.json" --no-progress
-python -m inference --questions "$questions" --work "$work" --title "$out/title-finetune" --out "$out/results/title.json" --no-progress
-python -m inference --questions "$questions" --work "$work" --word2vec "$out/word2vec" --out "$out/results/word2vec.json" --no-progress
+for i in "${!trained[@]}"; do  # each trained member alone
+    python -m inference --questions "$questions" --work "$work" "${models[@]:2*i:2}" \
+        --out "$out/results/${trained[i]}.json" --no-progress
+done
 stage "the strongest classical peer, $peer (bench/peers.py, its tuned defaults) -> $out/results/$peer.json"
 timed peer python -m bench.peers "$peer" --split "$split" --meta "$data/song_meta.json" --out "$out/results/$peer.json"
 
 stage "evaluation on the report half of $answers (nothing was tuned on it) -> $out/scores/"
 tables=()
-for model in ensemble dae title word2vec "$peer" popular; do
+for model in ensemble "${trained[@]}" "$peer" popular; do
     python -m evaluate --gt "$answers" --rec "$out/results/$model.json" --questions "$questions" --part report \
         --out "$out/scores/$model.json" >/dev/null
     tables+=("$model=$out/scores/$model.json")

@@ -1,6 +1,6 @@
 """The member registry (inference/members.py): a trained member declared there, and nowhere else, is loaded
 and asked by the ensemble, takes its flag in ``python -m inference`` and ``inference.fit_blend``, is weighed by
-the blend, and gets its rows in bench.quality (in process, on the session's tiny work directory, with a toy
+the blend, is listed for launch/quickstart.sh, and gets its rows in bench.quality (in process, on the session's tiny work directory, with a toy
 member that needs no training)."""
 
 from __future__ import annotations
@@ -82,6 +82,13 @@ def test_python_m_inference_and_fit_blend_take_its_flag(toy, workdirs, tiny_spli
     with pytest.raises(SystemExit):
         infer(["--questions", str(split / "questions/val.json"), "--work", str(work), "--out", str(out)])
     assert "give at least one of --dae, --title, --word2vec, --toy, --neighbours" in capsys.readouterr().err
+
+
+def test_quickstart_reads_its_flag_and_folder(toy, capsys):
+    """launch/quickstart.sh builds its member flags, the members alone and its score table from these lines."""
+    assert registry.main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "dae --dae dae" and lines[-1] == "toy --toy toy"
 
 
 def test_bench_quality_runs_the_ensemble_without_it_and_it_alone(toy):
