@@ -106,7 +106,9 @@ def score(sample: Path, results: Path) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# The DAE at melon size after {result['minutes']:g} minutes of training (-np {result['np']})", "",
+    trained = (f"{result['minutes']:g} minutes of training" if result["train"]["minutes"] is not None else
+               f"{result['train']['steps']} steps of training")
+    lines = [f"# The DAE at melon size after {trained} (-np {result['np']})", "",
              f"{result['questions']} report-half questions of the synthetic `melon` split (a seeded sample); "
              f"`{result.get('command', 'python -m bench.melon_budget --minutes %g' % result['minutes'])}`.", "",
              "| system | music nDCG | tag nDCG | score | / item_cf |", "| --- | ---: | ---: | ---: | ---: |"]
@@ -114,7 +116,11 @@ def markdown(result: dict) -> str:
     for name, scores in result["systems"].items():
         lines.append(f"| {name} | {scores['music_ndcg']:.4f} | {scores['tag_ndcg']:.4f} | {scores['score']:.4f} | "
                      f"{scores['score'] / base:.3f} |")
-    lines += ["", f"Training: {result['train']['minutes']:.1f} min for {result['train']['steps']} steps "
+    minutes = result["train"]["minutes"]  # the trainer's own count, when the budget ended the run
+    spent = (f"{minutes:.1f} min" if minutes is not None else
+             f"{result['train']['command_wall_s'] / 60:.1f} min of horovodrun wall time (its start-up and validations "
+             f"included; the run ended by its epoch count, not the budget)")
+    lines += ["", f"Training: {spent} for {result['train']['steps']} steps "
               f"of {result['train']['global_batch']} playlists; validation on the tuning questions after each "
               f"{result['train']['steps_per_epoch']}-step epoch:", "",
               "| epoch | loss | playlists/s | music nDCG | tag nDCG | score |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -135,9 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="dae",
                         help="the run's name: its folder in --keep and, unless dae, the results' suffix "
                              "(bench/results/melon_budget_NAME.*): a variant beside the main run, on the same data")
+    parser.add_argument("--markdown", action="store_true",
+                        help="only write the .md again from the run's results JSON (bench/results/melon_budget[_NAME].json)")
     parser.add_argument("--no-train", action="store_true",
                         help="score the run already in --keep (its log gives the curve; the wall time is not known)")
     args = parser.parse_args(argv)
+    name = "melon_budget" if args.name == "dae" else f"melon_budget_{args.name}"
+    if args.markdown:
+        result = json.loads((results_dir() / f"{name}.json").read_text(encoding="utf-8"))
+        (results_dir() / f"{name}.md").write_text(markdown(result), encoding="utf-8")
+        print(markdown(result))
+        return 0
     run_dir, log = args.keep / args.name, args.keep / f"logs/{args.name}.log"
     if args.no_train and not log.is_file():
         parser.error(f"--no-train: no trained run in {args.keep} (no {log}); run without --no-train first")
@@ -174,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
         "dae_over_item_cf": round(systems["dae"]["score"] / systems["item_cf"]["score"], 3),
         "total_wall_s": round(time.perf_counter() - started, 1),
     }
-    name = "melon_budget" if args.name == "dae" else f"melon_budget_{args.name}"
     save_result(name, result)
     (results_dir() / f"{name}.md").write_text(markdown(result), encoding="utf-8")
     print(markdown(result))

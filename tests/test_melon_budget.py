@@ -1,0 +1,31 @@
+"""bench.melon_budget's report on hand-made results (in process): a run ended by the budget and one ended by
+its epoch count."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.melon_budget import curve, markdown
+
+
+def result(minutes):
+    scores = lambda s: {"music_ndcg": s, "tag_ndcg": 2 * s, "score": 1.15 * s}  # noqa: E731
+    return {"minutes": 25.0, "np": 2, "questions": 2000, "command": "python -m bench.melon_budget",
+            "systems": {"dae": scores(0.1), "item_cf": scores(0.2)},
+            "train": {"minutes": minutes, "command_wall_s": 1214.1, "steps": 400, "steps_per_epoch": 200,
+                      "global_batch": 256},
+            "curve": curve("[dae] epoch 1: loss 10.5, lr 1.0e-03, 229 playlists/s; validation music 0.0160 tag 0.2254 "
+                           "score 0.0474 (best)\n[dae] epoch 2: loss 9.8, lr 9.7e-04, 277 playlists/s; validation "
+                           "music 0.0731 tag 0.3335 score 0.1122 (best)")}
+
+
+@pytest.mark.parametrize("minutes, words", [
+    (26.3, ["after 25 minutes of training", "Training: 26.3 min for 400 steps"]),
+    (None, ["after 400 steps of training", "20.2 min of horovodrun wall time", "ended by its epoch count"]),
+])
+def test_the_report_says_how_the_run_ended(minutes, words):
+    text = markdown(result(minutes))
+    for word in words:
+        assert word in text, (word, text)
+    assert "| dae | 0.1000 | 0.2000 | 0.1150 | 0.500 |" in text
+    assert "| 2 | 9.8000 | 277 | 0.0731 | 0.3335 | 0.1122 |" in text
