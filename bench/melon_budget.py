@@ -8,7 +8,8 @@ classical peers on report questions.
    vocabulary, 92k training playlists), its official split and work directory (``data.split``,
    ``mpirun -np 2 data.preprocess``), reused from --keep when complete.
 2. ``horovodrun -np N hvd_train/dae.py`` with the main job's short schedule and :data:`SETTINGS` (the sampled
-   output, rows as gradients, the output heads started from popularity on an untied table), ``train.max_minutes=M``, "epochs" of --steps-per-epoch steps and validation on
+   output, rows as gradients, the output heads started from popularity on an untied table),
+   ``train.max_minutes=M``, "epochs" of --steps-per-epoch steps and validation on
    the tuning questions after each: the curve of where more time would take it. Resumed when the run
    folder exists (the budget counts the new minutes).
 3. The DAE's export (``python -m inference --dae``), ``item_cf`` and ``playlist_cf`` (bench.peers, their

@@ -16,9 +16,9 @@
    that its wall time and peak resident memory (``wait4``) are its own. The knobs of item_cf, als, ease and
    playlist_cf are first searched on the protocol's tuning half of the validation questions
    (data/task.py; also in their own process, timed), then the best setting runs on every question.
-3. Neural systems (:func:`neural_systems`, the trained members from inference/members.py): the ensemble (DAE, title BERT, Word2Vec, the neighbour members and popularity,
-   ranked by the learned ranker that ``python -m inference.fit_blend`` fits on the tuning half; with the
-   audio member's tail slots, fitted there too, when the run has a CNN and its audio index), the same
+3. Neural systems (:func:`neural_systems`, the trained members from inference/members.py): the ensemble
+   (DAE, title BERT, Word2Vec, the neighbour members and popularity, ranked by the learned ranker that
+   ``python -m inference.fit_blend`` fits on the tuning half; with the audio member's tail slots, fitted there too, when the run has a CNN and its audio index), the same
    members under the grid blend (``--method grid``), the ensemble without each member (its ranker
    refitted), and each model alone; ``python -m inference`` for each in its own process, for its inference
    time and peak memory.

@@ -137,7 +137,8 @@ class Ensemble:
         known = [m.name for m in registry.MEMBERS]
         unknown = sorted(set(runs) - set(known))
         if unknown:
-            raise ValueError(f"no trained member called {', '.join(unknown)} (inference/members.py has {', '.join(known)})")
+            raise ValueError(f"no trained member called {', '.join(unknown)} "
+                             f"(inference/members.py has {', '.join(known)})")
         context = registry.Context(self.workdir, self.manifest, self.index, self.tokenizer)
         loaded = {}
         for member in registry.MEMBERS:
@@ -234,7 +235,7 @@ class Ensemble:
         return np.where(missing, -1, indices), np.where(missing, 0.0, values)
 
     @staticmethod
-    def _rank(candidates: np.ndarray, scores: np.ndarray, blocked: np.ndarray, n: int,
+    def _sum_rank_fill(candidates: np.ndarray, scores: np.ndarray, blocked: np.ndarray, n: int,
               bonus: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per row: candidates (-1 = none; an item proposed twice has its scores summed, plus its ``bonus``
         [rows, cols] once, when given) best first, then unblocked items in vocabulary (= popularity) order; -1
@@ -361,7 +362,7 @@ class Ensemble:
             chosen = {}
             for kind, blocked, n in (("songs", blocked_songs, SONGS_PER_PLAYLIST), ("tags", blocked_tags, TAGS_PER_PLAYLIST)):
                 items, values, bonus = self._scored(kind, qs, proposals, days, release)
-                chosen[kind] = self._rank(items, values, blocked, n, bonus)
+                chosen[kind] = self._sum_rank_fill(items, values, blocked, n, bonus)
             tails = self._audio_tails(qs, days)
             for i, q in enumerate(qs):
                 (songs, song_scores), (tags, tag_scores) = chosen["songs"], chosen["tags"]
@@ -390,7 +391,7 @@ class Ensemble:
 
     def _scored(self, kind: str, qs: list[dict], proposals: dict[str, Candidates], days: np.ndarray,
                 release: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """One kind's candidates of every member side by side, for _rank: items [Q, C] (a last column of -1),
+        """One kind's candidates of every member side by side, for _sum_rank_fill: items [Q, C] (a last column of -1),
         each entry's blended score [Q, C] and the per-item bonus [Q, C] (the ranker's item term; None for
         the other blends)."""
         from inference import ranker

@@ -99,7 +99,8 @@ class DAEMember:
         artists = padded([list(dict.fromkeys(a for s in r["songs"][: self.max_songs] for a in self.song_artists[s]))
                           for r in records])
         title = tf.constant(padded([r["title"] for r in records]))
-        song_logits, tag_logits = self.model(tf.constant(songs), tf.constant(tags), tf.constant(artists), title, heads=2)
+        song_logits, tag_logits = self.model(tf.constant(songs), tf.constant(tags), tf.constant(artists), title,
+                                             heads=2)
         # the given items are never an answer: the probabilities are over the rest (every given item, not only
         # the first max_songs the model read)
         song_logits = hide_given(song_logits, tf.constant(padded([r["songs"] for r in records])))
@@ -148,7 +149,8 @@ MEMBERS: tuple[Member, ...] = (
     Member("title", "title BERT", "--title", "fine-tuned title BERT run directory (hvd_train/title.py finetune --out)",
            TitleMember, "title-finetune", ("title_pretrain", "title_finetune"), "title BERT alone (fine-tuned)"),
     Member("word2vec", "Word2Vec", "--word2vec", "Word2Vec run directory (hvd_train/word2vec.py --out)",
-           Word2VecMember, "word2vec", ("word2vec",), "Word2Vec alone (a question's mean input vector against every output vector)"),
+           Word2VecMember, "word2vec", ("word2vec",),
+           "Word2Vec alone (a question's mean input vector against every output vector)"),
 )
 
 

@@ -40,7 +40,8 @@ from inference.exports import load_export
 KINDS = ("item_cf", "playlist_cf", "ease")
 SETTINGS_FILE = Path(__file__).resolve().parent.parent / "configs" / "neighbours.yaml"
 SETTINGS_KEYS = {"item_cf": ("alpha", "beta", "title_weight"), "playlist_cf": ("k", "power", "title_weight"),
-                 "ease": ("n_items", "lam", "title_weight"), "als": ("factors", "regularization", "alpha", "iterations")}
+                 "ease": ("n_items", "lam", "title_weight"),
+                 "als": ("factors", "regularization", "alpha", "iterations")}
 
 
 class SettingsError(ValueError):

@@ -22,7 +22,7 @@ def test_an_item_proposed_by_both_models_gets_the_sum_and_the_order_follows_the_
     dae_w, title_w = 0.7, 0.3
     items = np.array([[4, 2, 2, 5]])
     scores = np.array([[0.5 * dae_w, 0.3 * dae_w, 0.4 * title_w, 0.6 * title_w]])
-    chosen, chosen_scores = Ensemble._rank(items, scores, np.zeros((1, 6), dtype=bool), 3)
+    chosen, chosen_scores = Ensemble._sum_rank_fill(items, scores, np.zeros((1, 6), dtype=bool), 3)
     # 4: 0.35; 2: 0.21 + 0.12 = 0.33; 5: 0.18
     assert chosen.tolist() == [[4, 2, 5]]
     np.testing.assert_allclose(chosen_scores, [[0.35, 0.33, 0.18]])
@@ -32,7 +32,7 @@ def test_an_item_proposed_by_many_members_gets_the_sum_of_all_their_scores():
     # four members; item 3 proposed by all four (0.1 each, 0.4 in all), item 1 by one (0.35), item 2 by two
     items = np.array([[3, 1, 3, 2, 3, 2, 3, -1]])
     scores = np.array([[0.1, 0.35, 0.1, 0.15, 0.1, 0.15, 0.1, 0.0]])
-    chosen, chosen_scores = Ensemble._rank(items, scores, np.zeros((1, 5), dtype=bool), 3)
+    chosen, chosen_scores = Ensemble._sum_rank_fill(items, scores, np.zeros((1, 5), dtype=bool), 3)
     assert chosen.tolist() == [[3, 1, 2]]
     np.testing.assert_allclose(chosen_scores, [[0.4, 0.35, 0.3]])
 
@@ -41,7 +41,7 @@ def test_short_candidate_lists_are_filled_by_popularity_without_blocked_or_repea
     blocked = np.zeros((2, 8), dtype=bool)
     blocked[0, [0, 3]] = True  # given or released later
     items = np.array([[5, -1], [-1, -1]])  # question 0: one candidate; question 1 (cold start): none
-    chosen, chosen_scores = Ensemble._rank(items, np.array([[0.9, 0.0], [0.0, 0.0]]), blocked, 4)
+    chosen, chosen_scores = Ensemble._sum_rank_fill(items, np.array([[0.9, 0.0], [0.0, 0.0]]), blocked, 4)
     assert chosen.tolist() == [[5, 1, 2, 4], [0, 1, 2, 3]]  # vocabulary order = popularity order
     assert chosen_scores.tolist() == [[0.9, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
     for row in chosen:
@@ -51,7 +51,7 @@ def test_short_candidate_lists_are_filled_by_popularity_without_blocked_or_repea
 def test_rows_with_too_few_unblocked_items_are_marked():
     blocked = np.ones((1, 5), dtype=bool)
     blocked[0, 2] = False
-    chosen, _ = Ensemble._rank(np.array([[-1]]), np.array([[0.0]]), blocked, 3)
+    chosen, _ = Ensemble._sum_rank_fill(np.array([[-1]]), np.array([[0.0]]), blocked, 3)
     assert chosen.tolist() == [[2, -1, -1]]
 
 

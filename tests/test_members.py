@@ -1,7 +1,7 @@
 """The member registry (inference/members.py): a trained member declared there, and nowhere else, is loaded
 and asked by the ensemble, takes its flag in ``python -m inference`` and ``inference.fit_blend``, is weighed by
-the blend, is listed for launch/quickstart.sh, and gets its rows in bench.quality (in process, on the session's tiny work directory, with a toy
-member that needs no training)."""
+the blend, is listed for launch/quickstart.sh, and gets its rows in bench.quality (in process, on the
+session's tiny work directory, with a toy member that needs no training)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ def test_the_member_takes_its_settings_from_the_file_and_a_flag_wins(tmp_path):
         raw["ease"]["lam"] = 123.0
     path = write(tmp_path, change)
     settings = member_settings(args(path, "playlist_cf"))
-    assert (settings["kind"], settings["k"], settings["title_weight"], settings["lam"]) == ("playlist_cf", 50, 0.5, 123.0)
+    picked = (settings["kind"], settings["k"], settings["title_weight"], settings["lam"])
+    assert picked == ("playlist_cf", 50, 0.5, 123.0)
     assert member_settings(args(path, "playlist_cf", k=7))["k"] == 7
     assert member_settings(args(path, "item_cf"))["title_weight"] == 1.0  # each kind its own section's weight
 
