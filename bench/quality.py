@@ -18,10 +18,10 @@
    (data/task.py; also in their own process, timed), then the best setting runs on every question.
 3. Neural systems (:func:`neural_systems`, the trained members from inference/members.py): the ensemble
    (DAE, title BERT, Word2Vec, the neighbour members and popularity, ranked by the learned ranker that
-   ``python -m inference.fit_blend`` fits on the tuning half; with the audio member's tail slots, fitted there too, when the run has a CNN and its audio index), the same
-   members under the grid blend (``--method grid``), the ensemble without each member (its ranker
-   refitted), and each model alone; ``python -m inference`` for each in its own process, for its inference
-   time and peak memory.
+   ``python -m inference.fit_blend`` fits on the tuning half; with the audio member's tail slots, fitted
+   there too, when the run has a CNN and its audio index), the same members under the grid blend
+   (``--method grid``), the ensemble without each member (its ranker refitted), and each model alone;
+   ``python -m inference`` for each in its own process, for its inference time and peak memory.
 4. Every results file is scored by the project's evaluator (``data.ndcg.evaluate``, overall and by
    question type) on the **report half** of the validation questions only, which nothing above was tuned
    on; the ratios to the best peer are reported beside the table. Writes RESULTS_DIR/quality_SCALE.json,
