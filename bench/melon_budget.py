@@ -58,15 +58,15 @@ def prepare_data(keep: Path) -> tuple[Path, Path, Path]:
     return data, split, work
 
 
-def report_sample(split: Path, n: int, out: Path, seed: int = 0) -> Path:
-    """A split folder holding ``n`` report-half questions (a seeded sample) and their answers, the training
-    playlists linked: what bench.peers reads."""
+def report_sample(split: Path, n: int, out: Path, seed: int = 0, part: str = "report") -> Path:
+    """A split folder holding ``n`` questions of the protocol's ``part`` (report or tune; a seeded sample) and
+    their answers, the training playlists linked: what bench.peers reads."""
     from data.melon import load_playlists, write_json
     from data.task import parts, select
 
     questions = load_playlists(split / "questions/val.json")
-    report = sorted(parts(questions)["report"])
-    chosen = set(random.Random(seed).sample(report, min(n, len(report))))
+    half = sorted(parts(questions)[part])
+    chosen = set(random.Random(seed).sample(half, min(n, len(half))))
     for kind in ("questions", "answers"):
         write_json(select(load_playlists(split / f"{kind}/val.json"), chosen), out / kind / "val.json")
     (out / "orig").mkdir(parents=True, exist_ok=True)

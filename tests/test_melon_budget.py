@@ -29,3 +29,21 @@ def test_the_report_says_how_the_run_ended(minutes, words):
         assert word in text, (word, text)
     assert "| dae | 0.1000 | 0.2000 | 0.1150 | 0.500 |" in text
     assert "| 2 | 9.8000 | 277 | 0.0731 | 0.3335 | 0.1122 |" in text
+
+
+def test_the_ensemble_report_divides_by_the_ensemble_without_the_dae():
+    from bench.melon_ensemble import markdown as ensemble_markdown
+
+    def scores(s):
+        types = {t: {"score": s * k} for t, k in (("songs-only", 1.0), ("title-only", 0.5))}
+        return {"music_ndcg": s, "tag_ndcg": 2 * s, "score": 1.15 * s, "by_type": types}
+    text = ensemble_markdown({"questions": 2000, "command": "python -m bench.melon_ensemble", "dae_run": "runs/x",
+                              "dae_trained": "1000 steps", "systems": {"ensemble": scores(0.2),
+                                                                       "ensemble_without_dae": scores(0.16),
+                                                                       "dae (melon_budget)": {"music_ndcg": 0.1,
+                                                                                              "tag_ndcg": 0.2,
+                                                                                              "score": 0.115}}})
+    assert "| ensemble | 0.2000 | 0.4000 | 0.2300 | 1.250 |" in text
+    assert "| ensemble_without_dae | 0.1600 | 0.3200 | 0.1840 | 1.000 |" in text
+    assert "| ensemble | 0.2000 | 0.1000 |" in text  # by type: songs-only, title-only
+    assert "dae (melon_budget) | 0.1000 |" in text and text.count("| dae (melon_budget) |") == 1
