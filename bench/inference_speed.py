@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import REPO, run, save_result
+from data.workdir import export_identity
 
 BUDGET_SECONDS, BUDGET_BYTES = 300.0, 8 * 1024**3
 
@@ -51,8 +52,7 @@ def untrained_exports(work: Path, out: Path) -> tuple[Path, Path]:
     title = TitleBERT.from_config(title_config.model, sizes, tok)
     write_export(out / "title/export", weights_by_path(title), {
         "model": "title_finetune", "model_config": as_dict(title_config.model), "sizes": sizes,
-        "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],
-        "tokenizer_sha256": manifest["files"]["title.model"]["sha256"], "epoch": 0,
+        **export_identity(manifest), "epoch": 0,
         "trained_with": title_config.as_dict()})
     return out / "dae", out / "title"
 

@@ -16,6 +16,37 @@ class WorkdirError(ValueError):
     """A work directory is missing, incomplete, corrupted, or does not match its manifest."""
 
 
+# The work-directory files every trained model and fitted blend depends on, and the key an export's
+# config.json stores each one's sha256 under. Checkpoints (workdir.json) and blend files record them by file
+# name (identity), exports by key (export_identity); a record written before a file was added lacks it and
+# is not checked on it.
+IDENTITY_FILES = {"vocab.json": "vocab_sha256", "title.model": "tokenizer_sha256",
+                  "release_dates.npz": "release_dates_sha256"}
+
+
+def identity(manifest: dict) -> dict:
+    """{file name: sha256} of the work directory's IDENTITY_FILES, from its manifest."""
+    return {name: manifest["files"][name]["sha256"] for name in IDENTITY_FILES}
+
+
+def export_identity(manifest: dict) -> dict:
+    """identity() keyed as an export's config.json stores it (vocab_sha256, tokenizer_sha256, ...)."""
+    return {key: manifest["files"][name]["sha256"] for name, key in IDENTITY_FILES.items()}
+
+
+def identity_mismatch(recorded: dict, manifest: dict, by_key: bool = False) -> list[str]:
+    """The IDENTITY_FILES whose sha256 in ``recorded`` (keyed by file name, or with ``by_key`` as exports
+    store them) is not this work directory's; a file missing from the record is not compared, but the
+    vocabulary and the tokenizer must be there."""
+    ours = identity(manifest)
+    wrong = []
+    for name, key in IDENTITY_FILES.items():
+        stored = recorded.get(key if by_key else name)
+        if (stored is None and name != "release_dates.npz") or (stored is not None and stored != ours[name]):
+            wrong.append(name)
+    return wrong
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hvd_train.common import compute_dtype, fail, seed_dropout, steps_per_epoch, trainer_parser
+from data.workdir import export_identity
 from hvd_train.config import TrainerConfig, as_dict
 from hvd_train.driver import run
 from hvd_train.loop import Task, start
@@ -149,8 +150,7 @@ def export_config(config: CNNTrainerConfig, manifest: dict, epoch: int, scores: 
         "model_config": as_dict(config.model),
         "sizes": manifest["sizes"],
         "genres": manifest["mel"]["genres"],
-        "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],
-        "tokenizer_sha256": manifest["files"]["title.model"]["sha256"],
+        **export_identity(manifest),
         "epoch": epoch,
         "validation": {k: scores[k] for k in ("tag_ndcg", "genre_hit", "score")},
         "trained_with": config.as_dict(),

@@ -42,6 +42,7 @@ from typing import Callable, NamedTuple
 
 from hvd_train.common import average, describe_horovod, elastic_enabled, fail, init_horovod, learning_rate
 from hvd_train.config import ConfigError, TrainerConfig, load_config
+from data.workdir import identity, identity_mismatch
 from models.export import below_popularity, read_export_config, write_export
 
 
@@ -172,9 +173,9 @@ def prepare(hvd, task: Task, config: TrainerConfig, manifest: dict, workdir: Pat
     if hvd.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         latest = tf.train.latest_checkpoint(str(out / "checkpoints"))
-        identity = {name: manifest["files"][name]["sha256"] for name in ("vocab.json", "title.model", "release_dates.npz")}
         recorded = out / "workdir.json"
-        if latest and recorded.exists() and json.loads(recorded.read_text(encoding="utf-8")) != identity:
+        if latest and recorded.exists() and identity_mismatch(json.loads(recorded.read_text(encoding="utf-8")),
+                                                              manifest):
             resumed = (f"ERROR {out} holds checkpoints trained on another work directory (other vocabularies "
                        f"or tokenizer than {workdir}); use a new --out")
         elif latest:
@@ -184,7 +185,7 @@ def prepare(hvd, task: Task, config: TrainerConfig, manifest: dict, workdir: Pat
             except (AssertionError, ValueError, tf.errors.OpError) as e:
                 resumed = f"ERROR {latest} does not fit this model/config: {str(e).splitlines()[0]}"
         if not resumed or not resumed.startswith("ERROR"):
-            write_json(identity, recorded)
+            write_json(identity(manifest), recorded)
     return optimizer, Counters(epoch_done, best_score, best_epoch, loss_scale, good_steps), checkpoint, resumed
 
 

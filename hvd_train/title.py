@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from hvd_train.common import (Validator, compute_dtype, elastic_enabled, fail, seed_dropout, steps_per_epoch,
                               trainer_parser)
 from hvd_train.config import ConfigError, LossConfig, TrainerConfig, as_dict
+from data.workdir import export_identity
 from hvd_train.driver import run
 from hvd_train.loop import Task, start
 from models.export import read_export
@@ -213,8 +214,7 @@ def export_config(config: TitleTrainerConfig, manifest: dict, tokenizer, args, s
     return {"model": STAGES[stage][0], "model_config": as_dict(config.model), "sizes": manifest["sizes"],
             "special_ids": {"songs_cls": tokenizer.songs_cls_id, "tags_cls": tokenizer.tags_cls_id,
                             "sep": tokenizer.sep_id, "pad": tokenizer.pad_id, "mask": tokenizer.mask_id},
-            "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],
-            "tokenizer_sha256": manifest["files"]["title.model"]["sha256"],
+            **export_identity(manifest),
             "initialised_from": str(args.init) if args.init else None,
             "epoch": epoch, "validation": {k: v for k, v in scores.items() if isinstance(v, float)},
             "trained_with": config.as_dict()}

@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hvd_train.common import Validator, seed_dropout, steps_per_epoch, trainer_parser
+from data.workdir import export_identity
 from hvd_train.config import TrainerConfig, as_dict
 from hvd_train.driver import run
 from hvd_train.loop import Task, start
@@ -109,9 +110,7 @@ def export_config(config: Word2VecTrainerConfig, manifest: dict, epoch: int, sco
         "model": "word2vec",
         "model_config": as_dict(config.model),
         "sizes": manifest["sizes"],
-        "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],
-        "tokenizer_sha256": manifest["files"]["title.model"]["sha256"],
-        "release_dates_sha256": manifest["files"]["release_dates.npz"]["sha256"],
+        **export_identity(manifest),
         "epoch": epoch,
         "validation": {k: scores[k] for k in ("music_ndcg", "tag_ndcg", "score", "popularity_score") if k in scores},
         "trained_with": config.as_dict(),

@@ -220,12 +220,10 @@ def _best(pool: Pool, names: list[str], rows: np.ndarray, steps: int) -> tuple[n
     return w, {"alone": alone}
 
 
-def identity(manifest: dict) -> dict:
-    return {name: manifest["files"][name]["sha256"] for name in ("vocab.json", "title.model")}
-
-
 def save(path: Path, fitted: dict, manifest: dict, members: list[str], extra: dict) -> None:
     from data.melon import write_json
+
+    from data.workdir import identity
 
     write_json({"workdir": identity(manifest), "members": members, **fitted, **extra}, Path(path))
 
@@ -241,8 +239,11 @@ def load(path: Path, manifest: dict, members: list[str], weak: list[str] = ()) -
         blend = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise BlendError(f"{path}: cannot read the blend file ({e})") from None
-    if blend.get("workdir") != identity(manifest):
-        raise BlendError(f"{path}: fitted on another work directory (its vocabulary or tokenizer hash differs); "
+    from data.workdir import identity_mismatch
+
+    wrong = identity_mismatch(blend["workdir"], manifest) if isinstance(blend.get("workdir"), dict) else ["its files"]
+    if wrong:
+        raise BlendError(f"{path}: fitted on another work directory ({', '.join(wrong)}: sha256 differs); "
                          "fit the blend again on this one (python -m inference.fit_blend)")
     if sorted(blend.get("members", [])) != sorted(members):
         raise BlendError(f"{path}: fitted for the members {sorted(blend.get('members', []))}, but this ensemble "

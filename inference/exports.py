@@ -31,10 +31,12 @@ def load_export(rundir: Path, expected: tuple, manifest: dict, workdir: Path, ma
     weights, config = read_export(export)
     if config.get("model") not in expected:
         raise ExportError(f"{rundir}: its export is a {config.get('model')!r} model, expected {' or '.join(expected)}")
-    for key, name in (("vocab_sha256", "vocab.json"), ("tokenizer_sha256", "title.model")):
-        if config.get(key) != manifest["files"][name]["sha256"]:
-            raise ExportError(f"{rundir}: trained with another {name} than {workdir} has (sha256 differs); "
-                              f"use the work directory the model was trained on")
+    from data.workdir import identity_mismatch
+
+    wrong = identity_mismatch(config, manifest, by_key=True)
+    if wrong:
+        raise ExportError(f"{rundir}: trained with another {' and '.join(wrong)} than {workdir} has (sha256 "
+                          f"differs); use the work directory the model was trained on")
     return weights, config
 
 

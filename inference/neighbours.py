@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from inference.blend import Candidates
+from data.workdir import export_identity
 from inference.exports import load_export
 
 KINDS = ("item_cf", "playlist_cf", "ease")
@@ -221,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     x = training_matrix(args.work, sizes["songs"], sizes["tags"], pieces)
     config = {"model": "neighbours", "settings": settings, "sizes": {"songs": sizes["songs"], "tags": sizes["tags"],
               "pieces": pieces}, "playlists": x.shape[0],
-              "vocab_sha256": manifest["files"]["vocab.json"]["sha256"],
-              "tokenizer_sha256": manifest["files"]["title.model"]["sha256"]}
+              **export_identity(manifest)}
     write_export(args.out / "export", {"data": x.data, "indices": x.indices, "indptr": x.indptr,
                                        "shape": np.array(x.shape)}, config)
     write_json(settings, args.out / "config.json")

@@ -11,7 +11,8 @@ import pytest
 from data.task import ndcg
 from inference.blend import MIN_QUESTIONS, BlendError, Candidates, Pool, fit, load, normalised, save, simplex
 
-MANIFEST = {"files": {"vocab.json": {"sha256": "v1"}, "title.model": {"sha256": "t1"}}}
+MANIFEST = {"files": {"vocab.json": {"sha256": "v1"}, "title.model": {"sha256": "t1"},
+                       "release_dates.npz": {"sha256": "r1"}}}
 
 
 def member(song_rows, tag_rows):
@@ -83,12 +84,23 @@ def test_blend_files_are_refused_for_another_work_directory_or_other_members(tmp
          {"method": "grid"})
     # the file is plain UTF-8 JSON (no pickle): the work directory's identity, the members, the fit and extra
     assert json.loads(path.read_text(encoding="utf-8")) == {
-        "workdir": {"vocab.json": "v1", "title.model": "t1"}, "members": ["dae", "popular"],
+        "workdir": {"vocab.json": "v1", "title.model": "t1", "release_dates.npz": "r1"}, "members": ["dae", "popular"],
         "weights": {"songs-only": {"dae": [1.0, 1.0]}}, "tuning": {}, "method": "grid"}
     assert load(path, MANIFEST, ["popular", "dae"])["weights"]["songs-only"]["dae"] == [1.0, 1.0]
-    other = {"files": {"vocab.json": {"sha256": "v2"}, "title.model": {"sha256": "t1"}}}
+    for name in ("vocab.json", "release_dates.npz"):  # any file of the work directory's identity
+        other = {"files": {**MANIFEST["files"], name: {"sha256": "x2"}}}
+        with pytest.raises(BlendError, match="another work directory"):
+            load(path, other, ["dae", "popular"])
+    older = json.loads(path.read_text(encoding="utf-8"))  # a file written before release dates were recorded
+    del older["workdir"]["release_dates.npz"]
+    path.write_text(json.dumps(older), encoding="utf-8")
+    assert load(path, MANIFEST, ["popular", "dae"])["method"] == "grid"
+    del older["workdir"]["vocab.json"]  # but never without the vocabulary's
+    path.write_text(json.dumps(older), encoding="utf-8")
     with pytest.raises(BlendError, match="another work directory"):
-        load(path, other, ["dae", "popular"])
+        load(path, MANIFEST, ["dae", "popular"])
+    save(path, {"weights": {"songs-only": {"dae": [1.0, 1.0]}}, "tuning": {}}, MANIFEST, ["dae", "popular"],
+         {"method": "grid"})
     with pytest.raises(BlendError, match="members"):
         load(path, MANIFEST, ["dae", "title", "popular"])
     with pytest.raises(BlendError, match=r"fitted with no member\(s\) answering by popularity, but here \['dae'\]"):

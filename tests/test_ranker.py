@@ -14,7 +14,8 @@ from inference import ranker
 from inference.blend import BlendError, Candidates, load, save
 from inference.ensemble import Ensemble
 
-MANIFEST = {"files": {"vocab.json": {"sha256": "v1"}, "title.model": {"sha256": "t1"}}}
+MANIFEST = {"files": {"vocab.json": {"sha256": "v1"}, "title.model": {"sha256": "t1"},
+                       "release_dates.npz": {"sha256": "r1"}}}
 
 
 def test_member_features_are_the_normalised_score_its_root_the_reciprocal_rank_and_a_flag():
@@ -95,7 +96,7 @@ def test_the_ensembles_split_score_is_the_score_the_ranker_was_fitted_on(fitted)
                                     ranker.artist_shares(rows, items, given, artists))
     values, bonus = ranker.blended(weights, types, {m: (c.song_items, c.song_scores) for m, c in candidates.items()},
                                    features)
-    chosen, chosen_scores = Ensemble._rank(items, values, np.zeros((len(types), 200), dtype=bool), 10, bonus)
+    chosen, chosen_scores = Ensemble._sum_rank_fill(items, values, np.zeros((len(types), 200), dtype=bool), 10, bonus)
     for q in (0, 1, 61):
         mine = pool.rows == q
         best = np.argsort(-expected[mine], kind="stable")[:10]
@@ -106,7 +107,7 @@ def test_rank_adds_an_items_bonus_once_however_many_members_propose_it():
     items = np.array([[3, 1, 3, 3]])
     scores = np.array([[0.1, 0.25, 0.1, 0.1]])
     bonus = np.array([[0.5, 0.1, 0.5, 0.5]])  # per item: the same wherever it stands
-    chosen, chosen_scores = Ensemble._rank(items, scores, np.zeros((1, 5), dtype=bool), 2, bonus)
+    chosen, chosen_scores = Ensemble._sum_rank_fill(items, scores, np.zeros((1, 5), dtype=bool), 2, bonus)
     assert chosen.tolist() == [[3, 1]]
     np.testing.assert_allclose(chosen_scores, [[0.8, 0.35]])
 
