@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -51,6 +52,26 @@ def infer(work, dae, title, questions, out, *extra, check=True) -> subprocess.Co
     return run_module("inference", *args, check=check)
 
 
+@pytest.fixture
+def cli(capsys):
+    """Run ``python -m inference`` (or ``fit_blend``) in this process: ``cli(*args, module="inference")`` gives
+    its exit status and what it wrote (returncode, stdout, stderr), as a subprocess would, without paying the
+    TensorFlow import per call. Log lines go to pytest's log capture, not stderr."""
+    from inference.__main__ import main as inference_main
+    from inference.fit_blend import main as fit_blend_main
+
+    def call(*args, module: str = "inference"):
+        main = {"inference": inference_main, "inference.fit_blend": fit_blend_main}[module]
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+    return call
+
+
 def assert_one_error(proc: subprocess.CompletedProcess, *words) -> None:
     """Exit status 2 (python -m inference's for every refusal), no traceback, nothing on stdout and exactly
     one ``error: ...`` line on stderr holding every word (log lines may precede it)."""
@@ -75,23 +96,22 @@ def neighbour_run(workdirs, tmp_path_factory):
     return workdirs[0], out
 
 
-def test_no_model_is_a_usage_error(tmp_path):
+def test_no_model_is_a_usage_error(tmp_path, cli):
     q_file = tmp_path / "q.json"
     q_file.write_text(json.dumps([QUESTION]), encoding="utf-8")
-    proc = run_module("inference", "--questions", q_file, "--work", tmp_path, "--out", tmp_path / "r.json",
-                      check=False)
+    proc = cli("--questions", q_file, "--work", tmp_path, "--out", tmp_path / "r.json")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stdout == ""  # argparse's usage error
     assert proc.stderr.splitlines()[-1] == ("python -m inference: error: give at least one of --dae, --title, "
                                             "--word2vec, --neighbours")
     assert not (tmp_path / "r.json").exists()
 
 
-def test_fit_blend_on_no_questions_is_one_error_line(neighbour_run, tmp_path):
+def test_fit_blend_on_no_questions_is_one_error_line(neighbour_run, tmp_path, cli):
     workdir, item_cf = neighbour_run
     empty = tmp_path / "q.json"
     empty.write_text("[]", encoding="utf-8")
-    proc = run_module("inference.fit_blend", "--questions", empty, "--answers", empty, "--work", workdir,
-                      "--neighbours", item_cf, "--out", tmp_path / "blend.json", check=False)
+    proc = cli("--questions", empty, "--answers", empty, "--work", workdir, "--neighbours", item_cf,
+               "--out", tmp_path / "blend.json", module="inference.fit_blend")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.splitlines()[-1].startswith(f"error: {empty} has no questions")
     assert not (tmp_path / "blend.json").exists()
@@ -117,19 +137,19 @@ def fake_export(folder, manifest: dict, model: str):
     ("--neighbours", "dae", "its export is a 'dae' model, expected neighbours"),
     ("--dae", "item_cf", "its export is a 'neighbours' model, expected dae"),  # the real neighbour member
 ])
-def test_an_export_of_another_kind_is_refused_before_any_model_loads(neighbour_run, tmp_path, flag, export, words):
+def test_an_export_of_another_kind_is_refused_before_any_model_loads(neighbour_run, tmp_path, flag, export, words,
+                                                                     cli):
     work, neighbours = neighbour_run
     manifest = load(work / "manifest.json")
     run = neighbours if export == "item_cf" else fake_export(tmp_path / "run", manifest, export)
     q_file = tmp_path / "q.json"
     q_file.write_text(json.dumps([QUESTION]), encoding="utf-8")
-    proc = run_module("inference", "--questions", q_file, "--work", work, flag, run, "--out", tmp_path / "r.json",
-                      "--no-progress", check=False)
+    proc = cli("--questions", q_file, "--work", work, flag, run, "--out", tmp_path / "r.json", "--no-progress")
     assert_one_error(proc, f"{run}: {words}")
     assert not (tmp_path / "r.json").exists()
 
 
-def test_a_question_dated_before_100_songs_were_released_is_refused(neighbour_run, tmp_path):
+def test_a_question_dated_before_100_songs_were_released_is_refused(neighbour_run, tmp_path, cli):
     work, neighbours = neighbour_run
     with np.load(work / "release_dates.npz") as f:
         release = f["release_dates"]
@@ -138,14 +158,14 @@ def test_a_question_dated_before_100_songs_were_released_is_refused(neighbour_ru
     date = f"{day // 10000:04d}-{day // 100 % 100:02d}-{day % 100:02d} 00:00:00.000"
     q_file = tmp_path / "q.json"
     q_file.write_text(json.dumps([QUESTION, dict(QUESTION, id=8, updt_date=date)]), encoding="utf-8")
-    proc = run_module("inference", "--questions", q_file, "--work", work, "--neighbours", neighbours,
-                      "--out", tmp_path / "r.json", "--no-progress", check=False)
+    proc = cli("--questions", q_file, "--work", work, "--neighbours", neighbours, "--out", tmp_path / "r.json",
+               "--no-progress")
     assert_one_error(proc, "question id 8: fewer than 100 songs released by its update date")
     assert not (tmp_path / "r.json").exists()
 
 
 @pytest.mark.parametrize("where", ["a folder", "under a file"])
-def test_an_unwritable_out_is_refused(neighbour_run, tmp_path, where):
+def test_an_unwritable_out_is_refused(neighbour_run, tmp_path, where, cli):
     work, neighbours = neighbour_run
     q_file = tmp_path / "q.json"
     q_file.write_text(json.dumps([QUESTION]), encoding="utf-8")
@@ -155,8 +175,7 @@ def test_an_unwritable_out_is_refused(neighbour_run, tmp_path, where):
     else:
         (tmp_path / "file").write_text("")
         out = tmp_path / "file" / "r.json"
-    proc = run_module("inference", "--questions", q_file, "--work", work, "--neighbours", neighbours,
-                      "--out", out, "--no-progress", check=False)
+    proc = cli("--questions", q_file, "--work", work, "--neighbours", neighbours, "--out", out, "--no-progress")
     assert_one_error(proc, f"{out}: cannot write")
     if where == "a folder":
         assert list(out.iterdir()) == []
@@ -231,13 +250,13 @@ def test_unknown_items_are_ignored_and_counted(runs, split_dir, tmp_path):
     (json.dumps([{"id": 1, "plylst_title": "x", "songs": [], "tags": [], "like_cnt": 0,
                   "updt_date": "2020-01-01 00:00:00.000"}] * 2), "duplicate id"),
 ])
-def test_bad_questions_files_are_refused_with_the_record_named(tmp_path, content, message):
+def test_bad_questions_files_are_refused_with_the_record_named(tmp_path, content, message, cli):
     """The questions are read before the work directory and any model: these need no trained run (the work
     and model folders named here do not even exist)."""
     q_file = tmp_path / "q.json"
     q_file.write_text(content, encoding="utf-8")
-    proc = infer(tmp_path / "no-work", tmp_path / "no-dae", tmp_path / "no-title", q_file, tmp_path / "r.json",
-                 check=False)
+    proc = cli("--questions", q_file, "--work", tmp_path / "no-work", "--dae", tmp_path / "no-dae", "--title",
+               tmp_path / "no-title", "--out", tmp_path / "r.json", "--no-progress")
     assert_one_error(proc, str(q_file), message)
     assert not (tmp_path / "r.json").exists()
 
