@@ -18,6 +18,13 @@ def results_dir() -> Path:
     return Path(os.environ.get("MELON_BENCH_RESULTS") or REPO / "bench" / "results")
 
 
+def save_report(name: str, result: dict, text: str) -> None:
+    """Write ``RESULTS/NAME.json`` (save_result) and its Markdown ``text`` as ``RESULTS/NAME.md``, and print it."""
+    save_result(name, result)
+    (results_dir() / f"{name}.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
 def save_result(name: str, result) -> Path:
     """Write ``RESULTS/NAME.json`` (see ``results_dir``) and say where it went."""
     out = results_dir() / f"{name}.json"

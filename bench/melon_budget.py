@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import REPO, results_dir, run, save_result
+from bench.common import REPO, results_dir, run, save_report
 from bench.peers import DEFAULTS
 
 # the main job's DAE (launch/quickstart.sh's short schedule) with the sampled output, and the output heads
@@ -192,9 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "dae_over_item_cf": round(systems["dae"]["score"] / systems["item_cf"]["score"], 3),
         "total_wall_s": round(time.perf_counter() - started, 1),
     }
-    save_result(name, result)
-    (results_dir() / f"{name}.md").write_text(markdown(result), encoding="utf-8")
-    print(markdown(result))
+    save_report(name, result, markdown(result))
     return 0
 
 

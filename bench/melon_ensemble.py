@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import REPO, results_dir, run, save_result
+from bench.common import REPO, results_dir, run, save_report
 from bench.melon_budget import report_sample, score
 
 KINDS = {"item_cf": "neighbours", "playlist_cf": "playlists"}  # neighbour member -> its folder in KEEP/members
@@ -104,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
               "with_over_without_dae": round(systems["ensemble"]["score"] / systems["ensemble_without_dae"]["score"], 4),
               "total_wall_s": round(time.perf_counter() - started, 1)}
     name = "melon_ensemble" if args.name == "dae" else f"melon_ensemble_{args.name}"
-    save_result(name, result)
-    (results_dir() / f"{name}.md").write_text(markdown(result), encoding="utf-8")
-    print(markdown(result))
+    save_report(name, result, markdown(result))
     return 0
 
 
