@@ -280,6 +280,7 @@ def mel_work(tmp_path_factory):
     return data, works[0], works[1], reasons, proc.stderr
 
 
+@pytest.mark.slow  # preprocessing with spectrograms at 1 and 2 ranks (26 s): kept out of the fast tier
 def test_mel_shards_are_the_same_for_any_rank_count_and_report_bad_files(mel_work):
     data, np1, np2, reasons, log = mel_work
     m1, m2 = load(np1 / "manifest.json"), load(np2 / "manifest.json")
@@ -292,6 +293,7 @@ def test_mel_shards_are_the_same_for_any_rank_count_and_report_bad_files(mel_wor
     assert records["mel_holdout"] > 0.02 * records["mel_train"] and records["mel_rest"] > 0
 
 
+@pytest.mark.slow  # preprocessing with spectrograms at 1 and 2 ranks (26 s): kept out of the fast tier
 def test_mel_records_hold_the_song_its_labels_and_fixed_frames(mel_work):
     from data.mel_records import song_labels
     from data.pipeline import mel_dataset
@@ -366,6 +368,7 @@ def test_cnn_two_ranks_equal_weights_resume_and_beats_genre_popularity(mel_work,
     assert rank_checksums(resumed) == rank_checksums(straight)
 
 
+@pytest.mark.slow  # a horovodrun start (15 s): kept out of the fast tier
 def test_cnn_refuses_a_work_directory_without_mel_shards(workdirs, tmp_path):
     proc = subprocess.run(["horovodrun", "-np", "1", sys.executable, str(REPO / "hvd_train/cnn.py"), "--work",
                            str(workdirs[0]), "--out", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
