@@ -19,8 +19,13 @@ def results_dir() -> Path:
 
 
 def save_report(name: str, result: dict, text: str) -> None:
-    """Write ``RESULTS/NAME.json`` (save_result) and its Markdown ``text`` as ``RESULTS/NAME.md``, and print it."""
+    """Write ``RESULTS/NAME.json`` (save_result) and its Markdown ``text`` (save_markdown)."""
     save_result(name, result)
+    save_markdown(name, text)
+
+
+def save_markdown(name: str, text: str) -> None:
+    """Write ``text`` as ``RESULTS/NAME.md`` and print it."""
     (results_dir() / f"{name}.md").write_text(text, encoding="utf-8")
     print(text)
 

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import REPO, results_dir, run, save_report
+from bench.common import REPO, results_dir, run, save_markdown, save_report
 from bench.peers import DEFAULTS
 
 # the main job's DAE (launch/quickstart.sh's short schedule) with the sampled output, and the output heads
@@ -152,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     name = "melon_budget" if args.name == "dae" else f"melon_budget_{args.name}"
     if args.markdown:
-        result = json.loads((results_dir() / f"{name}.json").read_text(encoding="utf-8"))
-        (results_dir() / f"{name}.md").write_text(markdown(result), encoding="utf-8")
-        print(markdown(result))
+        save_markdown(name, markdown(json.loads((results_dir() / f"{name}.json").read_text(encoding="utf-8"))))
         return 0
     run_dir, log = args.keep / args.name, args.keep / f"logs/{args.name}.log"
     if args.no_train and not log.is_file():

@@ -65,6 +65,24 @@ AUDIO = {"audio": ("--audio", "cnn", ("cnn", "audio_index"))}
 OPTIONAL = {"audio": "cnn/audio_index.npz"}  # members a run may lack (no spectrograms): left out where missing
 
 
+DESCRIPTIONS = {  # the systems whose description is not generated from the members
+    "ensemble_without_audio": "the ensemble without the audio member (the same ranker weights: the audio slots are "
+                              "fitted after them)",
+    "ensemble_grid": "the same members blended by the grid search's weights per question type (inference/blend.py), "
+                     "fitted on the tuning half",
+    "ensemble_without_neighbours": "the ensemble without its two neighbour members (blend refitted)",
+    "neighbours": "the ensemble's item-neighbour member alone (inference/neighbours.py, vocabulary items)",
+    "playlists": "the ensemble's playlist-neighbour member alone (inference/neighbours.py, vocabulary items)",
+    "popular_official": "inference.popular: most popular unseen songs/tags, no release-date filter",
+    "popular": "peer: most popular, release-date filtered",
+    "genre_popular": "peer: most popular of the question's dominant genre",
+    "item_cf": "peer: item-item cosine CF over songs, tags and title keywords",
+    "als": "peer: implicit ALS over songs, tags and title keywords, questions folded in",
+    "ease": "peer: EASE item-item closed form over the most frequent songs, tags and title keywords",
+    "playlist_cf": "peer: playlist-neighbour CF, BM25-idf cosine over songs, tags and title keywords",
+}
+
+
 def members() -> dict[str, tuple[str, str, tuple]]:
     """member -> (inference flag, quickstart run folder, quickstart's timing keys of its training stages)."""
     trained = {m.name: (m.flag, m.folder, m.stages) for m in registry.MEMBERS}
@@ -100,22 +118,6 @@ def descriptions() -> dict[str, str]:
     }
 
 
-DESCRIPTIONS = {  # the systems whose description is not generated from the members
-    "ensemble_without_audio": "the ensemble without the audio member (the same ranker weights: the audio slots are "
-                              "fitted after them)",
-    "ensemble_grid": "the same members blended by the grid search's weights per question type (inference/blend.py), "
-                     "fitted on the tuning half",
-    "ensemble_without_neighbours": "the ensemble without its two neighbour members (blend refitted)",
-    "neighbours": "the ensemble's item-neighbour member alone (inference/neighbours.py, vocabulary items)",
-    "playlists": "the ensemble's playlist-neighbour member alone (inference/neighbours.py, vocabulary items)",
-    "popular_official": "inference.popular: most popular unseen songs/tags, no release-date filter",
-    "popular": "peer: most popular, release-date filtered",
-    "genre_popular": "peer: most popular of the question's dominant genre",
-    "item_cf": "peer: item-item cosine CF over songs, tags and title keywords",
-    "als": "peer: implicit ALS over songs, tags and title keywords, questions folded in",
-    "ease": "peer: EASE item-item closed form over the most frequent songs, tags and title keywords",
-    "playlist_cf": "peer: playlist-neighbour CF, BM25-idf cosine over songs, tags and title keywords",
-}
 
 
 def log(message: str) -> None:
@@ -280,11 +282,12 @@ def report_markdown(summary: dict) -> str:
              "Made by `python -m bench.quality` (see its docstring for what each column measures).", "",
              "| system | score | music nDCG | tag nDCG | train s | inference s | peak GB | what |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    described = descriptions()
     for name, s in sorted(systems.items(), key=lambda kv: -kv[1]["scores"]["score"]):
         sc = s["scores"]
         lines.append(f"| {name} | {sc['score']:.4f} | {sc['music_ndcg']:.4f} | {sc['tag_ndcg']:.4f} | "
                      f"{_fmt(s['train_s'])} | {_fmt(s['inference_s'])} | {_fmt(s['peak_rss_gb'], 2)} | "
-                     f"{descriptions()[name]} |")
+                     f"{described[name]} |")
     lines += ["", "By question type (`*`: the best score of the type):", "",
               markdown({name: s["scores"] for name, s in systems.items()}), ""]
     tuned = [(n, s) for n, s in systems.items() if s.get("tuning")]
@@ -449,8 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     answers = select(load_playlists(run / "split/answers/val.json"), report)
     questions = select(every_question, report)
     train_count = len(load_playlists(run / "split/orig/train.json"))
+    described = descriptions()
     for name, s in systems.items():
-        s["description"] = descriptions()[name]
+        s["description"] = described[name]
         s["scores"] = evaluate(answers, select(load_results(s["results"]), report), questions)
     timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
     notes = [tuning_note(tuned),

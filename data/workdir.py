@@ -22,6 +22,7 @@ class WorkdirError(ValueError):
 # is not checked on it.
 IDENTITY_FILES = {"vocab.json": "vocab_sha256", "title.model": "tokenizer_sha256",
                   "release_dates.npz": "release_dates_sha256"}
+ALWAYS_RECORDED = ("vocab.json", "title.model")  # in every record, old ones included
 
 
 def identity(manifest: dict) -> dict:
@@ -36,13 +37,13 @@ def export_identity(manifest: dict) -> dict:
 
 def identity_mismatch(recorded: dict, manifest: dict, by_key: bool = False) -> list[str]:
     """The IDENTITY_FILES whose sha256 in ``recorded`` (keyed by file name, or with ``by_key`` as exports
-    store them) is not this work directory's; a file missing from the record is not compared, but the
-    vocabulary and the tokenizer must be there."""
+    store them) is not this work directory's; a file missing from the record is not compared, except those
+    of ALWAYS_RECORDED."""
     ours = identity(manifest)
     wrong = []
     for name, key in IDENTITY_FILES.items():
         stored = recorded.get(key if by_key else name)
-        if (stored is None and name != "release_dates.npz") or (stored is not None and stored != ours[name]):
+        if (stored is None and name in ALWAYS_RECORDED) or (stored is not None and stored != ours[name]):
             wrong.append(name)
     return wrong
 

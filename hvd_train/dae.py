@@ -27,8 +27,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvd_train.common import Validator, compute_dtype, seed_dropout, steps_per_epoch, trainer_parser
 from data.workdir import export_identity
+from hvd_train.common import Validator, compute_dtype, seed_dropout, steps_per_epoch, trainer_parser
 from hvd_train.config import (ConfigError, LossConfig, TrainConfig, TrainerConfig, ValidationConfig, as_dict, positive,
                               probability)
 from hvd_train.driver import run
@@ -127,11 +127,13 @@ def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
 
     tf.random.set_seed(train.seed)
     model = DAE.from_config(model_cfg, manifest["sizes"], compute_dtype(config.hardware))
+    # the items' training counts, read once for whichever of the two needs them
+    counts = vocab_counts(work) if train.output_init == "popularity" or loss_cfg.output == "sampled" else None
     if train.output_init == "popularity":
-        model.start_from_popularity(vocab_counts(work), manifest["records"]["train"])
+        model.start_from_popularity(counts, manifest["records"]["train"])
     seed_dropout(train.seed, rank)
 
-    sampler = output_sampler(work, manifest, loss_cfg, config.per_rank_batch(size))
+    sampler = output_sampler(counts, manifest, loss_cfg, config.per_rank_batch(size))
 
     def loss(batch, epoch):
         return dae_loss(model, batch, loss_cfg.tag_weight, loss_cfg.artist_weight, loss_cfg.rank_weight_at(epoch),
@@ -176,15 +178,14 @@ def validation_scores(model, batch: dict, chunk: int):
     return model.chunked_scores(h, 0, chunk), model.score(h, 1, tf.range(model.sizes[1]))
 
 
-def output_sampler(work: Path, manifest: dict, loss_cfg: DAELossConfig, batch_size: int):
-    """loss.output=sampled: the sampling state of the heads larger than loss.negatives (the work directory's
-    vocabulary counts); None for the full output."""
+def output_sampler(counts: dict | None, manifest: dict, loss_cfg: DAELossConfig, batch_size: int):
+    """loss.output=sampled: the sampling state of the heads larger than loss.negatives, from the vocabulary's
+    training ``counts`` (vocab_counts); None for the full output."""
     if loss_cfg.output != "sampled":
         return None
     from models.sampled import SampledOutput
 
-    return SampledOutput(vocab_counts(work), manifest["records"]["train"], batch_size, loss_cfg.negatives,
-                         loss_cfg.sample_alpha)
+    return SampledOutput(counts, manifest["records"]["train"], batch_size, loss_cfg.negatives, loss_cfg.sample_alpha)
 
 
 def vocab_counts(work: Path) -> dict:

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from data.workdir import identity, identity_mismatch
 from hvd_train.common import average, describe_horovod, elastic_enabled, fail, init_horovod, learning_rate
 from hvd_train.config import ConfigError, TrainerConfig, load_config
-from data.workdir import identity, identity_mismatch
 from models.export import below_popularity, read_export_config, write_export
 
 

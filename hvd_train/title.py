@@ -28,10 +28,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from data.workdir import export_identity
 from hvd_train.common import (Validator, compute_dtype, elastic_enabled, fail, seed_dropout, steps_per_epoch,
                               trainer_parser)
 from hvd_train.config import ConfigError, LossConfig, TrainerConfig, as_dict
-from data.workdir import export_identity
 from hvd_train.driver import run
 from hvd_train.loop import Task, start
 from models.export import read_export

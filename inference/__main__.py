@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    runs = registry.runs_of(args)
-    if not runs and not args.neighbours:
-        parser.error(f"give at least one of {', '.join([m.flag for m in registry.MEMBERS] + ['--neighbours'])}")
+    runs = registry.given_runs(parser, args)
     if args.audio is not None and args.blend is None:
         parser.error("--audio needs --blend: its tail slots are fitted with the blend (inference.fit_blend --audio)")
 

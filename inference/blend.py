@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from data.task import IDCG, QUESTION_TYPES
+from data.workdir import identity, identity_mismatch
 
 KINDS = ("songs", "tags")
 CUTOFF = {"songs": 100, "tags": 10}
@@ -223,8 +224,6 @@ def _best(pool: Pool, names: list[str], rows: np.ndarray, steps: int) -> tuple[n
 def save(path: Path, fitted: dict, manifest: dict, members: list[str], extra: dict) -> None:
     from data.melon import write_json
 
-    from data.workdir import identity
-
     write_json({"workdir": identity(manifest), "members": members, **fitted, **extra}, Path(path))
 
 
@@ -239,8 +238,6 @@ def load(path: Path, manifest: dict, members: list[str], weak: list[str] = ()) -
         blend = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise BlendError(f"{path}: cannot read the blend file ({e})") from None
-    from data.workdir import identity_mismatch
-
     wrong = identity_mismatch(blend["workdir"], manifest) if isinstance(blend.get("workdir"), dict) else ["its files"]
     if wrong:
         raise BlendError(f"{path}: fitted on another work directory ({', '.join(wrong)}: sha256 differs); "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data.workdir import identity_mismatch
 from models.config import ConfigError, parse_section
 
 
@@ -31,8 +32,6 @@ def load_export(rundir: Path, expected: tuple, manifest: dict, workdir: Path, ma
     weights, config = read_export(export)
     if config.get("model") not in expected:
         raise ExportError(f"{rundir}: its export is a {config.get('model')!r} model, expected {' or '.join(expected)}")
-    from data.workdir import identity_mismatch
-
     wrong = identity_mismatch(config, manifest, by_key=True)
     if wrong:
         raise ExportError(f"{rundir}: trained with another {' and '.join(wrong)} than {workdir} has (sha256 "

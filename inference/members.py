@@ -165,6 +165,15 @@ def runs_of(args) -> dict[str, Path]:
     return {m.name: getattr(args, m.name) for m in MEMBERS if getattr(args, m.name, None) is not None}
 
 
+def given_runs(parser, args) -> dict[str, Path]:
+    """runs_of(args); argparse's usage error (exit 2) when neither a trained member nor ``--neighbours`` is
+    given."""
+    runs = runs_of(args)
+    if not runs and not args.neighbours:
+        parser.error(f"give at least one of {', '.join([m.flag for m in MEMBERS] + ['--neighbours'])}")
+    return runs
+
+
 def main() -> int:
     """``python -m inference.members``: one line per trained member, ``NAME FLAG FOLDER`` (launch/quickstart.sh
     reads its member flags, run folders and results from it)."""

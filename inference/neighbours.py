@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.blend import Candidates
 from data.workdir import export_identity
+from inference.blend import Candidates
 from inference.exports import load_export
 
 KINDS = ("item_cf", "playlist_cf", "ease")

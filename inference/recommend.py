@@ -67,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    runs = registry.runs_of(args)
-    if not runs and not args.neighbours:
-        parser.error(f"give at least one of {', '.join([m.flag for m in registry.MEMBERS] + ['--neighbours'])}")
+    runs = registry.given_runs(parser, args)
 
     from data.melon import MelonDataError, load_song_meta, song_meta_path
     from data.workdir import WorkdirError

@@ -171,6 +171,20 @@ def test_two_ranks_with_the_sampled_output_and_row_gradients_stay_in_sync_and_le
     assert config["trained_with"]["loss"]["output"] == "sampled"
 
 
+def test_the_trainer_starts_the_output_heads_from_popularity_when_asked(work, tmp_path):
+    """train.output_init=popularity reaches the model: after one step at the warmup's first learning rate
+    (about 1.6e-3 here) the exported song biases are still log(count / playlists) and the untied table's song
+    rows still about 0 (the reference's start: biases 0, rows drawn with standard deviation 48^-0.5)."""
+    train(None, work, tmp_path / "run", "--set", "train.epochs=1", "--set", "train.steps_per_epoch=1",
+          "--set", "train.output_init=popularity", "--set", "model.tied_output=false")
+    counts = np.array([c for _, c in json.loads((work / "vocab.json").read_text())["songs"]], dtype=np.float64)
+    playlists = json.loads((work / "manifest.json").read_text())["records"]["train"]
+    with np.load(tmp_path / "run/export/weights.npz") as weights:
+        biases, table = weights["biases/0"], weights["output_table"]
+    np.testing.assert_allclose(biases, np.log(counts / playlists), atol=0.01)
+    assert np.abs(table[:len(counts)]).max() < 0.01
+
+
 def test_the_sampled_output_with_the_bce_item_loss_is_refused():
     from hvd_train.config import ConfigError, load_config
     from hvd_train.dae import DEFAULT_CONFIG, check_config
