@@ -44,7 +44,7 @@ def _fixed(hvd, task: Task, config: TrainerConfig, manifest: dict, workdir: Path
 
 def _elastic(hvd, task: Task, config: TrainerConfig, manifest: dict, workdir: Path, out: Path) -> int:
     """The loop under ``hvd.elastic.run``; no collective call before it (hvd_train/elastic.py)."""
-    from hvd_train.elastic import TrainingState
+    from hvd_train.elastic import TrainingState, roll_back_on_lost_peers
 
     tag = f"[{task.name}]"
     if task.reshard is None:
@@ -74,6 +74,7 @@ def _elastic(hvd, task: Task, config: TrainerConfig, manifest: dict, workdir: Pa
         return None
 
     @hvd.elastic.run
+    @roll_back_on_lost_peers
     def train(state) -> int:
         rank, size = hvd.rank(), hvd.size()
         if state.problem:

@@ -209,6 +209,53 @@ def test_a_dead_worker_costs_only_the_steps_since_the_last_commit(workdirs, tmp_
     assert list((out / "checkpoints").glob(f"ckpt-{epochs}.index")) and (out / "export/weights.npz").is_file()
 
 
+LOST_PEER = """
+import os, sys
+import tensorflow as tf
+import horovod.tensorflow as hvd
+from hvd_train.elastic import TrainingState, roll_back_on_lost_peers
+
+hvd.init()
+guarded = sys.argv[1] == "guarded"
+
+
+def train(state):
+    vote = tf.function(lambda x: hvd.allreduce(x, op=hvd.Sum, name="bad_step"))  # named as the loop's vote
+    for i in range(3):
+        total = vote(tf.ones([]))
+        state.commit()
+        if hvd.size() == 2 and os.environ["HOROVOD_HOSTNAME"] == "127.0.0.1":
+            os._exit(9)  # this worker dies; the other's next vote fails
+    print(f"survivor done: size {hvd.size()} total {float(total):g}", flush=True)
+    return 0
+
+
+train = hvd.elastic.run(roll_back_on_lost_peers(train) if guarded else train)
+sys.exit(train(TrainingState(hvd, [])))
+"""
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_peer_lost_during_a_named_collective_in_a_tf_function_rolls_back_not_ends_the_job(tmp_path, guarded):
+    """The CI failure of 2026-12-07: a worker died just before the loop's named ``bad_step`` vote, Horovod's
+    wrapper swallowed the survivor's error (its text names the node, not the op type), the survivor exited 0
+    and horovodrun ended the job. Through ``roll_back_on_lost_peers`` the survivor goes on alone; without it
+    (the control) the job ends with horovodrun's error."""
+    script, hosts = tmp_path / "lost_peer.py", tmp_path / "hosts"
+    script.write_text(LOST_PEER, encoding="utf-8")
+    hosts.write_text("localhost:1\n127.0.0.1:1\n", encoding="utf-8")
+    job = ElasticJob(tmp_path, hosts, 2, [str(script), "guarded" if guarded else "bare"])
+    try:
+        code = job.finish(timeout=180)
+    finally:
+        job.kill()
+    if guarded:
+        assert code == 0 and "survivor done: size 1 total 1" in job.text(), job.tail()
+    else:
+        assert code != 0 and "survivor done" not in job.text(), job.tail()
+        assert "exited with non-zero status, thus causing the job to be terminated" in job.text(), job.tail()
+
+
 # --------------------------------------------------------------------------------- the discovery script
 
 def discover(*args, hosts: Path | None = None) -> subprocess.CompletedProcess:
