@@ -46,6 +46,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from bench.common import REPO, results_dir, save_result
+from hvd_train.loop import GRADIENT_SCOPE
 
 TRAINERS = {  # name -> (config file, trainer command after the python executable)
     "dae": ("configs/dae.yaml", ["hvd_train/dae.py"]),
@@ -213,8 +214,8 @@ def timeline(path: Path) -> dict[str, dict]:
 
 
 def gradient_collectives(tensors: dict[str, dict]) -> dict[str, dict]:
-    """The timeline's tensors of the step's gradients: DistributedGradientTape names its collectives."""
-    return {name: t for name, t in tensors.items() if name.startswith("DistributedGradientTape")}
+    """The timeline's tensors of the step's gradients, named under hvd_train/loop.py's GRADIENT_SCOPE."""
+    return {name: t for name, t in tensors.items() if name.startswith(GRADIENT_SCOPE + "/")}
 
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "int32": 4, "int64": 8}

@@ -4,7 +4,7 @@
         [--set section.key=value ...]
 
 Every rank reads its own shards of WORKDIR (data/pipeline.py), gradients are averaged with
-``hvd.DistributedGradientTape``, the learning rate follows the Transformer warmup schedule scaled by
+Horovod's allreduce (hvd_train/loop.py), the learning rate follows the Transformer warmup schedule scaled by
 the number of ranks (configs/dae.yaml). Model and optimizer state are broadcast from rank 0 before
 the first step (the optimizer's slots exist from the start, see models/layers.py). Rank 0 alone shows
 progress, writes TensorBoard scalars (RUNDIR/tensorboard), checkpoints (RUNDIR/checkpoints: the last K;

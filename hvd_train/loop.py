@@ -6,8 +6,8 @@ model:
 
 * resume: rank 0 restores the latest checkpoint of RUNDIR (refusing one trained on another work
   directory), then model, optimizer state and counters are broadcast from rank 0 before the first step;
-* steps: ``DistributedGradientTape`` averages gradients (optionally fp16-compressed, embedding gradients
-  dense or sparse); a task with ``row_updates`` (the DAE's sampled output with ``hardware.sparse_as_dense:
+* steps: each rank's gradients, then one allreduce per gradient averages them (optionally fp16-compressed,
+  embedding gradients dense or sparse; the same path with XLA and with accumulation); a task with ``row_updates`` (the DAE's sampled output with ``hardware.sparse_as_dense:
   false``) keeps its tables' gradients rows end to end: merged per rank, allgathered, and Adam and weight
   decay update only those rows; the learning rate follows the warmup schedule scaled by the number of
   ranks, every rank runs the same number of steps; optional XLA and mixed precision with dynamic loss scaling; with
@@ -271,6 +271,7 @@ def train_epochs(hvd, world: World, config: TrainerConfig, out: Path, optimizer,
     return finish(hvd, task, counters, out)
 
 
+GRADIENT_SCOPE = "gradient_allreduce"  # the name scope of the step's gradient collectives (Horovod's timeline)
 _INJECTED = []  # faults: the NaN losses this process injected, one counter for every trace of the step
 
 
@@ -388,7 +389,7 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
         return loss, parts, scaled, tape
 
     # XLA compiles this rank's forward and backward pass; Horovod's collectives stay outside the cluster
-    # (they are not XLA ops), so under XLA the gradients are allreduced one by one after it.
+    # (they are not XLA ops): the gradients are allreduced after it, as without XLA.
     def local_gradients(batch):
         loss, parts, scaled, tape = forward(batch)
         return loss, parts, tape.gradient(scaled, task.variables)
@@ -396,8 +397,13 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
     local = tf.function(local_gradients, jit_compile=True) if hardware.xla else local_gradients
 
     def allreduce(gradients):
-        return [hvd.allreduce(tf.convert_to_tensor(g) if sparse_as_dense else _merge_rows(g) if task.row_updates else g,
-                              op=hvd.Average, compression=compression) for g in gradients]
+        """The one gradient-reduction path: every step, with XLA or without, accumulated or not. Dense
+        tensors are averaged; a table's IndexedSlices is densified first (``hardware.sparse_as_dense``) or
+        travels as rows (allgathered; merged per rank first for a task with ``row_updates``). The scope
+        names the collectives in Horovod's timeline (bench/comm.py reads them)."""
+        with tf.name_scope(GRADIENT_SCOPE):
+            return [hvd.allreduce(tf.convert_to_tensor(g) if sparse_as_dense else _merge_rows(g) if task.row_updates
+                                  else g, op=hvd.Average, compression=compression) for g in gradients]
 
     def update(reduced, loss_finite):
         """Unscale, decide on every rank whether the step is finite, apply or skip: (lr, skipped)."""
@@ -432,14 +438,8 @@ def trace_step(hvd, task: Task, config: TrainerConfig, optimizer, counters: Coun
     signature = [task.batches(1).element_spec]
     if accumulation == 1:
         def step(batch):
-            if hardware.xla or task.row_updates:  # row_updates: rows merged per rank before they travel
-                loss, parts, gradients = local(batch)
-                reduced = allreduce(gradients)
-            else:
-                loss, parts, scaled, tape = forward(batch)
-                tape = hvd.DistributedGradientTape(tape, compression=compression, sparse_as_dense=sparse_as_dense)
-                reduced = tape.gradient(scaled, task.variables)
-            lr, skipped = update(reduced, tf.reduce_all(tf.math.is_finite(loss)))
+            loss, parts, gradients = local(batch)
+            lr, skipped = update(allreduce(gradients), tf.reduce_all(tf.math.is_finite(loss)))
             return loss, parts, lr, skipped
 
         return Step(tf.function(step, input_signature=signature))

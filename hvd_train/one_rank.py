@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 class OneRank:
-    """rank 0 of 1; allreduce, broadcast and the gradient tape pass their input through."""
+    """rank 0 of 1; allreduce and broadcast pass their input through."""
 
     class Compression:
         none, fp16 = "none", "fp16"
@@ -28,6 +28,3 @@ class OneRank:
 
     def broadcast_object(self, obj, root_rank=0, name=None):
         return obj
-
-    def DistributedGradientTape(self, tape, compression=None, sparse_as_dense=False):  # noqa: N802 (Horovod's name)
-        return tape
