@@ -41,6 +41,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import REPO, run, save_result
+from data.melon import load_playlists, load_results
+from data.task import ndcg, parts, select
+from data.vocab import updt_day
+from inference.audio import build_index
 
 DESIGN_PARAMETERS = 277_000_000
 REAL_TAGS = 29_160
@@ -59,8 +63,6 @@ def labels(work: Path, kind: str) -> tuple[list[int], list[list[int]], list[list
 
 
 def mean_ndcg(truth: list[list[int]], predicted: list[list[int]]) -> float:
-    from data.task import ndcg
-
     return float(np.mean([ndcg(t, p[:10]) for t, p in zip(truth, predicted)]))
 
 
@@ -100,9 +102,6 @@ def tag_quality(work: Path, index: dict) -> dict:
 def cold_start(work: Path, index: dict, split: Path, results: dict[str, Path] | None = None) -> dict:
     """Item 3 of the module docstring; ``index``: inference.audio's arrays over every song with audio;
     ``results``: name -> a results file over the same questions."""
-    from data.melon import load_playlists, load_results
-    from data.vocab import updt_day
-    from data.task import parts, select
     vocab = json.loads((work / "vocab.json").read_text(encoding="utf-8"))
     in_vocab = {s for s, _ in vocab["songs"]}
     release = np.load(work / "release_dates.npz", allow_pickle=False)["release_dates"]
@@ -169,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     export = json.loads((args.run / "export/config.json").read_text(encoding="utf-8"))
     manifest = json.loads((args.work / "manifest.json").read_text(encoding="utf-8"))
-    from inference.audio import build_index
 
     index = build_index(args.work, args.run)  # every song with audio, once, for both measurements
     result = {"work": str(args.work), "run": str(args.run), "epoch": export["epoch"],

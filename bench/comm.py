@@ -47,6 +47,7 @@ from types import SimpleNamespace
 
 from bench.common import REPO, results_dir, save_result
 from hvd_train.loop import GRADIENT_SCOPE
+from hvd_train.one_rank import OneRank
 
 TRAINERS = {  # name -> (config file, trainer command after the python executable)
     "dae": ("configs/dae.yaml", ["hvd_train/dae.py"]),
@@ -67,7 +68,6 @@ def build_task(trainer: str, work: Path, manifest: dict, overrides: list[str] = 
     import tensorflow as tf
 
     from hvd_train.config import load_config
-    from hvd_train.one_rank import OneRank
 
     hvd, config_file = OneRank(), REPO / TRAINERS[trainer][0]
     if trainer == "dae":

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from bench.common import REPO, run, save_result
 from data.workdir import export_identity
+from models.config import as_dict
+from models.export import write_export
 
 BUDGET_SECONDS, BUDGET_BYTES = 300.0, 8 * 1024**3
 
@@ -34,9 +36,7 @@ def untrained_exports(work: Path, out: Path) -> tuple[Path, Path]:
     from hvd_train.config import load_config
     from hvd_train.dae import check_config as dae_config_of, export_config
     from hvd_train.title import check_config as title_config_of
-    from models.config import as_dict
     from models.dae import DAE
-    from models.export import write_export
     from models.title import TitleBERT
     from models.weights import weights_by_path
 

@@ -33,6 +33,9 @@ from pathlib import Path
 
 from bench.common import REPO, results_dir, run, save_markdown, save_report
 from bench.peers import DEFAULTS
+from data.melon import load_playlists, load_results, write_json
+from data.ndcg import evaluate
+from data.task import parts, select
 
 # the main job's DAE (launch/quickstart.sh's short schedule) with the sampled output, and the output heads
 # started from popularity on an untied table (0.883x item_cf after 1,000 steps against 0.561x from the
@@ -61,9 +64,6 @@ def prepare_data(keep: Path) -> tuple[Path, Path, Path]:
 def report_sample(split: Path, n: int, out: Path, seed: int = 0, part: str = "report") -> Path:
     """A split folder holding ``n`` questions of the protocol's ``part`` (report or tune; a seeded sample) and
     their answers, the training playlists linked: what bench.peers reads."""
-    from data.melon import load_playlists, write_json
-    from data.task import parts, select
-
     questions = load_playlists(split / "questions/val.json")
     half = sorted(parts(questions)[part])
     chosen = set(random.Random(seed).sample(half, min(n, len(half))))
@@ -102,9 +102,6 @@ def spent_minutes(output: str) -> float | None:
 
 
 def score(sample: Path, results: Path) -> dict:
-    from data.melon import load_playlists, load_results
-    from data.ndcg import evaluate
-
     return evaluate(load_playlists(sample / "answers/val.json"), load_results(results),
                     load_playlists(sample / "questions/val.json"))
 

@@ -81,7 +81,7 @@ import numpy as np
 from data.melon import load_playlists, load_song_meta, song_meta_path, write_json
 from data.title import normalise_title
 from data.vocab import release_dates, updt_day
-from data.task import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST
+from data.task import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, parts, select
 from data.ndcg import evaluate
 from inference.neighbours import neighbour_settings
 from inference.popular import _ranked as popularity_ranked
@@ -618,8 +618,6 @@ def tune(name: str, train: list[dict], questions: list[dict], answers: list[dict
     report part is never scored here. ``limit`` (quick runs) scores only the first ``limit`` questions of the
     tuning part. The model is fitted with all the questions known, as when it is benchmarked (item_cf and
     als fold their given items in); only the scored questions are restricted."""
-    from data.task import parts, select
-
     scored = select(questions, parts(questions)["tune"])
     scored = scored[:limit] if limit else scored
     by_id = {a["id"]: a for a in answers}

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from bench.common import REPO, run, save_result
+from hvd_train.common import learning_rate
 
 BUDGET_SECONDS, BUDGET_BYTES = 300.0, 8 * 1024**3
 
@@ -52,7 +53,6 @@ def trainer_rate(workdir: Path, batch_size: int = 128, steps: int = 12) -> dict:
     import tensorflow as tf
 
     from data.pipeline import training_dataset
-    from hvd_train.common import learning_rate
     from hvd_train.config import load_config
     from hvd_train.dae import check_config
     from models.dae import DAE, dae_loss

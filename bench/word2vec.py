@@ -30,6 +30,8 @@ import tempfile
 from pathlib import Path
 
 from bench.common import REPO, run, save_result
+from data.melon import load_playlists
+from data.task import parts, select
 
 
 def recall_at_100(results: Path, questions: list[dict], answers: dict) -> float:
@@ -40,9 +42,6 @@ def recall_at_100(results: Path, questions: list[dict], answers: dict) -> float:
 
 
 def neighbour_quality(rundir: Path, tmp: Path) -> dict:
-    from data.melon import load_playlists
-    from data.task import parts, select
-
     questions = load_playlists(rundir / "split/questions/val.json")
     answers = {a["id"]: a["songs"] for a in load_playlists(rundir / "split/answers/val.json")}
     report = [q for q in select(questions, parts(questions)["report"]) if q["songs"] and answers[q["id"]]]

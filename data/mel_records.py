@@ -34,6 +34,7 @@ from collections import Counter
 import numpy as np
 
 from data.mel import BadMel, MelReport, MelSource
+from data.workdir import sha256_file
 
 KINDS = ("mel_train", "mel_holdout", "mel_rest")
 
@@ -116,8 +117,6 @@ def write_shards(kind: str, songs: list[int], total: int, rank: int, size: int, 
     ``locations``: song -> (path, member); ``labels``: {"tags": {song: [...]}, "genres": {song: [...]}}."""
     import tensorflow as tf
     from tqdm import tqdm
-
-    from data.workdir import sha256_file
 
     source = MelSource.from_locations(locations)  # what rank 0 found, not scanned again
     report, archives, written = MelReport(), {}, []

@@ -36,7 +36,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from data.mel_records import decode as decode_mel
 from data.records import decode
+from data.vocab import item_counts
 
 PAD = -1
 MODES = ("dae", "title_mlm", "title_finetune", "word2vec")
@@ -181,8 +183,6 @@ class Word2VecSampler:
     """
 
     def __init__(self, workdir: Path, config):
-        from data.vocab import item_counts
-
         vocab = json.loads((Path(workdir) / "vocab.json").read_text(encoding="utf-8"))
         manifest = json.loads((Path(workdir) / "manifest.json").read_text(encoding="utf-8"))
         counts = item_counts(vocab)
@@ -249,8 +249,6 @@ def mel_training_dataset(workdir: str | Path, rank: int, size: int, epoch: int, 
     """One epoch of this rank's ``mel_train`` songs (data/mel_records.py) in a per-epoch shuffled order,
     each a random ``crop_frames``-frame crop of its stored frames (seeded by seed, epoch and song id): batches
     of {id, mel [batch, 48, crop_frames] float32, tags, genres (padded with -1)}."""
-    from data.mel_records import decode as decode_mel
-
     workdir = Path(workdir)
     frames = json.loads((workdir / "manifest.json").read_text(encoding="utf-8"))["mel"]["frames"]
     if crop_frames > frames:
@@ -272,8 +270,6 @@ def mel_training_dataset(workdir: str | Path, rank: int, size: int, epoch: int, 
 def mel_dataset(workdir: str | Path, kind: str, batch_size: int, rank: int = 0, size: int = 1) -> tf.data.Dataset:
     """This rank's songs of a mel shard kind (``mel_train``, ``mel_holdout``, ``mel_rest``), in shard order,
     whole (all stored frames): batches of {id, frames, mel [batch, 48, F], tags, genres (padded with -1)}."""
-    from data.mel_records import decode as decode_mel
-
     frames = json.loads((Path(workdir) / "manifest.json").read_text(encoding="utf-8"))["mel"]["frames"]
     ds = tf.data.TFRecordDataset(shard_files(workdir, kind, rank, size)).map(lambda s: decode_mel(s, frames), num_parallel_calls=tf.data.AUTOTUNE,
                                             deterministic=True)

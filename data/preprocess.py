@@ -45,7 +45,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from data.mel_records import check_config as check_mel_config
+from data.mel import MelReport, MelSource
+from data.mel_records import (KINDS as MEL_KINDS, check_config as check_mel_config, plan as plan_mel_kinds, song_labels,
+                               write_shards as write_mel_shards)
+from data.melon import MelonDataError, load_playlists, load_song_meta, song_meta_path, write_json
+from data.records import encode
+from data.vocab import build_vocab, release_dates
 from data.workdir import FORMAT_VERSION, index_of, sha256_file, to_record
 
 log = logging.getLogger("data.preprocess")
@@ -84,8 +89,6 @@ def write_shards(kind: str, playlists: list[dict], total: int, rank: int, size: 
     import tensorflow as tf
     from tqdm import tqdm
 
-    from data.records import encode
-
     mine = [s for s in range(total) if s % size == rank]
     written = []
     for s in tqdm(mine, desc=f"{kind} shards (rank {rank})", disable=rank != 0, unit="shard"):
@@ -107,9 +110,7 @@ def build_shared(split: Path, meta: Path, config: dict, train: list[dict], quest
                  mel: Path | None = None) -> dict:
     """Rank 0's part: vocabularies, release dates, tokenizer (everything the shards depend on), and with
     ``mel`` the spectrogram files found there, their songs' labels and their split (:func:`mel_plan`)."""
-    from data.melon import load_song_meta
     from data.title import train_tokenizer
-    from data.vocab import build_vocab, release_dates
 
     song_meta = load_song_meta(meta)
     for p in train + questions:
@@ -132,16 +133,13 @@ def build_shared(split: Path, meta: Path, config: dict, train: list[dict], quest
 def mel_plan(root: Path, mel: dict, train: list[dict], questions: list[dict], song_meta: list[dict], vocab: dict) -> dict:
     """The spectrogram files under ``root``, the labels of their songs and their split into the mel shard
     kinds (data/mel_records.py), as plain values every rank receives."""
-    from data.mel import MelSource
-    from data.mel_records import plan, song_labels
-
     source = MelSource(root)
     for song in list(source.locations):
         if song >= len(song_meta):
             raise ValueError(f"{source.locations[song]}: song id {song} is not in song_meta.json")
     tag_index = {t: i for i, (t, _) in enumerate(vocab["tags"])}
     tags, genres, codes = song_labels(train, song_meta, tag_index, int(mel["label_tags"]))
-    kinds = plan(source, tags, float(mel["holdout_share"]))
+    kinds = plan_mel_kinds(source, tags, float(mel["holdout_share"]))
     without = len({s for p in train + questions for s in p["songs"]} - set(source.locations))
     log.info("mel-spectrograms under %s: %d files (%d duplicates, %d unexpected names, %d corrupt archives); "
              "%d train, %d hold-out, %d other songs; %d songs of the playlists have none", root,
@@ -157,8 +155,6 @@ def mel_plan(root: Path, mel: dict, train: list[dict], questions: list[dict], so
 def finish(workdir: Path, out: Path, shared: dict, title_pieces: int, shards: dict, config: dict, inputs: dict,
            force: bool, mel: dict | None = None) -> dict:
     """Rank 0: the non-shard files, the manifest, then the atomic rename of the whole directory."""
-    from data.melon import write_json
-
     write_json(shared["vocab"], workdir / "vocab.json")
     with open(workdir / "release_dates.npz", "wb") as f:
         np.savez(f, release_dates=shared["release_dates"])
@@ -194,23 +190,18 @@ def finish(workdir: Path, out: Path, shared: dict, title_pieces: int, shards: di
 
 def write_mel(plan: dict, mel: dict, rank: int, size: int, workdir: Path) -> tuple[dict, object]:
     """This rank's mel shards of every kind ({kind: entries}) and what it read (a data.mel.MelReport)."""
-    from data.mel import MelReport
-    from data.mel_records import KINDS, write_shards
-
     written, report = {}, MelReport()
     per_shard = {"shards": {"min_shards": mel["min_shards"], "records_per_shard": mel["records_per_shard"]}}
-    for kind in KINDS:
+    for kind in MEL_KINDS:
         songs = plan["kinds"][kind]
-        written[kind], read = write_shards(kind, songs, shard_count(len(songs), per_shard), rank, size,
-                                           plan["locations"], plan["labels"], int(mel["frames"]), workdir)
+        written[kind], read = write_mel_shards(kind, songs, shard_count(len(songs), per_shard), rank, size,
+                                               plan["locations"], plan["labels"], int(mel["frames"]), workdir)
         report.merge(read)
     return written, report
 
 
 def mel_manifest(plan: dict, mel: dict, reports: list) -> dict:
     """The manifest's ``mel`` entry: the source, shard length, genre codes, and what every rank read."""
-    from data.mel import MelReport
-
     report = MelReport()
     for part in reports:
         report.merge(part)
@@ -238,8 +229,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace an existing work directory")
     parser.add_argument("--stats-out", type=Path, help="also write wall time and each rank's peak memory here (JSON)")
     args = parser.parse_args(argv)
-    from data.melon import song_meta_path
-
     args.meta = song_meta_path(args.meta)
 
     from mpi4py import MPI
@@ -272,7 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = load_config(args.config)
 
-    from data.melon import MelonDataError, load_playlists, write_json
     from data.title import TitleTokenizer
 
     shared = None

@@ -65,6 +65,7 @@ import yaml
 
 from data.melon import write_json
 from data.split import LEADERBOARD_MIX, mask_questions
+from data.synth_audio import write_synthetic_mel
 
 log = logging.getLogger("data.synth")
 
@@ -567,8 +568,6 @@ def main(argv: list[str] | None = None) -> int:
     info = {"scale": args.scale, "seed": args.seed, "sizes": gen.sizes, "themes": gen.K,
             "mix": asdict(gen.mix), "generator": "data.synth"}
     if args.mel != "none":
-        from data.synth_audio import write_synthetic_mel
-
         for old in args.out.glob("arena_mel_*.tar"):  # --force: no tar of an earlier run may survive
             old.unlink()
         info["mel"] = write_synthetic_mel(gen, files, args.out, args.mel, args.mel_frames)

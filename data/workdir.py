@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+from data.vocab import updt_day
+
 FORMAT_VERSION = 2  # 2: every shard records how many records each training pipeline keeps
 
 
@@ -87,8 +89,6 @@ def verify_workdir(workdir: str | os.PathLike, check_shards: bool = True) -> dic
 
 def to_record(playlist: dict, index: dict, tokenizer, max_title_pieces: int) -> dict:
     """A playlist as vocabulary indices (out-of-vocabulary items dropped) and title pieces."""
-    from data.vocab import updt_day
-
     songs = [index["songs"][s] for s in playlist["songs"] if s in index["songs"]]
     artists = list(dict.fromkeys(a for s in songs for a in index["song_artists"][s]))
     return {

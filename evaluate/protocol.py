@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import sys
 
+from data.melon import load_playlists
 from data.task import PARTS, QUESTION_TYPES, parts, question_type
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data.melon import load_playlists
-
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)

@@ -23,6 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from data.task import ndcg
 from data.workdir import export_identity
 from hvd_train.common import compute_dtype, fail, seed_dropout, steps_per_epoch, trainer_parser
 from hvd_train.config import TrainerConfig, as_dict
@@ -120,8 +121,6 @@ class TagValidator:
 
     def sums(self) -> list[float]:
         import numpy as np
-
-        from data.task import ndcg
 
         total, hits, count = 0.0, 0.0, 0
         for batch in self.dataset:

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data.task import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST
+from data.melon import load_playlists
+from data.ndcg import evaluate
+from data.task import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, parts
 from models.ranking import ChunkedScores, top_unseen
 
 
@@ -162,9 +164,7 @@ class Validator:
 
     def __init__(self, workdir: Path, rank: int, size: int, batch: int, predict, keep=None,
                  max_questions: int | None = None):
-        from data.melon import load_playlists
         from data.pipeline import eval_dataset
-        from data.task import parts
 
         vocab = json.loads((Path(workdir) / "vocab.json").read_text(encoding="utf-8"))
         self.workdir, self.predict, self.keep = Path(workdir), predict, keep
@@ -179,9 +179,6 @@ class Validator:
 
     def score(self, results: list[dict]) -> dict:
         """Official nDCG of ``results`` on the validation answers to the questions they answer."""
-        from data.melon import load_playlists
-        from data.ndcg import evaluate
-
         if self._answers is None:
             self._answers = load_playlists(self.workdir / "eval/answers.json")
             self._questions = load_playlists(self.workdir / "eval/questions.json")

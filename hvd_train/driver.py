@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hvd_train.common import elastic_enabled, fail, learning_rate
 from hvd_train.config import ConfigError, TrainerConfig
+from hvd_train.elastic import TrainingState, roll_back_on_lost_peers
 from hvd_train.loop import (FixedState, Task, World, announce, prepare, rank0_outputs, state_variables,
                             train_epochs)
 
@@ -44,8 +45,6 @@ def _fixed(hvd, task: Task, config: TrainerConfig, manifest: dict, workdir: Path
 
 def _elastic(hvd, task: Task, config: TrainerConfig, manifest: dict, workdir: Path, out: Path) -> int:
     """The loop under ``hvd.elastic.run``; no collective call before it (hvd_train/elastic.py)."""
-    from hvd_train.elastic import TrainingState, roll_back_on_lost_peers
-
     tag = f"[{task.name}]"
     if task.reshard is None:
         return fail(f"{task.name}: this trainer cannot re-shard its data, so it cannot train elastically", hvd.rank())

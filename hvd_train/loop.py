@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from data.workdir import identity, identity_mismatch
+from data.melon import write_json
+from data.workdir import WorkdirError, identity, identity_mismatch, verify_workdir
 from hvd_train.common import average, describe_horovod, elastic_enabled, fail, init_horovod, learning_rate
 from hvd_train.config import ConfigError, TrainerConfig, load_config
 from models.export import below_popularity, read_export_config, write_export
@@ -123,7 +124,6 @@ def start(config_path: Path, overrides: list[str], workdir: Path, parse_config: 
     except ConfigError as e:
         return fail(str(e))
     hvd = init_horovod()
-    from data.workdir import WorkdirError, verify_workdir
 
     rank, size = hvd.rank(), hvd.size()
     try:
@@ -156,7 +156,6 @@ def prepare(hvd, task: Task, config: TrainerConfig, manifest: dict, workdir: Pat
     """
     import tensorflow as tf
 
-    from data.melon import write_json
     from models.layers import Adam
 
     train, hardware = config.train, config.hardware
@@ -321,8 +320,6 @@ def rank0_outputs(checkpoint, config: TrainerConfig, out: Path):
 
 def announce(hvd, task: Task, config: TrainerConfig, out: Path, optimizer, counters: Counters, resumed) -> None:
     """Rank 0: the run's config.json and the opening lines (Horovod, switches, schedule, what was resumed)."""
-    from data.melon import write_json
-
     hardware = config.hardware
     tag, size, warmup = f"[{task.name}]", hvd.size(), config.train.warmup_steps
     scale = config.lr_scale(size)
@@ -473,7 +470,6 @@ def finish_epoch(hvd, task: Task, config: TrainerConfig, out: Path, counters: Co
     (the same on every rank)."""
     import tensorflow as tf
 
-    from data.melon import write_json
     from models.weights import weights_by_path
 
     rank, tag = hvd.rank(), f"[{task.name}]"

@@ -24,6 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from data.vocab import item_counts
 from data.workdir import export_identity
 from hvd_train.common import Validator, seed_dropout, steps_per_epoch, trainer_parser
 from hvd_train.config import TrainerConfig, as_dict
@@ -63,7 +64,6 @@ def word2vec_task(hvd, config: Word2VecTrainerConfig, manifest: dict, work: Path
     import tensorflow as tf
 
     from data.pipeline import training_dataset
-    from data.vocab import item_counts
     from models.word2vec import Word2Vec
 
     train = config.train

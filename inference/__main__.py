@@ -21,8 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+from data.melon import MelonDataError, load_playlists, write_json
+from data.workdir import WorkdirError
 from inference import members as registry
-from inference.ensemble import DEFAULT_CONFIG, log
+from inference.blend import BlendError
+from inference.ensemble import DEFAULT_CONFIG, Ensemble, Settings, log
+from inference.exports import ExportError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,12 +47,6 @@ def main(argv: list[str] | None = None) -> int:
     runs = registry.given_runs(parser, args)
     if args.audio is not None and args.blend is None:
         parser.error("--audio needs --blend: its tail slots are fitted with the blend (inference.fit_blend --audio)")
-
-    from data.melon import MelonDataError, load_playlists, write_json
-    from data.workdir import WorkdirError
-    from inference.blend import BlendError
-    from inference.ensemble import Ensemble, Settings
-    from inference.exports import ExportError
 
     started = time.perf_counter()
     try:

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from data.melon import MelonDataError, load_song_meta, song_meta_path
+from data.workdir import WorkdirError, sha256_file, verify_workdir
 from inference.display import cell
-from inference.exports import load_cnn
+from inference.exports import ExportError, load_cnn
 
 TOP_TAGS = 20
 KINDS = ("mel_train", "mel_holdout", "mel_rest")
@@ -35,8 +37,6 @@ class AudioError(ValueError):
 
 
 def export_hash(rundir: Path) -> str:
-    from data.workdir import sha256_file
-
     export = rundir / "export" if (rundir / "export").is_dir() else rundir
     return sha256_file(export / "weights.npz")
 
@@ -46,7 +46,6 @@ def build_index(workdir: Path, rundir: Path, kinds=KINDS, batch_size: int = 256)
     import tensorflow as tf
 
     from data.pipeline import mel_dataset
-    from data.workdir import verify_workdir
 
     manifest = verify_workdir(workdir, check_shards=False)
     if "mel" not in manifest:
@@ -118,10 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     similar.add_argument("--meta", type=Path, help="song_meta.json (or its data folder) for song names and artists")
     args = parser.parse_args(argv)
     path = args.out or args.model / "audio_index.npz"
-
-    from data.melon import MelonDataError, load_song_meta, song_meta_path
-    from data.workdir import WorkdirError
-    from inference.exports import ExportError
 
     try:
         index = None

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from data.task import QUESTION_TYPES, ndcg, question_type
+from inference.audio import AudioError, export_hash, read_index
+from inference.exports import load_export
 from models.ranking import top_rows
 
 SLOTS = (0, 2, 5, 10, 20, 40)
@@ -36,9 +38,6 @@ class AudioMember:
 
     def __init__(self, rundir: Path, workdir: Path, manifest: dict, vocab_songs: np.ndarray, n_tags: int):
         from scipy import sparse
-
-        from inference.audio import AudioError, export_hash, read_index
-        from inference.exports import load_export
 
         rundir = Path(rundir)
         load_export(rundir, ("cnn",), manifest, workdir)  # trained on this work directory, or ExportError

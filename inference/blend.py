@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.melon import write_json
 from data.task import IDCG, QUESTION_TYPES
 from data.workdir import identity, identity_mismatch
 
@@ -222,8 +223,6 @@ def _best(pool: Pool, names: list[str], rows: np.ndarray, steps: int) -> tuple[n
 
 
 def save(path: Path, fitted: dict, manifest: dict, members: list[str], extra: dict) -> None:
-    from data.melon import write_json
-
     write_json({"workdir": identity(manifest), "members": members, **fitted, **extra}, Path(path))
 
 

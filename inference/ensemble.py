@@ -41,12 +41,18 @@ import numpy as np
 import yaml
 
 from data.task import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST, question_type
+from data.vocab import updt_day
+from data.workdir import index_of, to_record, verify_workdir
 from models.config import ConfigError, parse_section
+from models.export import below_popularity
 from models.ranking import top_rows
+from inference import blend, ranker
 from inference import members as registry
-from inference.audio_member import with_tail
-from inference.blend import Candidates
+from inference.audio_member import AudioMember, with_tail
+from inference.blend import BlendError, Candidates, normalised
 from inference.exports import ExportError
+from inference.neighbours import load_neighbours
+from inference.ranker import artists_table
 
 log = logging.getLogger("inference")
 
@@ -95,9 +101,7 @@ class Ensemble:
 
     def __init__(self, workdir: Path, runs: dict[str, Path], settings: Settings, neighbours_runs: list[Path] = (),
                  blend_path: Path | None = None, audio_run: Path | None = None):
-        from data.workdir import index_of, verify_workdir
         from data.title import TitleTokenizer
-        from inference import blend
 
         self.workdir, self.settings = Path(workdir), settings
         self.manifest = verify_workdir(self.workdir, check_shards=False)
@@ -115,8 +119,6 @@ class Ensemble:
         self.neighbours = {}  # kind (item_cf, playlist_cf, ease) -> the neighbour member of that kind
         self.models = self._load_members(runs)  # trained member name -> its loaded member (inference/members.py)
         for run in neighbours_runs:
-            from inference.neighbours import load_neighbours
-
             member = load_neighbours(run, self.manifest, self.workdir)
             if member.config["kind"] in self.neighbours:
                 raise ExportError(f"{run}: a second {member.config['kind']} neighbour member; give each kind once")
@@ -125,8 +127,6 @@ class Ensemble:
                                                                 sorted(self.weak))
         self.audio = None  # the audio member (inference/audio_member.py), its tail slots from the blend file
         if audio_run is not None:
-            from inference.audio_member import AudioMember
-
             self.audio = AudioMember(audio_run, self.workdir, self.manifest, self.song_ids, len(self.tags))
             if self.blend is not None:
                 self.check_audio_slots(blend_path)
@@ -150,8 +150,6 @@ class Ensemble:
     def _check_strength(self, name: str, run: Path, config: dict) -> None:
         """With settings.popularity_fallback, a model whose export scored below popularity on its validation
         questions is marked weak: popularity proposes in its place (``candidates``), and a warning says so."""
-        from models.export import below_popularity
-
         weak = below_popularity(config) if self.settings.popularity_fallback else None
         if weak:
             self.weak[name] = weak
@@ -160,8 +158,6 @@ class Ensemble:
 
     def check_audio_slots(self, blend_path: Path) -> None:
         """BlendError unless the blend file's audio slots were fitted for this audio member's CNN export."""
-        from inference.blend import BlendError
-
         if self.blend is None or self.blend["audio"] is None:
             raise BlendError(f"{blend_path}: no audio slots; fit the blend with --audio RUNDIR (python -m "
                              f"inference.fit_blend)")
@@ -178,8 +174,6 @@ class Ensemble:
     def artists(self) -> np.ndarray:
         """[n_songs, A] the vocabulary songs' artists (inference/ranker.py's artists_table), for the ranker's
         artist share; built on first use."""
-        from inference.ranker import artists_table
-
         return artists_table(self.index["song_artists"])
 
     def given_songs(self, questions: list[dict]) -> list[list[int]]:
@@ -190,8 +184,6 @@ class Ensemble:
     # -------------------------------------------------------------- questions
     def release_by_song(self, questions: list[dict]) -> np.ndarray:
         """Release dates of the vocabulary songs, corrected with the questions' own update dates too."""
-        from data.vocab import updt_day
-
         dates = self.release_dates.copy()
         for q in questions:
             day = updt_day(q["updt_date"])
@@ -202,8 +194,6 @@ class Ensemble:
 
     def encode(self, questions: list[dict]) -> list[dict]:
         """Questions as vocabulary indices and title pieces; unknown items are dropped and counted."""
-        from data.workdir import to_record
-
         unknown_songs = sum(1 for q in questions for s in q["songs"] if not 0 <= s < len(self.release_dates))
         out_of_vocab = sum(1 for q in questions for s in q["songs"] if s not in self.index["songs"])
         unknown_tags = sum(1 for q in questions for t in q["tags"] if t not in self.index["tags"])
@@ -340,8 +330,6 @@ class Ensemble:
         name; see ``blocked`` and ``candidates``)."""
         from tqdm import tqdm
 
-        from data.vocab import updt_day
-
         release = self.release_by_song(questions)
         records = self.encode(questions)
         size = self.settings.batch_size
@@ -394,9 +382,6 @@ class Ensemble:
         """One kind's candidates of every member side by side, for _sum_rank_fill: items [Q, C] (a last column of -1),
         each entry's blended score [Q, C] and the per-item bonus [Q, C] (the ranker's item term; None for
         the other blends)."""
-        from inference import ranker
-        from inference.blend import normalised
-
         k = 0 if kind == "songs" else 1
         items = np.concatenate([c.kind(kind)[0] for c in proposals.values()] + [np.full((len(qs), 1), -1)], axis=1)
         if self.blend is None or self.blend["method"] == "grid":

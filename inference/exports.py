@@ -12,6 +12,7 @@ from pathlib import Path
 
 from data.workdir import identity_mismatch
 from models.config import ConfigError, parse_section
+from models.export import read_export
 
 
 class ExportError(ValueError):
@@ -22,8 +23,6 @@ def load_export(rundir: Path, expected: tuple, manifest: dict, workdir: Path, ma
     """(weights {name: array}, config.json) of RUNDIR's export (or an export folder): an ``expected`` kind of
     model made on this work directory's vocabulary and tokenizer; ExportError otherwise. ``made_by``: the
     command that makes such an export, named when there is none."""
-    from models.export import read_export
-
     rundir = Path(rundir)
     export = rundir / "export" if (rundir / "export").is_dir() else rundir
     if not (export / "weights.npz").is_file() or not (export / "config.json").is_file():

@@ -24,15 +24,21 @@ from pathlib import Path
 
 import numpy as np
 
+from data.melon import MelonDataError, load_playlists
+from data.task import parts, question_type, select
+from data.vocab import updt_day
+from data.workdir import WorkdirError
+from inference import blend, ranker
 from inference import members as registry
-from inference.ensemble import DEFAULT_CONFIG, log
+from inference.audio_member import SLOTS, fit_slots
+from inference.blend import Candidates
+from inference.ensemble import DEFAULT_CONFIG, Ensemble, Settings, log
+from inference.exports import ExportError
 
 
 def tuning_candidates(ensemble, questions: list[dict]):
     """Every member's Candidates over ``questions`` (popularity included), batch by batch, concatenated;
     the questions' update days [Q] and the vocabulary songs' release days [n_songs]."""
-    from inference.blend import Candidates
-
     parts: dict[str, list] = {}
     days = []
     for _, batch_days, release, _, _, proposals in ensemble.batches(questions, popular=True):
@@ -49,10 +55,6 @@ def tuning_candidates(ensemble, questions: list[dict]):
 def fit_audio(ensemble, blend_path: Path, tuning: list[dict], answers: dict, members: list[str]) -> dict:
     """The audio member's tail slots per question type (inference/audio_member.py ``fit_slots``) for the
     blend just written to ``blend_path``, on the tuning questions: {"slots", "weights_sha256", "tuning"}."""
-    from data.vocab import updt_day
-    from inference import blend
-    from inference.audio_member import SLOTS, fit_slots
-
     ensemble.blend = blend.load(blend_path, ensemble.manifest, members, sorted(ensemble.weak))  # no audio slots yet
     lists = [r["songs"] for r in ensemble.recommend(tuning, progress=False)]
     days = np.array([updt_day(q["updt_date"]) for q in tuning])
@@ -80,14 +82,6 @@ def main(argv: list[str] | None = None) -> int:
                              "weights on the simplex")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-
-    from data.melon import MelonDataError, load_playlists
-    from data.workdir import WorkdirError
-    from data.task import question_type
-    from data.task import parts, select
-    from inference import blend
-    from inference.ensemble import Ensemble, Settings
-    from inference.exports import ExportError
 
     started = time.perf_counter()
     try:
@@ -119,8 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.method == "grid":
         fitted = {"method": "grid", **blend.fit(candidates, truth, sizes, types)}
     else:
-        from inference import ranker
-
         fitted = {"method": "ranker", "ranker": ranker.fit(
             candidates, truth, sizes, types, {"songs": ensemble.song_counts, "tags": ensemble.tag_counts}, days,
             release, ensemble.given_songs(tuning), ensemble.artists)}

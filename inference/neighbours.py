@@ -34,9 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from data.workdir import export_identity
+from data.melon import write_json
+from data.records import decode
+from data.workdir import WorkdirError, export_identity, verify_workdir
 from inference.blend import Candidates
 from inference.exports import load_export
+from models.export import write_export
+from models.ranking import top_rows
 
 KINDS = ("item_cf", "playlist_cf", "ease")
 SETTINGS_FILE = Path(__file__).resolve().parent.parent / "configs" / "neighbours.yaml"
@@ -72,7 +76,6 @@ def training_matrix(workdir: Path, n_songs: int, n_tags: int, n_pieces: int):
     import tensorflow as tf
 
     from data.pipeline import shard_files
-    from data.records import decode
 
     rows, cols = [], []
     files = shard_files(workdir, "train")
@@ -165,8 +168,6 @@ class Neighbours:
     def candidates(self, records: list[dict], blocked_songs: np.ndarray, blocked_tags: np.ndarray, k_songs: int,
                    k_tags: int) -> Candidates:
         """Each question's best unblocked songs and tags with a positive score (-1 / 0 past them)."""
-        from models.ranking import top_rows
-
         scores = self.scores(records)
         out = []
         for part, blocked, k in ((scores[:, :self.n_songs], blocked_songs, k_songs),
@@ -206,10 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         parser.error(str(e))
 
-    from data.melon import write_json
-    from data.workdir import WorkdirError, verify_workdir
     from data.title import TitleTokenizer
-    from models.export import write_export
 
     started = time.perf_counter()
     try:

@@ -17,9 +17,12 @@ import logging
 import sys
 from pathlib import Path
 
+from data.melon import MelonDataError, load_song_meta, song_meta_path
+from data.workdir import WorkdirError, sha256_file
 from inference import members as registry
 from inference.display import cell
-from inference.ensemble import DEFAULT_CONFIG
+from inference.ensemble import DEFAULT_CONFIG, Ensemble, Settings
+from inference.exports import ExportError
 
 
 def _ids(text: str) -> list[int]:
@@ -69,19 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     runs = registry.given_runs(parser, args)
 
-    from data.melon import MelonDataError, load_song_meta, song_meta_path
-    from data.workdir import WorkdirError
-    from inference.ensemble import Ensemble, Settings
-    from inference.exports import ExportError
-
     args.meta = song_meta_path(args.meta)
     args.date = args.date or dt.date.today().strftime("%Y-%m-%d 00:00:00.000")
     question = {"id": 0, "plylst_title": args.title_text, "songs": list(dict.fromkeys(args.songs)),
                 "tags": list(dict.fromkeys(args.tags)), "like_cnt": 0, "updt_date": args.date}
     try:
         ensemble = Ensemble(args.work, runs, Settings.load(args.config), args.neighbours)
-        from data.workdir import sha256_file
-
         if sha256_file(args.meta) != ensemble.manifest["inputs"]["song_meta"]["sha256"]:
             raise ValueError(f"{args.meta} is not the song_meta.json {args.work} was built from (sha256 differs)")
         song_meta = load_song_meta(args.meta)

@@ -19,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from data.melon import MelonDataError, load_song_meta, song_meta_path
+from data.workdir import WorkdirError, sha256_file, verify_workdir
 from inference.display import cell
+from inference.exports import ExportError, load_export
 
 
 class SimilarError(ValueError):
@@ -31,8 +34,6 @@ class Vectors:
 
     def __init__(self, workdir: Path, rundir: Path):
         from data.title import TitleTokenizer
-        from data.workdir import verify_workdir
-        from inference.exports import load_export
 
         manifest = verify_workdir(workdir, check_shards=False)
         weights, _ = load_export(Path(rundir), ("word2vec",), manifest, workdir)
@@ -101,10 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.top <= 0:
         parser.error("--top must be positive")
-
-    from data.melon import MelonDataError, load_song_meta, song_meta_path
-    from data.workdir import WorkdirError, sha256_file
-    from inference.exports import ExportError
 
     try:
         vectors = Vectors(args.work, args.model)

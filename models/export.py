@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from data.melon import write_json
+
 
 def write_export(directory: Path, variables: dict, config: dict) -> None:
     """Weights (npz, no pickle) and config (JSON), written to a temporary folder and renamed into place."""
-    from data.melon import write_json
-
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
