@@ -7,10 +7,11 @@ model:
 * resume: rank 0 restores the latest checkpoint of RUNDIR (refusing one trained on another work
   directory), then model, optimizer state and counters are broadcast from rank 0 before the first step;
 * steps: each rank's gradients, then one allreduce per gradient averages them (optionally fp16-compressed,
-  embedding gradients dense or sparse; the same path with XLA and with accumulation); a task with ``row_updates`` (the DAE's sampled output with ``hardware.sparse_as_dense:
-  false``) keeps its tables' gradients rows end to end: merged per rank, allgathered, and Adam and weight
-  decay update only those rows; the learning rate follows the warmup schedule scaled by the number of
-  ranks, every rank runs the same number of steps; optional XLA and mixed precision with dynamic loss scaling; with
+  embedding gradients dense or sparse; the same path with XLA and with accumulation); a task with
+  ``row_updates`` (the DAE's sampled output with ``hardware.sparse_as_dense: false``) keeps its tables'
+  gradients rows end to end: merged per rank, allgathered, and Adam and weight decay update only those rows;
+  the learning rate follows the warmup schedule scaled by the number of ranks, every rank runs the same
+  number of steps; optional XLA and mixed precision with dynamic loss scaling; with
   ``train.accumulation_steps`` k > 1 a step is k batches: each rank sums their gradients locally and
   allreduces the mean once (:class:`Step`);
 * divergence: a step whose loss or gradients are not finite on any rank is skipped by every rank (one

@@ -27,7 +27,7 @@ def _within_rounding(rate: float, count: float, seconds: float, seconds_error: f
     """Whether ``rate`` (rounded to +-rate_error) can be count / t for a t that rounds to ``seconds``
     (+-seconds_error)."""
     expected = count / seconds
-    return abs(rate - expected) <= rate_error + expected * seconds_error / (seconds - seconds_error) + 1e-9
+    return _close(rate, expected, rate_error + expected * seconds_error / (seconds - seconds_error) + 1e-9)
 
 
 def check_speed_summary(summary: dict, results) -> None:
