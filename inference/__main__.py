@@ -33,12 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m inference", description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=Path, required=True, help="questions in the official format")
     parser.add_argument("--work", type=Path, required=True, help="the work directory the models were trained on")
-    registry.add_flags(parser)  # --dae, --title, --word2vec: inference/members.py
-    parser.add_argument("--neighbours", type=Path, action="append", default=[],
-                        help="a neighbour run directory (python -m inference.neighbours --out); one per kind, repeatable")
+    registry.add_flags(parser)  # --dae, --title, --word2vec, --neighbours: inference/members.py
     parser.add_argument("--blend", type=Path, help="blend weights per question type (python -m inference.fit_blend)")
-    parser.add_argument("--audio", type=Path, help="CNN run directory (hvd_train/cnn.py) with its audio index; "
-                        "needs a --blend fitted with it")
+    registry.add_audio_flag(parser, "; needs a --blend fitted with it")
     parser.add_argument("--out", type=Path, required=True, help="results file to write")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -46,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     runs = registry.given_runs(parser, args)
     if args.audio is not None and args.blend is None:
-        parser.error("--audio needs --blend: its tail slots are fitted with the blend (inference.fit_blend --audio)")
+        parser.error(f"{registry.AUDIO.flag} needs --blend: its tail slots are fitted with the blend "
+                     f"(inference.fit_blend {registry.AUDIO.flag})")
 
     started = time.perf_counter()
     try:

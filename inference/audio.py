@@ -28,6 +28,7 @@ from data.workdir import WorkdirError, sha256_file, verify_workdir
 from inference.display import cell
 from inference.exports import ExportError, load_cnn
 
+INDEX_FILE = "audio_index.npz"  # a CNN run's audio index, in its run directory (build_index's default file)
 TOP_TAGS = 20
 KINDS = ("mel_train", "mel_holdout", "mel_rest")
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     similar.add_argument("--top", type=int, default=20, help="songs to show")
     similar.add_argument("--meta", type=Path, help="song_meta.json (or its data folder) for song names and artists")
     args = parser.parse_args(argv)
-    path = args.out or args.model / "audio_index.npz"
+    path = args.out or args.model / INDEX_FILE
 
     try:
         index = None

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from data.task import QUESTION_TYPES, ndcg, question_type
-from inference.audio import AudioError, export_hash, read_index
+from inference.audio import INDEX_FILE, AudioError, export_hash, read_index
 from inference.exports import load_export
 from models.ranking import top_rows
 
@@ -41,7 +41,7 @@ class AudioMember:
 
         rundir = Path(rundir)
         load_export(rundir, ("cnn",), manifest, workdir)  # trained on this work directory, or ExportError
-        path = rundir / "audio_index.npz"
+        path = rundir / INDEX_FILE
         if not path.is_file():
             raise AudioError(f"{path} is missing: build it with python -m inference.audio index --work {workdir} "
                              f"--model {rundir}")

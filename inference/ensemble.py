@@ -24,9 +24,9 @@ Per question (configs/ensemble.yaml holds the numbers):
   training songs released by the update date and the most frequent tags, so that every question gets
   exactly 100 unique songs and 10 unique tags.
 
-The models are read from their run directories' exports (weights.npz + config.json, no pickle) and must
-have been trained on the same work directory: the vocabulary and tokenizer hashes are checked, and so is
-a blend file's.
+Every member is declared in inference/members.py (its name, flag, loader). The models are read from their
+run directories' exports (weights.npz + config.json, no pickle) and must have been trained on the same work
+directory: the vocabulary and tokenizer hashes are checked, and so is a blend file's.
 """
 
 from __future__ import annotations
@@ -48,10 +48,9 @@ from models.export import below_popularity
 from models.ranking import top_rows
 from inference import blend, ranker
 from inference import members as registry
-from inference.audio_member import AudioMember, with_tail
+from inference.audio_member import with_tail
 from inference.blend import BlendError, Candidates, normalised
 from inference.exports import ExportError
-from inference.neighbours import load_neighbours
 from inference.ranker import artists_table
 
 log = logging.getLogger("inference")
@@ -96,8 +95,10 @@ class Ensemble:
     """Everything inference needs from a work directory and the members' run directories, loaded once.
 
     ``runs``: {member name: run directory} of the trained members to use (inference/members.py MEMBERS,
-    loaded in that order); ``neighbours_runs``: neighbour members, one per kind; ``blend_path``: a fitted
-    blend for exactly these members; ``audio_run``: the audio member (needs the blend's audio slots)."""
+    loaded in that order); ``neighbours_runs``: neighbour members, one per kind (members.py NEIGHBOURS and
+    NEIGHBOUR_KINDS); ``blend_path``: a fitted blend for exactly these members; ``audio_run``: the audio
+    member (members.py AUDIO; needs the blend's audio slots). Popularity (members.py POPULARITY) is always
+    there."""
 
     def __init__(self, workdir: Path, runs: dict[str, Path], settings: Settings, neighbours_runs: list[Path] = (),
                  blend_path: Path | None = None, audio_run: Path | None = None):
@@ -116,22 +117,18 @@ class Ensemble:
             self.release_dates = f["release_dates"]
         self.tokenizer = TitleTokenizer(self.workdir / "title.model")
         self.weak = {}  # member -> why popularity answers in its place (models/export.py below_popularity)
-        self.neighbours = {}  # kind (item_cf, playlist_cf, ease) -> the neighbour member of that kind
-        self.models = self._load_members(runs)  # trained member name -> its loaded member (inference/members.py)
-        for run in neighbours_runs:
-            member = load_neighbours(run, self.manifest, self.workdir)
-            if member.config["kind"] in self.neighbours:
-                raise ExportError(f"{run}: a second {member.config['kind']} neighbour member; give each kind once")
-            self.neighbours[member.config["kind"]] = member
+        context = registry.Context(self.workdir, self.manifest, self.index, self.tokenizer)
+        self.models = self._load_members(runs, context)  # trained member name -> its loaded member (inference/members.py)
+        self.neighbours = self._load_neighbours(neighbours_runs, context)  # kind -> the neighbour member of that kind
         self.blend = None if blend_path is None else blend.load(blend_path, self.manifest, self.members(),
                                                                 sorted(self.weak))
         self.audio = None  # the audio member (inference/audio_member.py), its tail slots from the blend file
         if audio_run is not None:
-            self.audio = AudioMember(audio_run, self.workdir, self.manifest, self.song_ids, len(self.tags))
+            self.audio = registry.AUDIO.load(Path(audio_run), context)
             if self.blend is not None:
                 self.check_audio_slots(blend_path)
 
-    def _load_members(self, runs: dict[str, Path]) -> dict:
+    def _load_members(self, runs: dict[str, Path], context: registry.Context) -> dict:
         """{name: loaded member} of the trained members given in ``runs``, in MEMBERS' order; each export
         checked against this work directory, and its strength against popularity (_check_strength)."""
         known = [m.name for m in registry.MEMBERS]
@@ -139,12 +136,28 @@ class Ensemble:
         if unknown:
             raise ValueError(f"no trained member called {', '.join(unknown)} "
                              f"(inference/members.py has {', '.join(known)})")
-        context = registry.Context(self.workdir, self.manifest, self.index, self.tokenizer)
         loaded = {}
         for member in registry.MEMBERS:
             if runs.get(member.name) is not None:
                 loaded[member.name] = member.load(Path(runs[member.name]), context)
                 self._check_strength(member.name, runs[member.name], loaded[member.name].config)
+        return loaded
+
+    @staticmethod
+    def _load_neighbours(neighbours_runs: list[Path], context: registry.Context) -> dict:
+        """{kind: loaded neighbour member} of the neighbour runs (inference/members.py NEIGHBOURS), in the order
+        given; ExportError for a second run of one kind or a kind the registry does not declare."""
+        kinds = [k.name for k in registry.NEIGHBOUR_KINDS]
+        loaded = {}
+        for run in neighbours_runs:
+            member = registry.NEIGHBOURS.load(Path(run), context)
+            kind = member.config["kind"]
+            if kind not in kinds:
+                raise ExportError(f"{run}: no neighbour kind called {kind} (inference/members.py has "
+                                  f"{', '.join(kinds)})")
+            if kind in loaded:
+                raise ExportError(f"{run}: a second {kind} neighbour member; give each kind once")
+            loaded[kind] = member
         return loaded
 
     def _check_strength(self, name: str, run: Path, config: dict) -> None:
@@ -168,7 +181,7 @@ class Ensemble:
     def members(self) -> list[str]:
         """The members a fitted blend weighs: the loaded trained members (MEMBERS' order), the neighbour members
         by kind, then popularity."""
-        return list(self.models) + list(self.neighbours) + ["popular"]
+        return list(self.models) + list(self.neighbours) + [registry.POPULARITY.name]
 
     @functools.cached_property
     def artists(self) -> np.ndarray:
@@ -303,7 +316,7 @@ class Ensemble:
         for kind, member in self.neighbours.items():
             out[kind] = member.candidates(rs, blocked_songs, blocked_tags, s.candidate_songs, s.candidate_tags)
         if popular:
-            out["popular"] = Candidates(*self._popular(blocked_songs, self.song_counts, SONGS_PER_PLAYLIST),
+            out[registry.POPULARITY.name] = Candidates(*self._popular(blocked_songs, self.song_counts, SONGS_PER_PLAYLIST),
                                         *self._popular(blocked_tags, self.tag_counts, TAGS_PER_PLAYLIST))
         return out
 
@@ -357,7 +370,7 @@ class Ensemble:
                 result = {"id": q["id"], "songs": self._song_ids(songs[i], q, days[i]), "tags": self._tags(tags[i], q)}
                 if tails is not None:
                     result["songs"] = with_tail(result["songs"], *tails[i])
-                    used["audio"] = used.get("audio", 0) + int(bool(tails[i][0]))
+                    used[registry.AUDIO.name] = used.get(registry.AUDIO.name, 0) + int(bool(tails[i][0]))
                 if scores:  # a song the blend did not score (the audio member's, the rare fill) shows 0
                     scored = dict(zip(self.song_ids[songs[i][songs[i] >= 0]].tolist(), song_scores[i][songs[i] >= 0].tolist()))
                     result["song_scores"] = [scored.get(s, 0.0) for s in result["songs"]]

@@ -71,10 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=Path, required=True)
     parser.add_argument("--answers", type=Path, required=True)
     parser.add_argument("--work", type=Path, required=True)
-    registry.add_flags(parser)  # --dae, --title, --word2vec: inference/members.py
-    parser.add_argument("--neighbours", type=Path, action="append", default=[], help="repeatable: one per kind")
-    parser.add_argument("--audio", type=Path, help="a hvd_train/cnn.py run directory with its audio index "
-                        "(python -m inference.audio index): fit the audio member's tail slots too")
+    registry.add_flags(parser)  # --dae, --title, --word2vec, --neighbours: inference/members.py
+    registry.add_audio_flag(parser, ": fit the audio member's tail slots too")
     parser.add_argument("--out", type=Path, required=True, help="the blend file to write (JSON)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--method", choices=("ranker", "grid"), default="ranker",

@@ -1,27 +1,39 @@
-"""The ensemble's trained members, declared once: what each is called, the flag that names its run, how it
-loads, which questions it answers and how it turns them into probabilities.
+"""The ensemble's members, declared once: what each is called, the flag that names its run, how it loads and
+how it proposes candidates, its run folder in a quickstart run and its rows in bench.quality.
 
-``python -m inference``, ``python -m inference.fit_blend`` and ``python -m inference.recommend`` take one
-flag per entry of :data:`MEMBERS`; the ensemble (inference/ensemble.py) loads every member given, in this
-order, and asks each for its candidates; the blend file weighs them by ``name``; bench.quality runs the
-ensemble with all of them, without each, and each alone. Adding a trained member is a models/X.py, a
-hvd_train/X.py task, a configs/X.yaml and one :class:`Member` here.
+* The trained members, :data:`MEMBERS` (:class:`Member`): ``python -m inference``, ``python -m
+  inference.fit_blend`` and ``python -m inference.recommend`` take one flag per entry; the ensemble
+  (inference/ensemble.py) loads every member given, in this order, and asks each which questions it answers
+  and its probabilities; the blend file weighs them by ``name``; bench.quality runs the ensemble with all of
+  them, without each, and each alone. Adding a trained member is a models/X.py, a hvd_train/X.py task, a
+  configs/X.yaml and one :class:`Member` here.
+* The neighbour members, :data:`NEIGHBOURS` (:class:`Extra`, one repeatable flag) and
+  :data:`NEIGHBOUR_KINDS` (:class:`NeighbourKind`): not trained; inference/neighbours.py builds one run per
+  kind, the ensemble loads each run given and names the member by its kind, which proposes candidates
+  from the question's songs, tags and title pieces. bench.quality runs the kinds quickstart builds (those
+  with a folder) inside the ensemble, all of them left out, and each alone.
+* The audio member, :data:`AUDIO` (inference/audio_member.py, ``--audio``): songs outside the vocabulary
+  in the tail of a list, as many as the blend file's slots; a run without spectrograms lacks it.
+* Popularity, :data:`POPULARITY`: always there, no flag; the ensemble proposes the most frequent training
+  songs and tags itself, a member of every fitted blend.
 
-The other members are not trained and have a shape of their own: the neighbour members
-(inference/neighbours.py, ``--neighbours``, repeatable, named by their kind), the audio member
-(inference/audio_member.py, ``--audio``: songs outside the vocabulary in the tail of a list) and popularity
-(always there).
+``python -m inference.members`` prints them for launch/quickstart.sh (:func:`main`).
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 
+from inference.audio import INDEX_FILE
+from inference.audio_member import AudioMember
 from inference.exports import load_dae, load_title, load_word2vec
+from inference.neighbours import load_neighbours
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,46 @@ class Member:
     folder: str  # its run folder in a quickstart run (launch/quickstart.sh), for bench.quality
     stages: tuple  # quickstart's timings.json keys of its training stages, for bench.quality's train seconds
     description: str  # bench.quality's description of the member alone
+    stage_folders: tuple = ()  # (stage, run folder) of a stage not run in ``folder`` (the title's pretraining)
+
+    def folder_of(self, stage: str) -> str | None:
+        """The quickstart run folder of one of its ``stages``."""
+        return dict(self.stage_folders).get(stage, self.folder)
+
+
+@dataclass(frozen=True)
+class Extra:
+    """A member, or a family of members, that hvd_train does not train: the neighbour members, the audio
+    member and popularity."""
+    name: str  # the blend file's key and bench.quality's member ("audio"); the neighbours': each kind's name
+    label: str  # its name in descriptions ("the audio member")
+    flag: str | None  # the command-line flag of its run directory ("--audio"); None: always there (popularity)
+    help: str  # that flag's help (a command may add what the flag does there)
+    load: Callable[[Path, Context], object] | None  # (run directory, context) -> the loaded member
+    folder: str | None  # its run folder in a quickstart run (launch/quickstart.sh), for bench.quality
+    stages: tuple  # quickstart's timings.json keys of the stages that build it
+    requires: str | None = None  # a file of ``folder`` without which a run lacks the member (bench.quality)
+    repeatable: bool = False  # the flag may be given more than once (one run per kind)
+    stage_folders: tuple = ()  # (stage, run folder or None) of a stage not run in ``folder``
+
+    def folder_of(self, stage: str) -> str | None:
+        """The quickstart run folder of one of its ``stages`` (None: the stage has none of its own)."""
+        return dict(self.stage_folders).get(stage, self.folder)
+
+
+@dataclass(frozen=True)
+class NeighbourKind:
+    """One kind of neighbour member (inference/neighbours.py ``--kind``): the ensemble names the member by it."""
+    name: str  # the kind: the export's config.json "kind", the blend file's key ("item_cf")
+    label: str  # its adjective in descriptions ("item": "item and playlist neighbours")
+    folder: str | None  # its run folder in a quickstart run, also bench.quality's row of it alone and its timing
+    # stage; None: quickstart does not build it, and bench.quality leaves it out
+    description: str | None  # bench.quality's description of it alone
+
+    @property
+    def stages(self) -> tuple:
+        """quickstart's timings.json keys of the stage that builds it (its folder's name)."""
+        return (self.folder,) if self.folder else ()
 
 
 def padded(rows: list[list[int]]) -> np.ndarray:
@@ -147,17 +199,59 @@ MEMBERS: tuple[Member, ...] = (
     Member("dae", "DAE", "--dae", "DAE run directory (hvd_train/dae.py --out)", DAEMember, "dae", ("dae",),
            "denoising set autoencoder alone (songs, tags, artists, title pieces)"),
     Member("title", "title BERT", "--title", "fine-tuned title BERT run directory (hvd_train/title.py finetune --out)",
-           TitleMember, "title-finetune", ("title_pretrain", "title_finetune"), "title BERT alone (fine-tuned)"),
+           TitleMember, "title-finetune", ("title_pretrain", "title_finetune"), "title BERT alone (fine-tuned)",
+           (("title_pretrain", "title-pretrain"),)),
     Member("word2vec", "Word2Vec", "--word2vec", "Word2Vec run directory (hvd_train/word2vec.py --out)",
            Word2VecMember, "word2vec", ("word2vec",),
            "Word2Vec alone (a question's mean input vector against every output vector)"),
 )
 
 
+
+def load_audio(run: Path, context: Context) -> AudioMember:
+    """The audio member of a CNN run, restricted to the songs outside this work directory's vocabulary."""
+    vocabulary_songs = np.array(list(context.index["songs"]), dtype=np.int64)
+    return AudioMember(run, context.workdir, context.manifest, vocabulary_songs, len(context.index["tags"]))
+
+
+def load_neighbour(run: Path, context: Context):
+    """The neighbour member of a run of python -m inference.neighbours (its kind in its config)."""
+    return load_neighbours(run, context.manifest, context.workdir)
+
+
+NEIGHBOURS = Extra("neighbours", "the neighbour members", "--neighbours",
+                   "a neighbour run directory (python -m inference.neighbours --out); one per kind, repeatable",
+                   load_neighbour, None, (), repeatable=True)
+NEIGHBOUR_KINDS: tuple[NeighbourKind, ...] = (
+    NeighbourKind("item_cf", "item", "neighbours",
+                  "the ensemble's item-neighbour member alone (inference/neighbours.py, vocabulary items)"),
+    NeighbourKind("playlist_cf", "playlist", "playlists",
+                  "the ensemble's playlist-neighbour member alone (inference/neighbours.py, vocabulary items)"),
+    NeighbourKind("ease", "EASE", None, None),
+)
+AUDIO = Extra("audio", "the audio member", "--audio",
+              "a hvd_train/cnn.py run directory with its audio index (python -m inference.audio index)",
+              load_audio, "cnn", ("cnn", "audio_index"), requires=INDEX_FILE, stage_folders=(("audio_index", None),))
+POPULARITY = Extra("popular", "popularity", None, "", None, None, ())
+
+
+def quickstart_kinds() -> tuple[NeighbourKind, ...]:
+    """The neighbour kinds a quickstart run builds (those with a folder), in NEIGHBOUR_KINDS' order."""
+    return tuple(k for k in NEIGHBOUR_KINDS if k.folder)
+
+
 def add_flags(parser) -> None:
-    """One ``--NAME RUNDIR`` option per member of MEMBERS (argparse dest = the member's name)."""
+    """One ``--NAME RUNDIR`` option per member of MEMBERS (argparse dest = the member's name), then the
+    neighbour members' repeatable flag (dest ``neighbours``, a list)."""
     for member in MEMBERS:
         parser.add_argument(member.flag, dest=member.name, type=Path, help=member.help)
+    parser.add_argument(NEIGHBOURS.flag, dest=NEIGHBOURS.name, type=Path, action="append", default=[],
+                        help=NEIGHBOURS.help)
+
+
+def add_audio_flag(parser, role: str) -> None:
+    """The audio member's flag (dest ``audio``); ``role``: what it does in this command, after its help."""
+    parser.add_argument(AUDIO.flag, dest=AUDIO.name, type=Path, help=AUDIO.help + role)
 
 
 def runs_of(args) -> dict[str, Path]:
@@ -166,21 +260,33 @@ def runs_of(args) -> dict[str, Path]:
 
 
 def given_runs(parser, args) -> dict[str, Path]:
-    """runs_of(args); argparse's usage error (exit 2) when neither a trained member nor ``--neighbours`` is
+    """runs_of(args); argparse's usage error (exit 2) when neither a trained member nor a neighbour member is
     given."""
     runs = runs_of(args)
-    if not runs and not args.neighbours:
-        parser.error(f"give at least one of {', '.join([m.flag for m in MEMBERS] + ['--neighbours'])}")
+    if not runs and not getattr(args, NEIGHBOURS.name):
+        parser.error(f"give at least one of {', '.join([m.flag for m in MEMBERS] + [NEIGHBOURS.flag])}")
     return runs
 
 
-def main() -> int:
+def main(argv: list[str] = ()) -> int:
     """``python -m inference.members``: one line per trained member, ``NAME FLAG FOLDER`` (launch/quickstart.sh
-    reads its member flags, run folders and results from it)."""
-    for member in MEMBERS:
-        print(member.name, member.flag, member.folder)
+    reads its member flags, run folders and results from it); ``--neighbours``: the same line per neighbour
+    kind that quickstart builds; ``--audio``: the audio member's line."""
+    parser = argparse.ArgumentParser(prog="python -m inference.members", description=main.__doc__.split(";")[0])
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(NEIGHBOURS.flag, dest="neighbours", action="store_true", help="the neighbour kinds instead")
+    which.add_argument(AUDIO.flag, dest="audio", action="store_true", help="the audio member instead")
+    args = parser.parse_args(list(argv))
+    if args.neighbours:
+        lines = [(k.name, NEIGHBOURS.flag, k.folder) for k in quickstart_kinds()]
+    elif args.audio:
+        lines = [(AUDIO.name, AUDIO.flag, AUDIO.folder)]
+    else:
+        lines = [(m.name, m.flag, m.folder) for m in MEMBERS]
+    for line in lines:
+        print(*line)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

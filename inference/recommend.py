@@ -56,9 +56,7 @@ def table(result: dict, song_meta: list[dict], top: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m inference.recommend", description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True)
-    registry.add_flags(parser)  # --dae, --title, --word2vec: inference/members.py
-    parser.add_argument("--neighbours", type=Path, action="append", default=[],
-                        help="a neighbour run directory (python -m inference.neighbours --out); repeatable")
+    registry.add_flags(parser)  # --dae, --title, --word2vec, --neighbours: inference/members.py
     parser.add_argument("--title-text", default="", help="the playlist's title")
     parser.add_argument("--songs", type=_ids, default=[], help="comma-separated song ids it holds")
     parser.add_argument("--tags", type=lambda t: [x.strip() for x in t.split(",") if x.strip()], default=[],
