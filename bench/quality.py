@@ -16,7 +16,7 @@
    that its wall time and peak resident memory (``wait4``) are its own. The knobs of item_cf, als, ease and
    playlist_cf are first searched on the protocol's tuning half of the validation questions
    (data/task.py; also in their own process, timed), then the best setting runs on every question.
-3. Neural systems (:func:`neural_systems`, the trained members from inference/members.py): the ensemble
+3. Neural systems (:func:`neural_systems`, every member declared in inference/members.py): the ensemble
    (DAE, title BERT, Word2Vec, the neighbour members and popularity, ranked by the learned ranker that
    ``python -m inference.fit_blend`` fits on the tuning half; with the audio member's tail slots, fitted
    there too, when the run has a CNN and its audio index), the same members under the grid blend
@@ -56,13 +56,10 @@ from inference import members as registry
 PEER_NAMES = ("popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf")
 # The neural systems: the members each runs with (run folders of the quickstart run), and the blend fitted on
 # the tuning half that weighs them (inference.fit_blend --method: ranker or grid; then popularity is a member
-# too), or None. The ablations leave one member out. The trained members come from inference/members.py (a
-# member registered there gets its flag, its ablation and its row alone here); the neighbour and audio members
-# are fixed.
-NEIGHBOURS = {"item_cf": ("--neighbours", "neighbours", ("neighbours",)),
-              "playlist_cf": ("--neighbours", "playlists", ("playlists",))}
-AUDIO = {"audio": ("--audio", "cnn", ("cnn", "audio_index"))}
-OPTIONAL = {"audio": "cnn/audio_index.npz"}  # members a run may lack (no spectrograms): left out where missing
+# too), or None. The ablations leave one member out. Every member comes from inference/members.py: a trained
+# member registered there gets its flag, its ablation and its row alone here; a neighbour kind with a
+# quickstart folder its place in the ensemble and its row alone; the audio member its place in the ensemble
+# where the run has its audio index.
 
 
 DESCRIPTIONS = {  # the systems whose description is not generated from the members
@@ -71,8 +68,6 @@ DESCRIPTIONS = {  # the systems whose description is not generated from the memb
     "ensemble_grid": "the same members blended by the grid search's weights per question type (inference/blend.py), "
                      "fitted on the tuning half",
     "ensemble_without_neighbours": "the ensemble without its two neighbour members (blend refitted)",
-    "neighbours": "the ensemble's item-neighbour member alone (inference/neighbours.py, vocabulary items)",
-    "playlists": "the ensemble's playlist-neighbour member alone (inference/neighbours.py, vocabulary items)",
     "popular_official": "inference.popular: most popular unseen songs/tags, no release-date filter",
     "popular": "peer: most popular, release-date filtered",
     "genre_popular": "peer: most popular of the question's dominant genre",
@@ -84,36 +79,52 @@ DESCRIPTIONS = {  # the systems whose description is not generated from the memb
 
 
 def members() -> dict[str, tuple[str, str, tuple]]:
-    """member -> (inference flag, quickstart run folder, quickstart's timing keys of its training stages)."""
+    """member -> (inference flag, quickstart run folder, quickstart's timing keys of the stages that build it):
+    the trained members, the neighbour kinds quickstart builds and the audio member (inference/members.py)."""
     trained = {m.name: (m.flag, m.folder, m.stages) for m in registry.MEMBERS}
-    return {**trained, **NEIGHBOURS, **AUDIO}
+    neighbours = {k.name: (registry.NEIGHBOURS.flag, k.folder, k.stages) for k in registry.quickstart_kinds()}
+    audio = registry.AUDIO
+    return {**trained, **neighbours, audio.name: (audio.flag, audio.folder, audio.stages)}
+
+
+def optional_members() -> dict[str, str]:
+    """member -> the file of a quickstart run without which the run lacks it (no spectrograms: no audio index);
+    such a member is left out where its file is missing."""
+    audio = registry.AUDIO
+    return {audio.name: f"{audio.folder}/{audio.requires}"}
 
 
 def neural_systems() -> dict[str, tuple[tuple, str | None]]:
     """system -> (its members, its blend method or None): the ensemble, its ablations, each member alone."""
     trained = tuple(m.name for m in registry.MEMBERS)
-    everything = trained + tuple(NEIGHBOURS)
-    return {"ensemble": (everything + tuple(AUDIO), "ranker"), "ensemble_without_audio": (everything, "ranker"),
+    kinds = registry.quickstart_kinds()
+    neighbours = tuple(k.name for k in kinds)
+    everything = trained + neighbours
+    return {"ensemble": (everything + (registry.AUDIO.name,), "ranker"),
+            f"ensemble_without_{registry.AUDIO.name}": (everything, "ranker"),
             "ensemble_grid": (everything, "grid"),
             **{f"ensemble_without_{name}": (tuple(m for m in everything if m != name), "ranker") for name in trained},
-            "ensemble_without_neighbours": (trained, "ranker"),
-            "ensemble_without_neural": (tuple(NEIGHBOURS), "ranker"),
+            f"ensemble_without_{registry.NEIGHBOURS.name}": (trained, "ranker"),
+            "ensemble_without_neural": (neighbours, "ranker"),
             **{name: ((name,), None) for name in trained},
-            "neighbours": (("item_cf",), None), "playlists": (("playlist_cf",), None)}
+            **{k.folder: ((k.name,), None) for k in kinds}}
 
 
 def descriptions() -> dict[str, str]:
     """system -> what it is, for the tables."""
     labels = [m.label for m in registry.MEMBERS]
+    kinds = registry.quickstart_kinds()
+    neighbours = " and ".join(k.label for k in kinds) + " neighbours"
     return {
-        "ensemble": " + ".join(labels) + " + item and playlist neighbours + popularity, ranked by the learned "
+        "ensemble": " + ".join(labels + [neighbours, registry.POPULARITY.label]) + ", ranked by the learned "
                     "ranker (inference/ranker.py) fitted on the tuning half; the audio member's songs outside the "
                     "vocabulary in the tail slots fitted per type (inference/audio_member.py), when the run has a CNN",
         **{f"ensemble_without_{m.name}": f"the ensemble without the {m.label} member (blend refitted)"
            for m in registry.MEMBERS},
         "ensemble_without_neural": "the ensemble without its trained models (" + ", ".join(labels) + "): neighbours + "
-                                   "popularity",
+                                   + registry.POPULARITY.label,
         **{m.name: m.description for m in registry.MEMBERS},
+        **{k.folder: k.description for k in kinds},
         **DESCRIPTIONS,
     }
 
@@ -151,8 +162,12 @@ def _synth_matches(data: Path, scale: str, seed: int) -> bool:
 
 
 def _quickstart_finished(run: Path) -> bool:
-    return (run / "scores/table.md").is_file() and (run / "playlists/export/config.json").is_file() and all(
-        (run / f"results/{m}.json").is_file() for m in ("ensemble", "dae", "title", "word2vec", "popular"))
+    """Whether quickstart finished in ``run``: its score table, the export of the last neighbour kind it builds
+    and the results of the ensemble, of each trained member alone and of inference.popular."""
+    last_neighbours = registry.quickstart_kinds()[-1].folder
+    results = ("ensemble", *(m.name for m in registry.MEMBERS), "popular")
+    return (run / "scores/table.md").is_file() and (run / f"{last_neighbours}/export/config.json").is_file() and all(
+        (run / f"results/{m}.json").is_file() for m in results)
 
 
 def prepare(run: Path, scale: str, seed: int, skip_ensemble: bool, epochs: list[int] | None = None,
@@ -208,9 +223,17 @@ def run_peers(run: Path, out: Path, tuned: list[str], tune_questions: int | None
     return systems
 
 
-STAGE_DIRS = {"dae": "dae", "title_pretrain": "title-pretrain", "title_finetune": "title-finetune",
-              "word2vec": "word2vec", "neighbours": "neighbours", "playlists": "playlists", "cnn": "cnn"}
-OPTIONAL_STAGES = ("cnn", "audio_index")  # a run without spectrograms has neither: None, and no audio member
+def stage_folders() -> dict[str, str | None]:
+    """quickstart's timings.json key of every stage that builds a member -> its run folder (None: it has none of
+    its own), in inference/members.py's order: the trained members', the neighbour kinds', the audio member's."""
+    folders = {stage: m.folder_of(stage) for m in registry.MEMBERS for stage in m.stages}
+    folders.update({stage: k.folder for k in registry.quickstart_kinds() for stage in k.stages})
+    folders.update({stage: registry.AUDIO.folder_of(stage) for stage in registry.AUDIO.stages})
+    return folders
+
+
+STAGE_DIRS = {stage: folder for stage, folder in stage_folders().items() if folder is not None}
+OPTIONAL_STAGES = registry.AUDIO.stages  # a run without spectrograms has neither: None, and no audio member
 
 
 def training_seconds(run: Path) -> tuple[dict, str]:
@@ -222,9 +245,8 @@ def training_seconds(run: Path) -> tuple[dict, str]:
     path = run / "timings.json"
     timings = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     if all(k in timings for k in STAGE_DIRS if k not in OPTIONAL_STAGES):
-        return {k: (float(timings[k]) if k in timings else None)
-                for k in (*STAGE_DIRS, "audio_index")}, "timings.json"
-    spans = {"audio_index": None}
+        return {k: (float(timings[k]) if k in timings else None) for k in stage_folders()}, "timings.json"
+    spans = {stage: None for stage, folder in stage_folders().items() if folder is None}
     for stage, folder in STAGE_DIRS.items():
         times = [f.stat().st_mtime for f in (run / folder).rglob("*") if f.is_file()]
         start = run / folder / "workdir.json"
@@ -244,7 +266,8 @@ def run_neural(run: Path, out: Path, names: list[str]) -> dict:
     timings = json.loads((run / "timings.json").read_text(encoding="utf-8")) if (run / "timings.json").is_file() else {}
     known, neural = members(), neural_systems()
     questions, systems = run / "split/questions/val.json", {}
-    present = {m for m in known if m not in OPTIONAL or (run / OPTIONAL[m]).is_file()}
+    optional = optional_members()
+    present = {m for m in known if m not in optional or (run / optional[m]).is_file()}
     for name, (chosen, method) in ((n, neural[n]) for n in names):
         chosen = tuple(m for m in chosen if m in present)
         models = [a for m in chosen for a in (known[m][0], str(run / known[m][1]))]
@@ -344,7 +367,7 @@ def ratios(systems: dict) -> dict | None:
 
 # The ratios printed only when their system ran: ratios' key, that system, the line's label
 OPTIONAL_RATIOS = (("without_neural_vs_ensemble", "ensemble_without_neural",
-                    "ensemble without its trained models (DAE, title BERT, Word2Vec) / ensemble"),
+                    f"ensemble without its trained models ({', '.join(m.label for m in registry.MEMBERS)}) / ensemble"),
                    ("dae_vs_best_peer", "dae", "DAE alone / best peer"),
                    ("ensemble_vs_without_audio", "ensemble_without_audio",
                     "ensemble / ensemble without the audio member"))
