@@ -146,20 +146,28 @@ if ((${#mel[@]})); then
     timed cnn train cnn
     stage "audio index (every song's audio embedding and predicted tags) -> $out/cnn/audio_index.npz"
     timed audio_index python -m inference.audio index --work "$work" --model "$out/cnn"
-    audio=(--audio "$out/cnn")
+    read -r _ flag folder < <(python -m inference.members --audio)  # inference/members.py: NAME FLAG FOLDER
+    audio=("$flag" "$out/$folder")
 fi
 
-stage "neighbour members: item-item CF -> $out/neighbours, playlist-neighbour CF -> $out/playlists"
-timed neighbours python -m inference.neighbours --work "$work" --out "$out/neighbours" --kind item_cf
-timed playlists python -m inference.neighbours --work "$work" --out "$out/playlists" --kind playlist_cf
+# the neighbour kinds (inference/members.py --neighbours: KIND FLAG FOLDER per line), each built into its folder,
+# timed under its folder's name, and given to the ensemble by its flag
+mapfile -t neighbour_kinds < <(python -m inference.members --neighbours)
+neighbours=()
+for line in "${neighbour_kinds[@]}"; do
+    read -r kind flag folder <<<"$line"
+    stage "neighbour member $kind -> $out/$folder"
+    timed "$folder" python -m inference.neighbours --work "$work" --out "$out/$folder" --kind "$kind"
+    neighbours+=("$flag" "$out/$folder")
+done
 
 questions=$split/questions/val.json answers=$split/answers/val.json
-# the trained members (inference/members.py: NAME FLAG FOLDER per line), then the two neighbour members
+# the trained members (inference/members.py: NAME FLAG FOLDER per line), then the neighbour members
 trained=() models=()
 while read -r name flag folder; do
     trained+=("$name") models+=("$flag" "$out/$folder")
 done < <(python -m inference.members)
-models+=(--neighbours "$out/neighbours" --neighbours "$out/playlists")
+models+=("${neighbours[@]}")
 stage "the learned ranker over every member (inference/ranker.py), and the audio member's tail slots, fitted on the tuning half of $questions -> $out/blend.json"
 timed blend python -m inference.fit_blend --questions "$questions" --answers "$answers" --work "$work" "${models[@]}" \
     ${audio[@]+"${audio[@]}"} --out "$out/blend.json"
