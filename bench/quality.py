@@ -101,10 +101,10 @@ def neural_systems() -> dict[str, tuple[tuple, str | None]]:
     neighbours = tuple(k.name for k in kinds)
     everything = trained + neighbours
     return {"ensemble": (everything + (registry.AUDIO.name,), "ranker"),
-            f"ensemble_without_{registry.AUDIO.name}": (everything, "ranker"),
+            "ensemble_without_audio": (everything, "ranker"),
             "ensemble_grid": (everything, "grid"),
             **{f"ensemble_without_{name}": (tuple(m for m in everything if m != name), "ranker") for name in trained},
-            f"ensemble_without_{registry.NEIGHBOURS.name}": (trained, "ranker"),
+            "ensemble_without_neighbours": (trained, "ranker"),
             "ensemble_without_neural": (neighbours, "ranker"),
             **{name: ((name,), None) for name in trained},
             **{k.folder: ((k.name,), None) for k in kinds}}
@@ -232,10 +232,6 @@ def stage_folders() -> dict[str, str | None]:
     return folders
 
 
-STAGE_DIRS = {stage: folder for stage, folder in stage_folders().items() if folder is not None}
-OPTIONAL_STAGES = registry.AUDIO.stages  # a run without spectrograms has neither: None, and no audio member
-
-
 def training_seconds(run: Path) -> tuple[dict, str]:
     """Wall seconds of each training stage: quickstart's timings.json, or, for a run folder made without it,
     the span of the stage folder's file times (the trainer writes workdir.json once it has started and its
@@ -244,10 +240,14 @@ def training_seconds(run: Path) -> tuple[dict, str]:
     audio index has no folder of its own and is None there."""
     path = run / "timings.json"
     timings = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    if all(k in timings for k in STAGE_DIRS if k not in OPTIONAL_STAGES):
-        return {k: (float(timings[k]) if k in timings else None) for k in stage_folders()}, "timings.json"
-    spans = {stage: None for stage, folder in stage_folders().items() if folder is None}
-    for stage, folder in STAGE_DIRS.items():
+    folders = stage_folders()
+    optional = registry.AUDIO.stages  # a run without spectrograms has neither: None, and no audio member
+    if all(k in timings for k, folder in folders.items() if folder is not None and k not in optional):
+        return {k: (float(timings[k]) if k in timings else None) for k in folders}, "timings.json"
+    spans = {stage: None for stage, folder in folders.items() if folder is None}  # no folder of its own: no span
+    for stage, folder in folders.items():
+        if folder is None:
+            continue
         times = [f.stat().st_mtime for f in (run / folder).rglob("*") if f.is_file()]
         start = run / folder / "workdir.json"
         spans[stage] = (max(times) - start.stat().st_mtime) if times and start.is_file() else None
@@ -365,24 +365,25 @@ def ratios(systems: dict) -> dict | None:
                                           if "ensemble_without_audio" in systems else None)}
 
 
-# The ratios printed only when their system ran: ratios' key, that system, the line's label
-OPTIONAL_RATIOS = (("without_neural_vs_ensemble", "ensemble_without_neural",
-                    f"ensemble without its trained models ({', '.join(m.label for m in registry.MEMBERS)}) / ensemble"),
-                   ("dae_vs_best_peer", "dae", "DAE alone / best peer"),
-                   ("ensemble_vs_without_audio", "ensemble_without_audio",
-                    "ensemble / ensemble without the audio member"))
+def optional_ratios() -> tuple[tuple[str, str, str], ...]:
+    """The ratios printed only when their system ran: (ratios' key, that system, the line's label)."""
+    trained = ", ".join(m.label for m in registry.MEMBERS)
+    return (("without_neural_vs_ensemble", "ensemble_without_neural",
+             f"ensemble without its trained models ({trained}) / ensemble"),
+            ("dae_vs_best_peer", "dae", "DAE alone / best peer"),
+            ("ensemble_vs_without_audio", "ensemble_without_audio", "ensemble / ensemble without the audio member"))
 
 
 def ratios_markdown(r: dict, systems: dict | None = None) -> list[str]:
     """The Markdown lines of :func:`ratios`. A ratio without a figure (None: its denominator 0 or missing)
     reads n/a, a type that no peer was scored on names "no peer" as its best. The lines of
-    :data:`OPTIONAL_RATIOS` are left out when their system is not in ``systems`` (without ``systems``: when
+    :func:`optional_ratios` are left out when their system is not in ``systems`` (without ``systems``: when
     their ratio is None)."""
     lines = ["Against the bars (report half):", "",
              f"- ensemble / best peer ({r['best_peer']}): **{_fmt(r['ensemble_vs_best_peer'], 3)}**",
              "- by question type (ensemble / that type's best peer): " + ", ".join(
                  f"{t} {_fmt(v['ratio'], 3)} ({v['best_peer'] or 'no peer'})" for t, v in r["by_type"].items())]
-    for key, system, label in OPTIONAL_RATIOS:
+    for key, system, label in optional_ratios():
         if (system in systems) if systems is not None else r.get(key) is not None:
             lines.append(f"- {label}: {_fmt(r.get(key), 3)}")
     return lines + [""]
