@@ -63,8 +63,6 @@ PEER_NAMES = ("popular", "genre_popular", "item_cf", "als", "ease", "playlist_cf
 
 
 DESCRIPTIONS = {  # the systems whose description is not generated from the members
-    "ensemble_without_audio": "the ensemble without the audio member (the same ranker weights: the audio slots are "
-                              "fitted after them)",
     "ensemble_grid": "the same members blended by the grid search's weights per question type (inference/blend.py), "
                      "fitted on the tuning half",
     "ensemble_without_neighbours": "the ensemble without its two neighbour members (blend refitted)",
@@ -125,6 +123,8 @@ def descriptions() -> dict[str, str]:
                                    + registry.POPULARITY.label,
         **{m.name: m.description for m in registry.MEMBERS},
         **{k.folder: k.description for k in kinds},
+        "ensemble_without_audio": f"the ensemble without {registry.AUDIO.label} (the same ranker weights: the audio "
+                                  "slots are fitted after them)",
         **DESCRIPTIONS,
     }
 
@@ -371,7 +371,8 @@ def optional_ratios() -> tuple[tuple[str, str, str], ...]:
     return (("without_neural_vs_ensemble", "ensemble_without_neural",
              f"ensemble without its trained models ({trained}) / ensemble"),
             ("dae_vs_best_peer", "dae", "DAE alone / best peer"),
-            ("ensemble_vs_without_audio", "ensemble_without_audio", "ensemble / ensemble without the audio member"))
+            ("ensemble_vs_without_audio", "ensemble_without_audio",
+             f"ensemble / ensemble without {registry.AUDIO.label}"))
 
 
 def ratios_markdown(r: dict, systems: dict | None = None) -> list[str]:

@@ -118,7 +118,7 @@ class Ensemble:
         self.tokenizer = TitleTokenizer(self.workdir / "title.model")
         self.weak = {}  # member -> why popularity answers in its place (models/export.py below_popularity)
         context = registry.Context(self.workdir, self.manifest, self.index, self.tokenizer)
-        self.models = self._load_members(runs, context)  # trained member name -> its loaded member (inference/members.py)
+        self.models = self._load_members(runs, context)  # trained member name -> its loaded member (members.py)
         self.neighbours = self._load_neighbours(neighbours_runs, context)  # kind -> the neighbour member of that kind
         self.blend = None if blend_path is None else blend.load(blend_path, self.manifest, self.members(),
                                                                 sorted(self.weak))
@@ -316,8 +316,9 @@ class Ensemble:
         for kind, member in self.neighbours.items():
             out[kind] = member.candidates(rs, blocked_songs, blocked_tags, s.candidate_songs, s.candidate_tags)
         if popular:
-            out[registry.POPULARITY.name] = Candidates(*self._popular(blocked_songs, self.song_counts, SONGS_PER_PLAYLIST),
-                                        *self._popular(blocked_tags, self.tag_counts, TAGS_PER_PLAYLIST))
+            out[registry.POPULARITY.name] = Candidates(
+                *self._popular(blocked_songs, self.song_counts, SONGS_PER_PLAYLIST),
+                *self._popular(blocked_tags, self.tag_counts, TAGS_PER_PLAYLIST))
         return out
 
     def _weights(self, qs: list[dict], members: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -81,7 +81,8 @@ class Member:
 class Extra:
     """A member, or a family of members, that hvd_train does not train: the neighbour members, the audio
     member and popularity."""
-    name: str  # the blend file's key and bench.quality's member ("audio"); the neighbours': each kind's name
+    name: str  # the blend file's key and bench.quality's member ("audio", "popular"); for the neighbour members
+    # their argparse dest ("neighbours"): each is keyed by its kind (NEIGHBOUR_KINDS)
     label: str  # its name in descriptions ("the audio member")
     flag: str | None  # the command-line flag of its run directory ("--audio"); None: always there (popularity)
     help: str  # that flag's help (a command may add what the flag does there)
@@ -89,7 +90,6 @@ class Extra:
     folder: str | None  # its run folder in a quickstart run (launch/quickstart.sh), for bench.quality
     stages: tuple  # quickstart's timings.json keys of the stages that build it
     requires: str | None = None  # a file of ``folder`` without which a run lacks the member (bench.quality)
-    repeatable: bool = False  # the flag may be given more than once (one run per kind)
     stage_folders: tuple = ()  # (stage, run folder or None) of a stage not run in ``folder``
 
     def folder_of(self, stage: str) -> str | None:
@@ -221,7 +221,7 @@ def load_neighbour(run: Path, context: Context):
 
 NEIGHBOURS = Extra("neighbours", "the neighbour members", "--neighbours",
                    "a neighbour run directory (python -m inference.neighbours --out); one per kind, repeatable",
-                   load_neighbour, None, (), repeatable=True)
+                   load_neighbour, None, ())
 NEIGHBOUR_KINDS: tuple[NeighbourKind, ...] = (
     NeighbourKind("item_cf", "item", "neighbours",
                   "the ensemble's item-neighbour member alone (inference/neighbours.py, vocabulary items)"),
@@ -242,7 +242,7 @@ def quickstart_kinds() -> tuple[NeighbourKind, ...]:
 
 def add_flags(parser) -> None:
     """One ``--NAME RUNDIR`` option per member of MEMBERS (argparse dest = the member's name), then the
-    neighbour members' repeatable flag (dest ``neighbours``, a list)."""
+    neighbour members' flag, repeatable: one run per kind (dest ``neighbours``, a list)."""
     for member in MEMBERS:
         parser.add_argument(member.flag, dest=member.name, type=Path, help=member.help)
     parser.add_argument(NEIGHBOURS.flag, dest=NEIGHBOURS.name, type=Path, action="append", default=[],
