@@ -171,6 +171,7 @@ def test_two_ranks_with_the_sampled_output_and_row_gradients_stay_in_sync_and_le
     assert config["trained_with"]["loss"]["output"] == "sampled"
 
 
+@pytest.mark.slow  # a training subprocess (about 20 s)
 def test_the_trainer_starts_the_output_heads_from_popularity_when_asked(work, tmp_path):
     """train.output_init=popularity reaches the model: after one step at the warmup's first learning rate
     (about 1.6e-3 here) the exported song biases are still log(count / playlists) and the untied table's song

@@ -235,6 +235,7 @@ sys.exit(train(TrainingState(hvd, [])))
 """
 
 
+@pytest.mark.slow  # two elastic horovodrun jobs (about 20 s): a drill, not the fast tier
 @pytest.mark.parametrize("guarded", [True, False])
 def test_a_peer_lost_during_a_named_collective_in_a_tf_function_rolls_back_not_ends_the_job(tmp_path, guarded):
     """The CI failure of 2026-12-07: a worker died just before the loop's named ``bad_step`` vote, Horovod's
