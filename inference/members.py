@@ -59,8 +59,16 @@ class Loaded(Protocol):
         tensors or arrays; the given items need not be masked (the ensemble blocks them)."""
 
 
+class _StageFolders:
+    """``folder_of`` for a declaration with a quickstart ``folder`` and ``stage_folders``."""
+
+    def folder_of(self, stage: str) -> str | None:
+        """The quickstart run folder of one of its ``stages`` (None: the stage has none of its own)."""
+        return dict(self.stage_folders).get(stage, self.folder)
+
+
 @dataclass(frozen=True)
-class Member:
+class Member(_StageFolders):
     """One trained member of the ensemble."""
     name: str  # the blend file's key, bench.quality's row ("dae")
     label: str  # its name in logs ("DAE")
@@ -72,13 +80,9 @@ class Member:
     description: str  # bench.quality's description of the member alone
     stage_folders: tuple = ()  # (stage, run folder) of a stage not run in ``folder`` (the title's pretraining)
 
-    def folder_of(self, stage: str) -> str | None:
-        """The quickstart run folder of one of its ``stages``."""
-        return dict(self.stage_folders).get(stage, self.folder)
-
 
 @dataclass(frozen=True)
-class Extra:
+class Extra(_StageFolders):
     """A member, or a family of members, that hvd_train does not train: the neighbour members, the audio
     member and popularity."""
     name: str  # the blend file's key and bench.quality's member ("audio", "popular"); for the neighbour members
@@ -91,10 +95,6 @@ class Extra:
     stages: tuple  # quickstart's timings.json keys of the stages that build it
     requires: str | None = None  # a file of ``folder`` without which a run lacks the member (bench.quality)
     stage_folders: tuple = ()  # (stage, run folder or None) of a stage not run in ``folder``
-
-    def folder_of(self, stage: str) -> str | None:
-        """The quickstart run folder of one of its ``stages`` (None: the stage has none of its own)."""
-        return dict(self.stage_folders).get(stage, self.folder)
 
 
 @dataclass(frozen=True)
