@@ -127,8 +127,9 @@ def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
 
     tf.random.set_seed(train.seed)
     model = DAE.from_config(model_cfg, manifest["sizes"], compute_dtype(config.hardware))
-    # the items' training counts, read once for whichever of the two needs them
-    counts = vocab_counts(work) if train.output_init == "popularity" or loss_cfg.output == "sampled" else None
+    vocab = read_vocab(work)
+    model.set_song_artists(vocab["song_artists"])
+    counts = vocab_counts(vocab)
     if train.output_init == "popularity":
         model.start_from_popularity(counts, manifest["records"]["train"])
     seed_dropout(train.seed, rank)
@@ -161,7 +162,7 @@ def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
     return Task(
         name="dae", model=model, variables=list(model.trainable_variables), loss=loss, **shard(rank, size),
         hidden=model_cfg.hidden, reshard=shard,
-        decayed=[v for v in (model.embedding, model.output_table) if v is not None],
+        decayed=[v for v in (model.embedding, model.output_table, model.artist_table) if v is not None],
         export=lambda epoch, scores: export_config(config, manifest, epoch, scores),
         describe=lambda s: f"music {s['music_ndcg']:.4f} tag {s['tag_ndcg']:.4f} score {s['score']:.4f}",
         loss_variants=lambda epoch: loss_cfg.rank_weight_at(epoch) != 0,
@@ -188,13 +189,17 @@ def output_sampler(counts: dict | None, manifest: dict, loss_cfg: DAELossConfig,
     return SampledOutput(counts, manifest["records"]["train"], batch_size, loss_cfg.negatives, loss_cfg.sample_alpha)
 
 
-def vocab_counts(work: Path) -> dict:
-    """{songs, tags, artists: [training count of each vocabulary item]} of the work directory's vocab.json."""
+def read_vocab(work: Path) -> dict:
+    """The work directory's vocab.json (data/vocab.py)."""
     import json
 
+    return json.loads((Path(work) / "vocab.json").read_text(encoding="utf-8"))
+
+
+def vocab_counts(vocab: dict) -> dict:
+    """{songs, tags, artists: [training count of each vocabulary item]} of a vocab.json (:func:`read_vocab`)."""
     from models.dae import HEADS
 
-    vocab = json.loads((Path(work) / "vocab.json").read_text(encoding="utf-8"))
     return {kind: [count for _, count in vocab[kind]] for kind in HEADS}
 
 

@@ -38,10 +38,18 @@ def load_export(rundir: Path, expected: tuple, manifest: dict, workdir: Path, ma
     return weights, config
 
 
+# model keys added after exports of the model existed, with the value that reproduces those older models
+ADDED_KEYS = {"DAEConfig": {"artist_rows": False}}
+
+
 def model_config(cls, rundir: Path, config: dict):
-    """The export's ``model_config`` as the model's typed section; ExportError when it does not fit."""
+    """The export's ``model_config`` as the model's typed section (an older export's missing
+    :data:`ADDED_KEYS` read as what its model was); ExportError when it does not fit."""
+    raw = config.get("model_config")
+    if isinstance(raw, dict):
+        raw = {**ADDED_KEYS.get(cls.__name__, {}), **raw}
     try:
-        return parse_section(cls, config.get("model_config"), "model_config")
+        return parse_section(cls, raw, "model_config")
     except ConfigError as e:
         raise ExportError(f"{rundir}: the export's {e}; retrain with this version") from None
 

@@ -7,7 +7,10 @@ sqrt(hidden), pads zeroed; no position or segment embeddings (the input is a set
 with rows of their own after the artists': a question that gives only its title is no longer empty.
 A pre-norm Transformer encoder; the songs-CLS output scores every song as ``h · E_songsᵀ + b`` (output weights
 tied to the input table, or with ``tied_output=False`` a table of their own), tags-CLS every tag,
-artists-CLS every artist; sigmoid probabilities.
+artists-CLS every artist; sigmoid probabilities. With ``artist_rows=True`` (a departure) a song's output row is
+its own row plus its first artist's row of a table shared by the artist's songs: a song seen in few
+playlists is scored through what its artist's other songs taught (the song -> artist index is a
+non-trainable variable of the model, set by the trainer from the vocabulary and exported with the weights).
 
 Batches are the pipeline's (data/pipeline.py): vocabulary indices padded with -1. With
 ``compute_dtype=tf.float16`` the encoder runs in half precision; embeddings, heads and loss stay float32.
@@ -38,6 +41,7 @@ class DAEConfig:
     dropout: float  # in [0, 1)
     tied_output: bool  # the output heads score with the input table (else a table of their own)
     title: bool  # the title's pieces are a fourth input segment
+    artist_rows: bool  # a song's output row adds its first artist's row of a shared table
 
     def __post_init__(self):
         check_encoder_config(self)
@@ -45,8 +49,8 @@ class DAEConfig:
 
 class DAE(tf.Module):
     def __init__(self, n_songs: int, n_tags: int, n_artists: int, *, hidden: int, blocks: int, heads: int, ffn: int,
-                 activation: str, dropout: float, tied_output: bool, title: bool, n_pieces: int = 0,
-                 compute_dtype=tf.float32, name: str = "dae"):
+                 activation: str, dropout: float, tied_output: bool, title: bool, artist_rows: bool = False,
+                 n_pieces: int = 0, compute_dtype=tf.float32, name: str = "dae"):
         """Sizes of the vocabularies, then the hyper-parameters of :class:`DAEConfig` (configs/dae.yaml holds
         their defaults). ``title``: read the title's pieces (ids in [0, n_pieces), the work directory's
         tokenizer) too."""
@@ -66,6 +70,12 @@ class DAE(tf.Module):
         # or a table of their own (untied: input and output roles of an item learnt apart)
         self.output_table = None if tied_output else tf.Variable(
             tf.random.normal([sum(self.sizes), hidden], stddev=hidden ** -0.5), name="output_table")
+        # artist_rows: song i's output row adds artist_table[song_artist[i]]; row n_artists stands for "no artist in
+        # the vocabulary" (song_artist starts there until set_song_artists); zeros, so an untrained model's songs
+        # are scored by their own rows alone
+        self.song_artist = tf.Variable(tf.fill([n_songs], n_artists), trainable=False, name="song_artist") \
+            if artist_rows else None
+        self.artist_table = tf.Variable(tf.zeros([n_artists + 1, hidden]), name="artist_table") if artist_rows else None
         self.biases = [tf.Variable(tf.zeros([n]), name=f"bias_{kind}") for n, kind in zip(self.sizes, ("songs", "tags", "artists"))]
         self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
 
@@ -82,6 +92,15 @@ class DAE(tf.Module):
             bias.assign(tf.math.log(tf.maximum(count, 1.0) / float(playlists)))
         if self.output_table is not None:
             self.output_table.assign(tf.zeros_like(self.output_table))
+
+    def set_song_artists(self, song_artists: list) -> None:
+        """``song_artists``: per vocabulary song, its artists' vocabulary indices (vocab.json's rows); the first
+        is the song's artist in the shared output rows (none: the "no artist" row)."""
+        if self.song_artist is None:
+            return
+        if len(song_artists) != self.sizes[0]:
+            raise ValueError(f"{len(song_artists)} songs' artists for a model of {self.sizes[0]} songs")
+        self.song_artist.assign([row[0] if row else self.sizes[2] for row in song_artists])
 
     @classmethod
     def from_config(cls, model_config: DAEConfig, sizes: dict, compute_dtype=tf.float32) -> "DAE":
@@ -115,6 +134,16 @@ class DAE(tf.Module):
     def _table(self):
         return self.embedding if self.output_table is None else self.output_table
 
+    def output_rows(self, head: int, ids=None):
+        """[C, hidden] output rows of head ``head``'s items ``ids`` [C] int32 (None: all of them), the songs'
+        with their artists' shared rows added when the model has them."""
+        offset, size = self.offsets[head], self.sizes[head]
+        rows = self._table()[offset:offset + size] if ids is None else tf.gather(self._table(), ids + offset)
+        if head == 0 and self.artist_table is not None:
+            artists = self.song_artist if ids is None else tf.gather(self.song_artist, ids)
+            rows += tf.gather(self.artist_table, artists)
+        return rows
+
     def __call__(self, songs, tags, artists, title=None, training: bool = False, heads: int = 3):
         """Logits (songs [batch, n_songs], tags [batch, n_tags], artists [batch, n_artists]) for int32 id
         batches songs/tags/artists/title [batch, length_*] padded with -1 (``title``: piece ids, read only
@@ -122,15 +151,14 @@ class DAE(tf.Module):
         the artists head)."""
         h = self.encode(songs, tags, artists, title, training)
         out = []
-        for position, (offset, size, bias) in enumerate(zip(self.offsets[:heads], self.sizes, self.biases)):
-            out.append(tf.matmul(h[:, position], self._table()[offset:offset + size], transpose_b=True) + bias)
+        for position, bias in enumerate(self.biases[:heads]):
+            out.append(tf.matmul(h[:, position], self.output_rows(position), transpose_b=True) + bias)
         return tuple(out)
 
     def score(self, h, head: int, ids):
         """Logits [batch, C] of head ``head`` (0 songs, 1 tags, 2 artists) for its items ``ids`` [C] int32 only,
         from CLS outputs ``h`` [batch, 3, hidden]; the table's and bias's gradients touch only those rows."""
-        rows = tf.gather(self._table(), ids + self.offsets[head])
-        return tf.matmul(h[:, head], rows, transpose_b=True) + tf.gather(self.biases[head], ids)
+        return tf.matmul(h[:, head], self.output_rows(head, ids), transpose_b=True) + tf.gather(self.biases[head], ids)
 
     def chunked_scores(self, h, head: int, chunk: int) -> ChunkedScores:
         """Head ``head``'s logits for CLS outputs ``h`` [batch, 3, hidden] as ChunkedScores: items

@@ -152,3 +152,51 @@ def test_an_untied_dae_started_from_popularity_ranks_exactly_by_popularity():
     np.testing.assert_array_equal(tied.embedding.numpy(), before)  # the input embeddings are left alone
     with np.testing.assert_raises(ValueError):  # counts of another vocabulary
         tied.start_from_popularity({**counts, "tags": counts["tags"][:-1]}, playlists=2000)
+
+
+def test_artist_rows_carry_what_one_song_learns_to_its_artists_other_songs():
+    """Songs 20 and 21 share artist 5, song 22 has artist 6: steps that only ever target song 20 raise song 21's
+    logit (through the shared row) and leave song 22's (its own artist row, never a candidate) as it was."""
+    tf.random.set_seed(2)
+    model = dae(dropout=0.0, tied_output=False, artist_rows=True)
+    song_artists = [[i % 8] for i in range(30)]
+    song_artists[20], song_artists[21], song_artists[22] = [5], [5, 1], [6]
+    model.set_song_artists(song_artists)
+    assert model.song_artist.numpy()[[20, 21, 22]].tolist() == [5, 5, 6]
+    trainable = {id(v) for v in model.trainable_variables}
+    assert id(model.song_artist) not in trainable and id(model.artist_table) in trainable
+    pad = lambda rows: tf.constant([r + [-1] * (3 - len(r)) for r in rows], tf.int32)  # noqa: E731
+    b = {"songs_in": pad([[0, 1]]), "tags_in": pad([[0]]), "artists_in": pad([[0]]),
+         "songs": pad([[0, 1, 20]]), "tags": pad([[0]]), "artists": pad([[0]])}
+    before = model(b["songs_in"], b["tags_in"], b["artists_in"])[0].numpy()[0]
+    for _ in range(20):
+        with tf.GradientTape() as tape:
+            loss, _ = dae_loss(model, b, 0.0, 0.0, 0.0, training=True, item_loss="softmax", targets="hidden")
+        grads = tape.gradient(loss, [model.artist_table])
+        model.artist_table.assign_sub(0.5 * tf.convert_to_tensor(grads[0]))  # only the shared rows learn
+    after = model(b["songs_in"], b["tags_in"], b["artists_in"])[0].numpy()[0]
+    gain = after - before
+    assert gain[21] > 0.5 and abs(gain[21] - gain[20]) < 1e-4  # the shared row moved both songs alike
+    # song 22's own artist row took no gradient: its logit moved only with the other rows' push down
+    assert gain[22] < gain[21] - 0.5
+
+
+def test_artist_rows_score_the_same_whole_chunked_and_after_an_export_round_trip():
+    from models.weights import assign_weights, weights_by_path
+
+    tf.random.set_seed(3)
+    model = dae(dropout=0.0, tied_output=False, artist_rows=True)
+    model.set_song_artists([[i % 8] if i % 5 else [] for i in range(30)])  # every fifth song: no artist
+    model.artist_table.assign(tf.random.normal(model.artist_table.shape))
+    b = batch()
+    whole = model(b["songs_in"], b["tags_in"], b["artists_in"])[0].numpy()
+    h = model.encode(b["songs_in"], b["tags_in"], b["artists_in"])
+    chunks = model.chunked_scores(h, 0, 7)
+    np.testing.assert_allclose(np.concatenate([chunks.score(s, min(s + 7, 30)) for s in range(0, 30, 7)], axis=1),
+                               whole, rtol=1e-5, atol=1e-5)
+    plain = model.output_rows(0).numpy() - model.artist_table.numpy()[model.song_artist.numpy()]
+    np.testing.assert_allclose(plain, model.output_table.numpy()[:30], atol=1e-6)
+    assert (model.song_artist.numpy()[::5] == SIZES[2]).all()  # no artist: the shared "none" row
+    loaded = dae(dropout=0.0, tied_output=False, artist_rows=True)  # as inference builds it: no vocabulary read
+    assert assign_weights(loaded, weights_by_path(model)) is None
+    np.testing.assert_allclose(loaded(b["songs_in"], b["tags_in"], b["artists_in"])[0].numpy(), whole, rtol=1e-6)
