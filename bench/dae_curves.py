@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from bench.common import REPO, results_dir, run, save_result
+from bench.melon_budget import SETTINGS as MELON_SETTINGS
 
 # The main job's DAE schedule before this benchmark: warmup 300 steps (longer than a 2-epoch run on small),
 # and the reference's targets (the whole playlist). Every variant names its targets: the default changed.
@@ -64,6 +65,11 @@ VARIANTS = {
     # ... and an untied output table starting at zero: the untrained model ranks exactly by popularity
     "main job, untied output from popularity": TITLED + ["train.output_init=popularity", "model.tied_output=false"],
     "hidden, width 64": ["train.warmup_steps=300", "loss.targets=hidden", "model.hidden=64", "model.ffn=256"],
+    # bench.melon_budget's DAE (sampled output as rows, untied heads from popularity, 2,000 tuning questions) on
+    # small: a 10-minute stand-in for a 40-minute melon probe (the two plateau at the same share of item_cf)
+    "melon settings": MELON_SETTINGS,
+    # ... with a song's output row plus 5 / (5 + its training count) of its artist's shared row
+    "melon settings, artist prior 5": MELON_SETTINGS + ["model.artist_prior=5"],
 }
 
 def curve(run: Path) -> list[dict]:

@@ -128,8 +128,8 @@ def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
     tf.random.set_seed(train.seed)
     model = DAE.from_config(model_cfg, manifest["sizes"], compute_dtype(config.hardware))
     vocab = read_vocab(work)
-    model.set_song_artists(vocab["song_artists"])
     counts = vocab_counts(vocab)
+    model.set_song_artists(vocab["song_artists"], counts["songs"])
     if train.output_init == "popularity":
         model.start_from_popularity(counts, manifest["records"]["train"])
     seed_dropout(train.seed, rank)

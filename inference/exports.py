@@ -39,7 +39,7 @@ def load_export(rundir: Path, expected: tuple, manifest: dict, workdir: Path, ma
 
 
 # model keys added after exports of the model existed, with the value that reproduces those older models
-ADDED_KEYS = {"DAEConfig": {"artist_rows": False}}
+ADDED_KEYS = {"DAEConfig": {"artist_prior": 0.0}}
 
 
 def model_config(cls, rundir: Path, config: dict):

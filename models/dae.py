@@ -7,10 +7,11 @@ sqrt(hidden), pads zeroed; no position or segment embeddings (the input is a set
 with rows of their own after the artists': a question that gives only its title is no longer empty.
 A pre-norm Transformer encoder; the songs-CLS output scores every song as ``h · E_songsᵀ + b`` (output weights
 tied to the input table, or with ``tied_output=False`` a table of their own), tags-CLS every tag,
-artists-CLS every artist; sigmoid probabilities. With ``artist_rows=True`` (a departure) a song's output row is
-its own row plus its first artist's row of a table shared by the artist's songs: a song seen in few
-playlists is scored through what its artist's other songs taught (the song -> artist index is a
-non-trainable variable of the model, set by the trainer from the vocabulary and exported with the weights).
+artists-CLS every artist; sigmoid probabilities. With ``artist_prior=k > 0`` (a departure) a song seen in n
+training playlists has as output row its own row plus ``k / (k + n)`` times its first artist's row of a
+table shared by the artist's songs: a rarely seen song is scored through what its artist's other songs
+taught, a often seen one by its own row (the song -> artist index and the shares are non-trainable variables
+of the model, set by the trainer from the vocabulary and exported with the weights).
 
 Batches are the pipeline's (data/pipeline.py): vocabulary indices padded with -1. With
 ``compute_dtype=tf.float16`` the encoder runs in half precision; embeddings, heads and loss stay float32.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from models.config import as_dict
+from models.config import ConfigError, as_dict
 from models.layers import Encoder, check_encoder_config
 from models.losses import ITEM_LOSSES, PAD, hide_given, multi_hot, ranking_bce, softmax_xent
 from models.ranking import ChunkedScores
@@ -41,15 +42,17 @@ class DAEConfig:
     dropout: float  # in [0, 1)
     tied_output: bool  # the output heads score with the input table (else a table of their own)
     title: bool  # the title's pieces are a fourth input segment
-    artist_rows: bool  # a song's output row adds its first artist's row of a shared table
+    artist_prior: float  # k: a song seen n times adds k / (k + n) of its first artist's shared row; 0: none
 
     def __post_init__(self):
         check_encoder_config(self)
+        if self.artist_prior < 0:
+            raise ConfigError("model.artist_prior must be 0 (off) or positive")
 
 
 class DAE(tf.Module):
     def __init__(self, n_songs: int, n_tags: int, n_artists: int, *, hidden: int, blocks: int, heads: int, ffn: int,
-                 activation: str, dropout: float, tied_output: bool, title: bool, artist_rows: bool = False,
+                 activation: str, dropout: float, tied_output: bool, title: bool, artist_prior: float = 0.0,
                  n_pieces: int = 0, compute_dtype=tf.float32, name: str = "dae"):
         """Sizes of the vocabularies, then the hyper-parameters of :class:`DAEConfig` (configs/dae.yaml holds
         their defaults). ``title``: read the title's pieces (ids in [0, n_pieces), the work directory's
@@ -70,12 +73,14 @@ class DAE(tf.Module):
         # or a table of their own (untied: input and output roles of an item learnt apart)
         self.output_table = None if tied_output else tf.Variable(
             tf.random.normal([sum(self.sizes), hidden], stddev=hidden ** -0.5), name="output_table")
-        # artist_rows: song i's output row adds artist_table[song_artist[i]]; row n_artists stands for "no artist in
-        # the vocabulary" (song_artist starts there until set_song_artists); zeros, so an untrained model's songs
-        # are scored by their own rows alone
-        self.song_artist = tf.Variable(tf.fill([n_songs], n_artists), trainable=False, name="song_artist") \
-            if artist_rows else None
-        self.artist_table = tf.Variable(tf.zeros([n_artists + 1, hidden]), name="artist_table") if artist_rows else None
+        # artist_prior: song i's output row adds artist_share[i] x artist_table[song_artist[i]]; row n_artists stands
+        # for "no artist in the vocabulary" (where song_artist points until set_song_artists); zeros, so an
+        # untrained model's songs are scored by their own rows alone
+        self.artist_prior = artist_prior
+        shared = artist_prior > 0
+        self.song_artist = tf.Variable(tf.fill([n_songs], n_artists), trainable=False, name="song_artist") if shared else None
+        self.artist_share = tf.Variable(tf.ones([n_songs]), trainable=False, name="artist_share") if shared else None
+        self.artist_table = tf.Variable(tf.zeros([n_artists + 1, hidden]), name="artist_table") if shared else None
         self.biases = [tf.Variable(tf.zeros([n]), name=f"bias_{kind}") for n, kind in zip(self.sizes, ("songs", "tags", "artists"))]
         self.encoder = Encoder(hidden, blocks, heads, ffn, activation, dropout)
 
@@ -93,14 +98,17 @@ class DAE(tf.Module):
         if self.output_table is not None:
             self.output_table.assign(tf.zeros_like(self.output_table))
 
-    def set_song_artists(self, song_artists: list) -> None:
-        """``song_artists``: per vocabulary song, its artists' vocabulary indices (vocab.json's rows); the first
-        is the song's artist in the shared output rows (none: the "no artist" row)."""
+    def set_song_artists(self, song_artists: list, counts) -> None:
+        """``song_artists``: per vocabulary song, its artists' vocabulary indices (vocab.json's rows), the first
+        the song's artist in the shared output rows (none: the "no artist" row); ``counts`` [n_songs]: its
+        training playlists, which set its share ``k / (k + count)`` of that row. Nothing without a prior."""
         if self.song_artist is None:
             return
-        if len(song_artists) != self.sizes[0]:
-            raise ValueError(f"{len(song_artists)} songs' artists for a model of {self.sizes[0]} songs")
+        if len(song_artists) != self.sizes[0] or len(counts) != self.sizes[0]:
+            raise ValueError(f"{len(song_artists)} songs' artists and {len(counts)} counts for a model of "
+                             f"{self.sizes[0]} songs")
         self.song_artist.assign([row[0] if row else self.sizes[2] for row in song_artists])
+        self.artist_share.assign(self.artist_prior / (self.artist_prior + tf.constant(counts, tf.float32)))
 
     @classmethod
     def from_config(cls, model_config: DAEConfig, sizes: dict, compute_dtype=tf.float32) -> "DAE":
@@ -141,7 +149,8 @@ class DAE(tf.Module):
         rows = self._table()[offset:offset + size] if ids is None else tf.gather(self._table(), ids + offset)
         if head == 0 and self.artist_table is not None:
             artists = self.song_artist if ids is None else tf.gather(self.song_artist, ids)
-            rows += tf.gather(self.artist_table, artists)
+            share = self.artist_share if ids is None else tf.gather(self.artist_share, ids)
+            rows += share[:, None] * tf.gather(self.artist_table, artists)
         return rows
 
     def __call__(self, songs, tags, artists, title=None, training: bool = False, heads: int = 3):

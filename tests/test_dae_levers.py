@@ -1,12 +1,18 @@
-"""The DAE's generalisation levers on hand-made batches: hidden targets, the untied output table, and the
-decoupled weight decay of the training step (in process; the trainer's real ranks are tested elsewhere)."""
+"""The DAE's generalisation levers on hand-made batches: hidden targets, the untied output table, the artist
+prior, and the decoupled weight decay of the training step (in process; the trainer's real ranks are tested elsewhere)."""
 
 from __future__ import annotations
 
-import numpy as np
-import tensorflow as tf
+from pathlib import Path
 
-from models.dae import DAE, dae_loss
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from hvd_train.dae import DEFAULT_CONFIG
+from inference.exports import ExportError, model_config
+from models.dae import DAE, DAEConfig, dae_loss
 from models.losses import hide_given, multi_hot
 
 SIZES = (30, 6, 8)
@@ -158,10 +164,10 @@ def test_artist_rows_carry_what_one_song_learns_to_its_artists_other_songs():
     """Songs 20 and 21 share artist 5, song 22 has artist 6: steps that only ever target song 20 raise song 21's
     logit (through the shared row) and leave song 22's (its own artist row, never a candidate) as it was."""
     tf.random.set_seed(2)
-    model = dae(dropout=0.0, tied_output=False, artist_rows=True)
+    model = dae(dropout=0.0, tied_output=False, artist_prior=1e6)  # every song's share about 1
     song_artists = [[i % 8] for i in range(30)]
     song_artists[20], song_artists[21], song_artists[22] = [5], [5, 1], [6]
-    model.set_song_artists(song_artists)
+    model.set_song_artists(song_artists, [3] * 30)
     assert model.song_artist.numpy()[[20, 21, 22]].tolist() == [5, 5, 6]
     trainable = {id(v) for v in model.trainable_variables}
     assert id(model.song_artist) not in trainable and id(model.artist_table) in trainable
@@ -185,8 +191,9 @@ def test_artist_rows_score_the_same_whole_chunked_and_after_an_export_round_trip
     from models.weights import assign_weights, weights_by_path
 
     tf.random.set_seed(3)
-    model = dae(dropout=0.0, tied_output=False, artist_rows=True)
-    model.set_song_artists([[i % 8] if i % 5 else [] for i in range(30)])  # every fifth song: no artist
+    model = dae(dropout=0.0, tied_output=False, artist_prior=2.0)
+    model.set_song_artists([[i % 8] if i % 5 else [] for i in range(30)], list(range(30)))  # every 5th: no artist
+    np.testing.assert_allclose(model.artist_share.numpy()[[0, 2, 18]], [1.0, 0.5, 0.1], rtol=1e-6)
     model.artist_table.assign(tf.random.normal(model.artist_table.shape))
     b = batch()
     whole = model(b["songs_in"], b["tags_in"], b["artists_in"])[0].numpy()
@@ -194,9 +201,19 @@ def test_artist_rows_score_the_same_whole_chunked_and_after_an_export_round_trip
     chunks = model.chunked_scores(h, 0, 7)
     np.testing.assert_allclose(np.concatenate([chunks.score(s, min(s + 7, 30)) for s in range(0, 30, 7)], axis=1),
                                whole, rtol=1e-5, atol=1e-5)
-    plain = model.output_rows(0).numpy() - model.artist_table.numpy()[model.song_artist.numpy()]
+    plain = (model.output_rows(0).numpy() - model.artist_share.numpy()[:, None]
+             * model.artist_table.numpy()[model.song_artist.numpy()])
     np.testing.assert_allclose(plain, model.output_table.numpy()[:30], atol=1e-6)
     assert (model.song_artist.numpy()[::5] == SIZES[2]).all()  # no artist: the shared "none" row
-    loaded = dae(dropout=0.0, tied_output=False, artist_rows=True)  # as inference builds it: no vocabulary read
+    loaded = dae(dropout=0.0, tied_output=False, artist_prior=2.0)  # as inference builds it: no vocabulary read
     assert assign_weights(loaded, weights_by_path(model)) is None
     np.testing.assert_allclose(loaded(b["songs_in"], b["tags_in"], b["artists_in"])[0].numpy(), whole, rtol=1e-6)
+
+
+def test_an_export_made_before_the_artist_prior_loads_as_the_model_it_was():
+    section = yaml.safe_load(DEFAULT_CONFIG.read_text())["model"]
+    older = {k: v for k, v in section.items() if k != "artist_prior"}
+    assert model_config(DAEConfig, Path("run"), {"model_config": older}).artist_prior == 0.0
+    assert model_config(DAEConfig, Path("run"), {"model_config": {**older, "artist_prior": 3.0}}).artist_prior == 3.0
+    with pytest.raises(ExportError, match="missing key"):  # only the added key has a stand-in
+        model_config(DAEConfig, Path("run"), {"model_config": {k: v for k, v in older.items() if k != "hidden"}})
