@@ -49,9 +49,15 @@ SETTINGS = ["train.warmup_steps=200", "train.lr_multiplier=0.15", "train.weight_
 PEERS = ("item_cf", "playlist_cf")
 
 
-def prepare_data(keep: Path) -> tuple[Path, Path, Path]:
-    """(data, split, work) at melon scale under ``keep``, made when missing."""
+def prepare_data(keep: Path, song_recall: float | None = None) -> tuple[Path, Path, Path]:
+    """(data, split, work) at melon scale under ``keep``, made when missing. ``song_recall``: a work directory
+    of its own (``work-recallR``) whose song vocabulary covers that share of the training occurrences in place
+    of configs/data.yaml's (the vocabulary cutoff); the data and split are shared."""
     data, split, work = keep / "data", keep / "split", keep / "work"
+    config = []
+    if song_recall is not None:
+        work = keep / f"work-recall{song_recall:g}"
+        config = ["--config", data_config(song_recall, keep / f"configs/data-recall{song_recall:g}.yaml")]
     if not (data / "song_meta.json").exists():
         run([sys.executable, "-m", "data.synth", "--scale", "melon", "--seed", "0", "--out", data, "--force"],
             keep / "logs/synth.log", name="synth")
@@ -60,8 +66,20 @@ def prepare_data(keep: Path) -> tuple[Path, Path, Path]:
             keep / "logs/split.log", name="split")
     if not (work / "manifest.json").exists():
         run(["mpirun", "-np", "2", "--oversubscribe", sys.executable, "-m", "data.preprocess", "--split", split,
-             "--meta", data, "--out", work, "--force"], keep / "logs/preprocess.log", name="preprocess")
+             "--meta", data, "--out", work, "--force", *config], keep / f"logs/preprocess-{work.name}.log",
+            name="preprocess")
     return data, split, work
+
+
+def data_config(song_recall: float, path: Path) -> Path:
+    """configs/data.yaml with ``vocab.song_recall`` replaced, written to ``path``."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs/data.yaml").read_text(encoding="utf-8"))
+    config["vocab"]["song_recall"] = song_recall
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def report_sample(split: Path, n: int, out: Path, seed: int = 0, part: str = "report") -> Path:
@@ -115,6 +133,8 @@ def markdown(result: dict) -> str:
     lines = [f"# The DAE at melon size after {trained} (-np {result['np']})", "",
              f"{result['questions']} report-half questions of the synthetic `melon` split (a seeded sample); "
              f"`{result.get('command', 'python -m bench.melon_budget --minutes %g' % result['minutes'])}`.", "",
+             *([f"The DAE's vocabulary: {result['sizes']['songs']:,} songs, {result['sizes']['tags']:,} tags, "
+                f"{result['sizes']['artists']:,} artists.", ""] if "sizes" in result else []),
              "| system | music nDCG | tag nDCG | score | / item_cf |", "| --- | ---: | ---: | ---: | ---: |"]
     base = result["systems"]["item_cf"]["score"]
     for name, scores in result["systems"].items():
@@ -145,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="dae",
                         help="the run's name: its folder in --keep and, unless dae, the results' suffix "
                              "(bench/results/melon_budget_NAME.*): a variant beside the main run, on the same data")
+    parser.add_argument("--song-recall", type=float, default=None,
+                        help="the vocabulary cutoff: the DAE's songs cover this share of the training occurrences "
+                             "(configs/data.yaml: 0.90), in a work directory of its own beside the default one")
     parser.add_argument("--markdown", action="store_true",
                         help="only write the .md again from the run's results JSON (bench/results/melon_budget[_NAME].json)")
     parser.add_argument("--no-train", action="store_true",
@@ -158,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_train and not log.is_file():
         parser.error(f"--no-train: no trained run in {args.keep} (no {log}); run without --no-train first")
     started = time.perf_counter()
-    data, split, work = prepare_data(args.keep)
+    if args.song_recall is not None and not 0.0 < args.song_recall <= 1.0:
+        parser.error("--song-recall must be in (0, 1]")
+    data, split, work = prepare_data(args.keep, args.song_recall)
     sample = report_sample(split, args.questions, args.keep / "report-sample")
     if args.no_train:
         trained = {"output": log.read_text(encoding="utf-8"), "wall_s": None, "peak_rss_gb": None}

@@ -1,11 +1,13 @@
 """bench.melon_budget's report on hand-made results (in process): a run ended by the budget and one ended by
-its epoch count."""
+its epoch count; the data config of its vocabulary cutoff."""
 
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from bench.melon_budget import curve, markdown
+from bench.common import REPO
+from bench.melon_budget import curve, data_config, markdown
 
 
 def result(minutes):
@@ -47,3 +49,11 @@ def test_the_ensemble_report_divides_by_the_ensemble_without_the_dae():
     assert "| ensemble_without_dae | 0.1600 | 0.3200 | 0.1840 | 1.000 |" in text
     assert "| ensemble | 0.2000 | 0.1000 |" in text  # by type: songs-only, title-only
     assert "dae (melon_budget) | 0.1000 |" in text and text.count("| dae (melon_budget) |") == 1
+
+
+def test_the_vocabulary_cutoff_changes_only_the_song_share_of_the_data_config(tmp_path):
+    default = yaml.safe_load((REPO / "configs/data.yaml").read_text())
+    written = yaml.safe_load(data_config(0.8, tmp_path / "configs/data.yaml").read_text())
+    assert written["vocab"]["song_recall"] == 0.8 and default["vocab"]["song_recall"] != 0.8
+    written["vocab"]["song_recall"] = default["vocab"]["song_recall"]
+    assert written == default
