@@ -117,7 +117,9 @@ class Ensemble:
             self.release_dates = f["release_dates"]
         self.tokenizer = TitleTokenizer(self.workdir / "title.model")
         self.weak = {}  # member -> why popularity answers in its place (models/export.py below_popularity)
-        context = registry.Context(self.workdir, self.manifest, self.index, self.tokenizer)
+        context = registry.Context(self.workdir, self.manifest, self.index, self.tokenizer,
+                                   {"songs": self.song_counts, "tags": self.tag_counts})
+        self.popular = registry.POPULARITY.load(None, context)  # proposes, and stands in for a weak member
         self.models = self._load_members(runs, context)  # trained member name -> its loaded member (members.py)
         self.neighbours = self._load_neighbours(neighbours_runs, context)  # kind -> the neighbour member of that kind
         self.blend = None if blend_path is None else blend.load(blend_path, self.manifest, self.members(),
@@ -217,26 +219,6 @@ class Ensemble:
         return [to_record(q, self.index, self.tokenizer, self.max_title_pieces) for q in questions]
 
     # -------------------------------------------------------------- members
-    def _popularity_probabilities(self, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-        """A weak member's stand-in: each question's songs [Q, n_songs] and tags [Q, n_tags] as the training
-        counts' distribution (the given items are blocked by the caller)."""
-        rows = len(records)
-        songs, tags = (self.song_counts / self.song_counts.sum()).astype(np.float32), \
-            (self.tag_counts / self.tag_counts.sum()).astype(np.float32)
-        return np.broadcast_to(songs, (rows, len(songs))), np.broadcast_to(tags, (rows, len(tags)))
-
-    @staticmethod
-    def _propose(probabilities, blocked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's top-k unblocked items: (indices, probabilities), index -1 where fewer exist.
-        Masking and top-k run where the probabilities are (the GPU when there is one)."""
-        import tensorflow as tf
-
-        masked = tf.where(tf.constant(blocked), tf.constant(-np.inf, probabilities.dtype), probabilities)
-        top = tf.math.top_k(masked, k=min(k, blocked.shape[1]))
-        values, indices = top.values.numpy(), top.indices.numpy()
-        missing = ~np.isfinite(values)
-        return np.where(missing, -1, indices), np.where(missing, 0.0, values)
-
     @staticmethod
     def _sum_rank_fill(candidates: np.ndarray, scores: np.ndarray, blocked: np.ndarray, n: int,
               bonus: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -285,11 +267,6 @@ class Ensemble:
             blocked_tags[i, r["tags"]] = True
         return blocked_songs, blocked_tags
 
-    def _popular(self, blocked: np.ndarray, counts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's k most frequent unblocked items (vocabulary order) and their training counts."""
-        top, values = self._propose(np.broadcast_to(counts, blocked.shape).astype(np.float32), blocked, k)
-        return top, values
-
     # -------------------------------------------------------------- recommendations
     def candidates(self, qs: list[dict], rs: list[dict], blocked_songs: np.ndarray, blocked_tags: np.ndarray,
                    popular: bool) -> dict[str, Candidates]:
@@ -302,23 +279,21 @@ class Ensemble:
         for name, member in self.models.items():
             runs, probabilities = member.answers(given, has_title), member.probabilities
             if name in self.weak:  # where it would answer, popularity answers in its place
-                probabilities = self._popularity_probabilities
+                probabilities = self.popular.probabilities
             c = Candidates(np.full((len(qs), s.candidate_songs), -1), np.zeros((len(qs), s.candidate_songs)),
                            np.full((len(qs), s.candidate_tags), -1), np.zeros((len(qs), s.candidate_tags)))
             rows = np.flatnonzero(runs)
             if len(rows):
                 p_songs, p_tags = probabilities([rs[i] for i in rows])
-                top, values = self._propose(p_songs, blocked_songs[rows], s.candidate_songs)
+                top, values = registry.propose(p_songs, blocked_songs[rows], s.candidate_songs)
                 c.song_items[rows, :top.shape[1]], c.song_scores[rows, :top.shape[1]] = top, values
-                top, values = self._propose(p_tags, blocked_tags[rows], s.candidate_tags)
+                top, values = registry.propose(p_tags, blocked_tags[rows], s.candidate_tags)
                 c.tag_items[rows, :top.shape[1]], c.tag_scores[rows, :top.shape[1]] = top, values
             out[name] = c
         for kind, member in self.neighbours.items():
             out[kind] = member.candidates(rs, blocked_songs, blocked_tags, s.candidate_songs, s.candidate_tags)
         if popular:
-            out[registry.POPULARITY.name] = Candidates(
-                *self._popular(blocked_songs, self.song_counts, SONGS_PER_PLAYLIST),
-                *self._popular(blocked_tags, self.tag_counts, TAGS_PER_PLAYLIST))
+            out[registry.POPULARITY.name] = self.popular.candidates(blocked_songs, blocked_tags)
         return out
 
     def _weights(self, qs: list[dict], members: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

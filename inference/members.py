@@ -14,8 +14,9 @@ how it proposes candidates, its run folder in a quickstart run and its rows in b
   with a folder) inside the ensemble, all of them left out, and each alone.
 * The audio member, :data:`AUDIO` (inference/audio_member.py, ``--audio``): songs outside the vocabulary
   in the tail of a list, as many as the blend file's slots; a run without spectrograms lacks it.
-* Popularity, :data:`POPULARITY`: always there, no flag; the ensemble proposes the most frequent training
-  songs and tags itself, a member of every fitted blend.
+* Popularity, :data:`POPULARITY` (:class:`PopularityMember`): always there, no flag; it proposes the most
+  frequent training songs and tags a question may still get, a member of every fitted blend, and stands in
+  for a trained member whose export scored below it.
 
 ``python -m inference.members`` prints them for launch/quickstart.sh (:func:`main`).
 """
@@ -30,8 +31,10 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from data.task import SONGS_PER_PLAYLIST, TAGS_PER_PLAYLIST
 from inference.audio import INDEX_FILE
 from inference.audio_member import AudioMember
+from inference.blend import Candidates
 from inference.exports import load_dae, load_title, load_word2vec
 from inference.neighbours import load_neighbours
 
@@ -39,11 +42,13 @@ from inference.neighbours import load_neighbours
 @dataclass(frozen=True)
 class Context:
     """What a member's loader may read: the work directory, its manifest, its vocabulary index
-    (data/workdir.py index_of) and its title tokenizer."""
+    (data/workdir.py index_of), its title tokenizer and the vocabulary's training counts ({songs, tags}:
+    float64 [n_items], vocabulary order)."""
     workdir: Path
     manifest: dict
     index: dict
     tokenizer: object
+    counts: dict
 
 
 class Loaded(Protocol):
@@ -232,7 +237,45 @@ NEIGHBOUR_KINDS: tuple[NeighbourKind, ...] = (
 AUDIO = Extra("audio", "the audio member", "--audio",
               "a hvd_train/cnn.py run directory with its audio index (python -m inference.audio index)",
               load_audio, "cnn", ("cnn", "audio_index"), requires=INDEX_FILE, stage_folders=(("audio_index", None),))
-POPULARITY = Extra("popular", "popularity", None, "", None, None, ())
+
+
+def propose(probabilities, blocked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's top-k unblocked items of ``probabilities`` [rows, n_items] (an array or a tensor) where
+    ``blocked`` [rows, n_items] is false: (indices, probabilities) [rows, min(k, n_items)], index -1 and 0
+    where fewer exist. Masking and top-k run where the probabilities are (the GPU when there is one)."""
+    import tensorflow as tf
+
+    masked = tf.where(tf.constant(blocked), tf.constant(-np.inf, probabilities.dtype), probabilities)
+    top = tf.math.top_k(masked, k=min(k, blocked.shape[1]))
+    values, indices = top.values.numpy(), top.indices.numpy()
+    missing = ~np.isfinite(values)
+    return np.where(missing, -1, indices), np.where(missing, 0.0, values)
+
+
+class PopularityMember:
+    """Popularity: the most frequent training songs and tags (the vocabulary's counts)."""
+
+    def __init__(self, context: Context):
+        self.song_counts, self.tag_counts = context.counts["songs"], context.counts["tags"]
+
+    def probabilities(self, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """A weak member's stand-in: each question's songs [Q, n_songs] and tags [Q, n_tags] as the training
+        counts' distribution (the given items are blocked by the caller)."""
+        songs = (self.song_counts / self.song_counts.sum()).astype(np.float32)
+        tags = (self.tag_counts / self.tag_counts.sum()).astype(np.float32)
+        return np.broadcast_to(songs, (len(records), len(songs))), np.broadcast_to(tags, (len(records), len(tags)))
+
+    def candidates(self, blocked_songs: np.ndarray, blocked_tags: np.ndarray) -> Candidates:
+        """Each question's 100 most frequent songs and 10 tags it may get (``blocked_*`` [Q, n_items] true
+        where not), scored by their training counts."""
+        songs = propose(np.broadcast_to(self.song_counts, blocked_songs.shape).astype(np.float32), blocked_songs,
+                        SONGS_PER_PLAYLIST)
+        tags = propose(np.broadcast_to(self.tag_counts, blocked_tags.shape).astype(np.float32), blocked_tags,
+                       TAGS_PER_PLAYLIST)
+        return Candidates(*songs, *tags)
+
+
+POPULARITY = Extra("popular", "popularity", None, "", lambda run, context: PopularityMember(context), None, ())
 
 
 def quickstart_kinds() -> tuple[NeighbourKind, ...]:

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from inference.ensemble import Ensemble, blend_weights
+from inference.members import propose
 
 
 def test_blend_weights_follow_the_formula():
@@ -58,7 +59,7 @@ def test_rows_with_too_few_unblocked_items_are_marked():
 def test_proposals_skip_blocked_items_and_mark_missing_ones():
     p = tf.constant([[0.1, 0.5, 0.2, 0.15, 0.05]])
     blocked = np.array([[False, True, False, True, True]])
-    top, values = Ensemble._propose(p, blocked, 4)
+    top, values = propose(p, blocked, 4)
     assert top.tolist() == [[2, 0, -1, -1]]
     np.testing.assert_allclose(values, [[0.2, 0.1, 0.0, 0.0]])
 
