@@ -10,7 +10,7 @@ tied to the input table, or with ``tied_output=False`` a table of their own), ta
 artists-CLS every artist; sigmoid probabilities. With ``artist_prior=k > 0`` (a departure) a song seen in n
 training playlists has as output row its own row plus ``k / (k + n)`` times its first artist's row of a
 table shared by the artist's songs: a rarely seen song is scored through what its artist's other songs
-taught, a often seen one by its own row (the song -> artist index and the shares are non-trainable variables
+taught, an often seen one by its own row (the song -> artist index and the shares are non-trainable variables
 of the model, set by the trainer from the vocabulary and exported with the weights).
 
 Batches are the pipeline's (data/pipeline.py): vocabulary indices padded with -1. With
