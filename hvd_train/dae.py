@@ -20,6 +20,7 @@ leave and join (hvd_train/elastic.py).
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,7 @@ def dae_task(hvd, config: DAETrainerConfig, manifest: dict, work: Path) -> Task:
 
     tf.random.set_seed(train.seed)
     model = DAE.from_config(model_cfg, manifest["sizes"], compute_dtype(config.hardware))
-    vocab = read_vocab(work)
+    vocab = json.loads((Path(work) / "vocab.json").read_text(encoding="utf-8"))
     counts = vocab_counts(vocab)
     model.set_song_artists(vocab["song_artists"], counts["songs"])
     if train.output_init == "popularity":
@@ -179,7 +180,7 @@ def validation_scores(model, batch: dict, chunk: int):
     return model.chunked_scores(h, 0, chunk), model.score(h, 1, tf.range(model.sizes[1]))
 
 
-def output_sampler(counts: dict | None, manifest: dict, loss_cfg: DAELossConfig, batch_size: int):
+def output_sampler(counts: dict, manifest: dict, loss_cfg: DAELossConfig, batch_size: int):
     """loss.output=sampled: the sampling state of the heads larger than loss.negatives, from the vocabulary's
     training ``counts`` (vocab_counts); None for the full output."""
     if loss_cfg.output != "sampled":
@@ -189,15 +190,8 @@ def output_sampler(counts: dict | None, manifest: dict, loss_cfg: DAELossConfig,
     return SampledOutput(counts, manifest["records"]["train"], batch_size, loss_cfg.negatives, loss_cfg.sample_alpha)
 
 
-def read_vocab(work: Path) -> dict:
-    """The work directory's vocab.json (data/vocab.py)."""
-    import json
-
-    return json.loads((Path(work) / "vocab.json").read_text(encoding="utf-8"))
-
-
 def vocab_counts(vocab: dict) -> dict:
-    """{songs, tags, artists: [training count of each vocabulary item]} of a vocab.json (:func:`read_vocab`)."""
+    """{songs, tags, artists: [training count of each vocabulary item]} of a vocab.json (data/vocab.py)."""
     from models.dae import HEADS
 
     return {kind: [count for _, count in vocab[kind]] for kind in HEADS}
